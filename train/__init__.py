@@ -1,0 +1,1 @@
+"""Training stack: shard streaming and packing, the pretrain/SFT loop, checkpoints, metrics."""

@@ -1,0 +1,124 @@
+"""`vlmdata train ...`: pretrain, sft, toy (write the toy-world shards) and eval."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import typer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+app = typer.Typer(help="Train the GLM-4.1V-style model on WebDataset shards.", no_args_is_help=True)
+
+
+def _config(stage: str, config: Path | None, preset: str | None, shards: list[str] | None, steps: int | None,
+            output: Path | None, overrides: dict):
+    from train.config import ShardSource, TrainConfig
+
+    cfg = TrainConfig.from_yaml(config) if config else TrainConfig()
+    cfg.stage = stage  # type: ignore[assignment]
+    if preset:
+        cfg.model = preset
+    if shards:
+        cfg.data.sources = [ShardSource(name=f"shards{i}", urls=s) for i, s in enumerate(shards)]
+    if steps is not None:
+        cfg.run.steps = steps
+    if output is not None:
+        cfg.run.output = output
+    for section, values in overrides.items():
+        for k, v in values.items():
+            if v is not None:
+                setattr(getattr(cfg, section), k, v)
+    return TrainConfig.model_validate(cfg.model_dump())
+
+
+def _run(stage: str, config, preset, shards, steps, output, seq_len, rows, accum, lr, workers, ckpt_every, no_progress):
+    from train.trainer import train
+
+    cfg = _config(stage, config, preset, shards, steps, output, {
+        "data": {"seq_len": seq_len, "rows_per_batch": rows, "num_workers": workers},
+        "optim": {"grad_accum": accum, "lr": lr},
+        "run": {"ckpt_every": ckpt_every, "progress": False if no_progress else None},
+    })
+    last = train(cfg)
+    typer.echo(json.dumps({"output": str(cfg.run.output), **{k: last.get(k) for k in ("step", "loss")}}))
+
+
+_opts = dict(
+    config=typer.Option(None, "--config", "-c", help="Training YAML (configs/train/*.yaml or a path)."),
+    preset=typer.Option(None, "--preset", "-p", help="Model preset (tiny, small, glm-4.1v-9b) or saved model folder."),
+    shards=typer.Option(None, "--shards", help="Shard glob; repeat for several sources (equal weights)."),
+    steps=typer.Option(None, "--steps", help="Optimiser steps to reach."),
+    output=typer.Option(None, "--output", "-o", help="Run folder (metrics.jsonl, checkpoints/, hf/)."),
+)
+
+
+@app.command()
+def pretrain(
+    config: Path | None = _opts["config"], preset: str | None = _opts["preset"],
+    shards: list[str] | None = _opts["shards"], steps: int | None = _opts["steps"],
+    output: Path | None = _opts["output"],
+    seq_len: int | None = typer.Option(None, help="Tokens per packed row."),
+    rows: int | None = typer.Option(None, help="Packed rows per micro-batch."),
+    accum: int | None = typer.Option(None, help="Gradient accumulation steps."),
+    lr: float | None = typer.Option(None, help="Peak learning rate."),
+    workers: int | None = typer.Option(None, help="DataLoader workers."),
+    ckpt_every: int | None = typer.Option(None, help="Steps between checkpoints."),
+    no_progress: bool = typer.Option(False, help="Plain log lines instead of a progress bar."),
+) -> None:
+    """Pretraining: loss on captions (or the assistant turn of samples without one). Resumes from OUTPUT."""
+    _run("pretrain", config, preset, shards, steps, output, seq_len, rows, accum, lr, workers, ckpt_every, no_progress)
+
+
+@app.command()
+def sft(
+    config: Path | None = _opts["config"], preset: str | None = _opts["preset"],
+    shards: list[str] | None = _opts["shards"], steps: int | None = _opts["steps"],
+    output: Path | None = _opts["output"],
+    seq_len: int | None = typer.Option(None, help="Tokens per packed row."),
+    rows: int | None = typer.Option(None, help="Packed rows per micro-batch."),
+    accum: int | None = typer.Option(None, help="Gradient accumulation steps."),
+    lr: float | None = typer.Option(None, help="Peak learning rate."),
+    workers: int | None = typer.Option(None, help="DataLoader workers."),
+    ckpt_every: int | None = typer.Option(None, help="Steps between checkpoints."),
+    no_progress: bool = typer.Option(False, help="Plain log lines instead of a progress bar."),
+) -> None:
+    """SFT: loss on the last assistant turn of `messages`. --preset may be a pretraining run's OUTPUT/hf."""
+    _run("sft", config, preset, shards, steps, output, seq_len, rows, accum, lr, workers, ckpt_every, no_progress)
+
+
+@app.command()
+def toy(
+    output: Path = typer.Argument(..., help="Folder for the shards and index.json."),
+    samples: int = typer.Option(2000, help="Number of samples."),
+    difficulty: int = typer.Option(1, min=1, max=3, help="1 (easy) .. 3 (crowded, 6 colours, two-digit sums)."),
+    seed: int = typer.Option(0, help="Seed (use different seeds for train and held-out sets)."),
+    image_size: int = typer.Option(112, help="Image side in pixels."),
+    shard_size: int = typer.Option(1000, help="Samples per shard."),
+) -> None:
+    """Write the procedurally rendered toy reasoning world (count, colour, position, arithmetic)."""
+    from synth.toy_reasoning import ToyConfig, write_shards
+
+    paths = write_shards(ToyConfig(samples=samples, difficulty=difficulty, seed=seed, image_size=image_size,
+                                   shard_size=shard_size), output)
+    typer.echo(json.dumps({"shards": [str(p) for p in paths], "samples": samples}))
+
+
+@app.command("eval")
+def evaluate_cmd(
+    model: Path = typer.Argument(..., help="Saved model folder (a run's OUTPUT/hf)."),
+    shards: str = typer.Option(..., "--shards", help="Held-out shard glob with messages and boxed answers."),
+    limit: int = typer.Option(400, help="Samples to evaluate."),
+    batch_size: int = typer.Option(32, help="Prompts per generate call."),
+    max_new_tokens: int = typer.Option(96, help="Generation budget per answer."),
+) -> None:
+    """Greedy-decode answers and report exact-match accuracy of the boxed answer, per task."""
+    from train.evaluate import evaluate
+
+    typer.echo(json.dumps(evaluate(model, shards, limit, batch_size, max_new_tokens), indent=1))
+
+
+if __name__ == "__main__":
+    app()

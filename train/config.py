@@ -1,0 +1,88 @@
+"""Training configuration: one pydantic object (model, data, optimiser, run) passed to every component."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, Field
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "train"
+
+
+class ShardSource(BaseModel):
+    """One shard set in the mix (captions, OCR, grounding, GUI, CoT ...)."""
+
+    name: str = Field(description="Short name used in logs and counters.")
+    urls: str = Field(description="Shard glob or brace pattern, e.g. out/ocr/*.tar or s3-style {000..099}.")
+    weight: float = Field(1.0, gt=0, description="Relative sampling weight in the mix.")
+
+
+class DataConfig(BaseModel):
+    """How shards become packed batches."""
+
+    sources: list[ShardSource] = Field(default_factory=list, description="Weighted shard sets.")
+    seq_len: int = Field(1024, description="Tokens per packed row.")
+    rows_per_batch: int = Field(4, description="Packed rows per micro-batch.")
+    shuffle_buffer: int = Field(1000, description="Samples held by the shuffle buffer.")
+    shuffle_initial: int = Field(100, description="Samples buffered before the first one is yielded.")
+    samples_per_epoch: int | None = Field(
+        None, description="Raw samples per epoch over all ranks and workers; None = one endless resampled stream."
+    )
+    num_workers: int = Field(0, description="DataLoader worker processes per rank.")
+    prefetch_factor: int = Field(4, description="Batches prefetched per worker.")
+    target: Literal["caption", "messages", "auto"] | None = Field(
+        None,
+        description="What the loss is on: `caption` (the .txt; messages if none), `messages` (the last assistant "
+        "turn; samples without messages are skipped) or `auto` (messages if present, else caption). "
+        "None: caption for pretrain, messages for sft.",
+    )
+
+
+class OptimConfig(BaseModel):
+    """AdamW with linear warmup and cosine decay."""
+
+    lr: float = Field(1e-3, description="Peak learning rate.")
+    min_lr_ratio: float = Field(0.1, description="Final learning rate as a share of the peak.")
+    warmup_steps: int = Field(20, description="Linear warmup steps.")
+    weight_decay: float = Field(0.01, description="AdamW decoupled weight decay (not on norms/biases).")
+    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
+    grad_clip: float = Field(1.0, description="Max global gradient norm (0 disables).")
+    grad_accum: int = Field(1, description="Micro-batches per optimiser step.")
+
+
+class RunConfig(BaseModel):
+    """Where, how long, how often."""
+
+    output: Path = Field(Path("out/train"), description="Run folder: metrics.jsonl, checkpoints/, tb/, hf/.")
+    steps: int = Field(100, description="Optimiser steps to reach (a resumed run continues to this step).")
+    seed: int = Field(0, description="Seed for data order, init and dropout.")
+    log_every: int = Field(1, description="Steps between console lines (metrics.jsonl gets every step).")
+    ckpt_every: int = Field(0, description="Steps between checkpoints (0: only at the end).")
+    keep_checkpoints: int = Field(2, description="Most recent checkpoints kept.")
+    save_hf: bool = Field(True, description="Write the final model in Hugging Face format to OUTPUT/hf.")
+    tensorboard: bool = Field(True, description="Also write TensorBoard scalars when tensorboard is installed.")
+    progress: bool = Field(True, description="Show a rich progress bar.")
+    bf16: bool = Field(True, description="bf16 autocast on GPU (CPU runs stay fp32).")
+    fsdp: bool = Field(True, description="Shard with FSDP2 fully_shard when world size > 1.")
+    activation_checkpointing: bool = Field(False, description="Recompute decoder/ViT blocks in backward.")
+    compile: bool = Field(False, description="torch.compile each block (GPU).")
+
+
+class TrainConfig(BaseModel):
+    """A pretraining or SFT run."""
+
+    stage: Literal["pretrain", "sft"] = Field("pretrain", description="Which stage (sets defaults only).")
+    model: str = Field("tiny", description="Preset name (tiny, small, glm-4.1v-9b), preset YAML, or a saved model folder.")
+    tokenizer_samples: int = Field(5000, description="Samples read from the shards to train a new BPE tokenizer.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        if not path.exists() and (CONFIG_DIR / f"{path}.yaml").exists():
+            path = CONFIG_DIR / f"{path}.yaml"
+        return cls.model_validate(yaml.safe_load(path.read_text()) or {})
