@@ -1,0 +1,1 @@
+"""Curation operators: decode/validate, heuristics, dedup, CLIP score, concept balancing."""

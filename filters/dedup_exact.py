@@ -1,0 +1,41 @@
+"""Exact dedup on decoded pixels: a re-encoded copy with identical pixels is a duplicate too."""
+
+from __future__ import annotations
+
+import io
+from typing import ClassVar
+
+import pyarrow as pa
+from PIL import Image
+
+from filters.decode import pixel_digest, to_rgb
+from pipelines.operator import GroupOperator, OperatorConfig
+from pipelines.schema import set_columns
+
+
+class ExactDedupConfig(OperatorConfig):
+    pass
+
+
+class ExactDedup(GroupOperator):
+    """Groups rows by `pixel_sha1`; the smallest key of a group survives (deterministic on every engine)."""
+
+    name = "exact_dedup"
+    Config = ExactDedupConfig
+    adds: ClassVar[tuple[str, ...]] = ("pixel_sha1",)
+    group_column = "pixel_sha1"
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        idx = batch.schema.get_field_index("pixel_sha1")
+        hashes = batch.column(idx).to_pylist() if idx >= 0 else [None] * batch.num_rows
+        if all(h is not None for h in hashes):
+            return batch
+        # Only when decode did not run before us: hash the pixels here.
+        images = batch.column("image").to_pylist()
+        for i, h in enumerate(hashes):
+            if h is None and images[i]:
+                hashes[i] = pixel_digest(to_rgb(Image.open(io.BytesIO(images[i]))))
+        return set_columns(batch, {"pixel_sha1": hashes})
+
+    def drop_reason(self, survivor_key: str) -> str:
+        return f"exact_duplicate:{survivor_key}"

@@ -1,0 +1,1 @@
+"""Prefect flows and deployments around the data plane, and the `vlmdata` CLI."""

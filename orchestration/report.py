@@ -1,0 +1,49 @@
+"""The run summary a user sees at the end of a flow: a rich table of counts, reasons, shards and throughput."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def summary_table(stats: dict[str, Any], title: str = "curate") -> Table:
+    status = stats["status"]
+    table = Table(title=f"{title}: {stats['inputs']} inputs", show_lines=False)
+    table.add_column("status", style="bold")
+    table.add_column("stage")
+    table.add_column("reason")
+    table.add_column("samples", justify="right")
+    table.add_row("kept", "", "", f"{status['kept']}", style="green")
+    for wanted in ("dropped", "error"):
+        table.add_row(wanted, "", "", f"{status[wanted]}", style="yellow" if wanted == "dropped" else "red")
+    for stage, reasons in stats["by_stage"].items():
+        for reason, n in reasons.items():
+            table.add_row("", stage, reason, str(n))
+    shards = stats["shards"]
+    table.add_section()
+    table.add_row("shards", "", f"{shards['count']} tars, {shards['bytes'] / 1e6:.1f} MB", str(shards["samples"]))
+    if stats.get("seconds"):
+        table.add_row(
+            "throughput", stats.get("engine", ""), f"{stats['seconds']:.1f} s (engine start excluded)",
+            f"{stats['throughput_per_s']:.0f}/s",
+        )
+    return table
+
+
+def print_summary(stats: dict[str, Any], title: str = "curate", console: Console | None = None) -> None:
+    (console or Console()).print(summary_table(stats, title))
+
+
+def markdown_summary(stats: dict[str, Any]) -> str:
+    """The same counts as a markdown table (for Prefect artifacts)."""
+    lines = ["| status | stage | reason | samples |", "|---|---|---|---|"]
+    for status in ("kept", "dropped", "error"):
+        lines.append(f"| {status} | | | {stats['status'][status]} |")
+    for stage, reasons in stats["by_stage"].items():
+        for reason, n in reasons.items():
+            lines.append(f"| | {stage} | {reason} | {n} |")
+    s = stats["shards"]
+    lines.append(f"| shards | | {s['count']} tars, {s['bytes']} bytes | {s['samples']} |")
+    return "\n".join(lines)

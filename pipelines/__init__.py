@@ -1,0 +1,1 @@
+"""The data plane core: record schema, operators, engines, readers and writers."""

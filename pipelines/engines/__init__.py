@@ -1,0 +1,1 @@
+"""Engines run the same operators: `spark` (default) and, later, `beam`."""

@@ -1,0 +1,166 @@
+"""The operator contract: one class per operator, a pydantic config, `setup()` once per worker, `__call__` per batch."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict
+
+from pipelines.schema import conform, set_columns
+
+ENTRY_POINT_GROUP = "vlmdata.operators"
+
+
+class OperatorConfig(BaseModel):
+    """Base of every operator's config: unknown keys are an error, so a typo in YAML never passes silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Operator(ABC):
+    """A stage. Filters never delete rows: they set keep=False with a reason and the engine records them."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[OperatorConfig]] = OperatorConfig
+    adds: ClassVar[tuple[str, ...]] = ()  # names of schema.STAGE_FIELDS this operator fills
+
+    def __init__(self, config: OperatorConfig | Mapping[str, Any] | None = None, **overrides: Any):
+        if isinstance(config, OperatorConfig):
+            config = config.model_dump()
+        self.config = self.Config.model_validate({**(config or {}), **overrides})
+
+    def setup(self) -> None:
+        """Load heavy things (models, tables). Called once per worker process before the first batch."""
+        return None
+
+    @abstractmethod
+    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """Transform a batch of live rows: add columns, set keep/reason/error. Never drop rows."""
+
+    def fingerprint(self) -> str:
+        """Stable id of this operator and its config: the unit of worker caching and resume."""
+        payload = json.dumps({"op": self.name, "config": self.config.model_dump(mode="json")}, sort_keys=True)
+        return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+
+class GroupOperator(Operator):
+    """A global stage: map (adds `group_column`) → keyed reduce (one survivor per group) → apply.
+
+    Engines implement the reduce natively (Spark groupBy/agg, Beam CombinePerKey); the survivor of
+    a group is the row that sorts first by `order_columns` (then by key), so every engine agrees.
+    """
+
+    group_column: ClassVar[str]
+    order_columns: ClassVar[tuple[tuple[str, bool], ...]] = ()  # (column, descending)
+
+    @abstractmethod
+    def drop_reason(self, survivor_key: str) -> str:
+        """The ledger reason of a row that lost to `survivor_key`."""
+
+
+def with_verdicts(
+    batch: pa.RecordBatch,
+    keep: Sequence[bool] | pa.Array,
+    reason: Sequence[str | None] | pa.Array,
+    error: Sequence[bool] | pa.Array | None = None,
+    columns: Mapping[str, Any] | None = None,
+) -> pa.RecordBatch:
+    """Set the verdict columns (and any new `columns`) of a batch of live rows."""
+    n = batch.num_rows
+    cols: dict[str, Any] = dict(columns or {})
+    cols["keep"] = pa.array(keep, type=pa.bool_())
+    cols["reason"] = pa.array(reason, type=pa.string())
+    cols["error"] = pa.array(error if error is not None else [False] * n, type=pa.bool_())
+    return set_columns(batch, cols)
+
+
+def apply_map(op: Operator, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Run `op` on the live rows of `batch`; dead rows pass through untouched. Output follows `schema`.
+
+    Rows the operator drops get `stage` = the operator's name and lose their image bytes, so dead
+    rows cost nothing further downstream while their ledger fields (key, source, reason) travel on.
+    """
+    alive = batch.column("keep")
+    n_alive = pc.sum(alive.cast(pa.int64())).as_py() or 0
+    live = batch.filter(alive) if n_alive < batch.num_rows else batch
+    out = op(live) if n_alive else live
+    if out.num_rows != live.num_rows:
+        raise RuntimeError(f"operator {op.name} returned {out.num_rows} rows for {live.num_rows}: operators never drop rows")
+    dropped = pc.invert(out.column("keep"))
+    out = set_columns(
+        out,
+        {
+            "stage": pc.if_else(dropped, pa.scalar(op.name), out.column("stage")),
+            "image": pc.if_else(dropped, pa.scalar(None, pa.binary()), out.column("image")),
+        },
+    )
+    if n_alive == batch.num_rows:
+        return conform(out, schema)
+    dead = batch.filter(pc.invert(alive))
+    # Stitch live and dead rows back into their original order (sort_indices inverts the permutation).
+    positions = pa.concat_arrays([pc.indices_nonzero(alive), pc.indices_nonzero(pc.invert(alive))])
+    merged = pa.Table.from_batches([conform(out, schema), conform(dead, schema)]).combine_chunks()
+    return merged.take(pc.sort_indices(positions)).to_batches()[0]
+
+
+_READY: dict[str, Operator] = {}
+
+
+def ready(op: Operator) -> Operator:
+    """The set-up instance of `op` in this worker process (set up on first use, then reused)."""
+    fp = op.fingerprint()
+    inst = _READY.get(fp)
+    if inst is None:
+        op.setup()
+        inst = _READY[fp] = op
+    return inst
+
+
+def operator_classes() -> dict[str, type[Operator]]:
+    """Every registered operator by name (entry-point group `vlmdata.operators`, so plug-ins can add theirs)."""
+    found: dict[str, type[Operator]] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found[ep.name] = ep.load()
+    return found
+
+
+def build_operator(name: str, config: Mapping[str, Any] | None = None) -> Operator:
+    classes = operator_classes()
+    if name not in classes:
+        known = ", ".join(sorted(classes)) or "none registered (is the package installed?)"
+        raise ValueError(f"unknown operator {name!r}; known operators: {known}")
+    return classes[name](config or {})
+
+
+def apply_group(op: GroupOperator, batch: pa.RecordBatch, survivors: Sequence[str | None]) -> pa.RecordBatch:
+    """The apply step of a global stage: live rows that lost to a survivor are dropped, naming it."""
+    keep = batch.column("keep").to_pylist()
+    reason = batch.column("reason").to_pylist()
+    stage = batch.column("stage").to_pylist()
+    image = batch.column("image")
+    lost = [bool(k) and s is not None for k, s in zip(keep, survivors, strict=True)]
+    if not any(lost):
+        return batch
+    for i, s in enumerate(survivors):
+        if lost[i]:
+            keep[i], reason[i], stage[i] = False, op.drop_reason(s), op.name  # type: ignore[arg-type]
+    mask = pa.array(lost, type=pa.bool_())
+    return set_columns(
+        batch,
+        {
+            "keep": pa.array(keep, type=pa.bool_()),
+            "reason": pa.array(reason, type=pa.string()),
+            "stage": pa.array(stage, type=pa.string()),
+            "image": pc.if_else(mask, pa.scalar(None, pa.binary()), image),
+        },
+    )

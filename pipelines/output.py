@@ -1,0 +1,200 @@
+"""The output folder: shards/, index.json, stats.json, ledger.parquet, and the per-part work files behind resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.schema import LEDGER_SCHEMA
+from pipelines.shards import ShardConfig, ShardInfo, ShardWriter, write_index
+from pipelines.stats import RunStats
+
+# Fields of a record that are not copied into the sample's .json (stored elsewhere or engine-only).
+_NOT_IN_JSON = {"image", "text", "meta", "part", "ord", "keep", "error", "stage", "reason"}
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+class OutputLayout:
+    """Paths of one output folder. Completion markers per part make a rerun skip finished parts."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.shards_dir = os.path.join(root, "shards")
+        self.work_dir = os.path.join(root, "_work")
+        self.tmp_dir = os.path.join(self.work_dir, "tmp")
+        self.parts_dir = os.path.join(self.work_dir, "parts")
+        self.ledger_path = os.path.join(root, "ledger.parquet")
+        self.stats_path = os.path.join(root, "stats.json")
+
+    def prepare(self, fingerprint: str) -> int:
+        """Start or resume a run; work from a run with another fingerprint (other inputs or config) is wiped.
+
+        Returns the number of parts already complete.
+        """
+        run_file = os.path.join(self.work_dir, "run.json")
+        previous = None
+        if os.path.exists(run_file):
+            with open(run_file) as f:
+                previous = json.load(f).get("fingerprint")
+        if previous != fingerprint:
+            for path in (self.shards_dir, self.work_dir):
+                shutil.rmtree(path, ignore_errors=True)
+            for path in (self.ledger_path, self.stats_path):
+                if os.path.exists(path):
+                    os.remove(path)
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        for path in (self.shards_dir, self.tmp_dir, self.parts_dir):
+            os.makedirs(path, exist_ok=True)
+        _atomic_write(run_file, json.dumps({"fingerprint": fingerprint}).encode())
+        return len([n for n in os.listdir(self.parts_dir) if n.endswith(".json")])
+
+    def marker_path(self, part: int) -> str:
+        return os.path.join(self.parts_dir, f"{part:05d}.json")
+
+    def ledger_fragment(self, part: int) -> str:
+        return os.path.join(self.parts_dir, f"{part:05d}.ledger.parquet")
+
+    def marker(self, part: int) -> dict[str, Any] | None:
+        path = self.marker_path(part)
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
+
+
+def sample_of(row: dict[str, Any]) -> dict[str, bytes]:
+    """A kept row as an img2dataset-style WebDataset sample: image, caption .txt, everything else in .json."""
+    fields = {k: v for k, v in row.items() if k not in _NOT_IN_JSON and v is not None}
+    fields["caption"] = row["text"]
+    fields["meta"] = json.loads(row["meta"]) if row.get("meta") else {}
+    ext = "png" if row.get("image_format") == "png" else "jpg"
+    return {
+        "__key__": row["key"],
+        ext: row["image"],
+        "txt": (row["text"] or "").encode(),
+        "json": json.dumps(fields, ensure_ascii=False, sort_keys=True).encode(),
+    }
+
+
+def _status(row: dict[str, Any]) -> str:
+    return "kept" if row["keep"] else "error" if row["error"] else "dropped"
+
+
+class PartWriter:
+    """Writes one part: its kept rows into shards, every row into its ledger fragment, then its marker."""
+
+    def __init__(self, layout: OutputLayout, shards: ShardConfig, part: int):
+        self.layout, self.part = layout, part
+        self.writer = ShardWriter(
+            layout.shards_dir, layout.tmp_dir, f"{part:05d}", shards.max_samples, shards.max_bytes
+        )
+        self.stats = RunStats()
+        self.ledger: list[pa.RecordBatch] = []
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        ledger_rows = []
+        for row in batch.to_pylist():
+            status = _status(row)
+            self.stats.add_row(status, row["stage"], row["reason"])
+            ledger_rows.append(
+                {"key": row["key"], "source": row["source"], "dataset": row["dataset"], "status": status,
+                 "stage": None if status == "kept" else row["stage"], "reason": row["reason"]}
+            )
+            if status == "kept":
+                self.writer.write(sample_of(row))
+                self.stats.add_kept(
+                    {"width": row.get("width"), "height": row.get("height"),
+                     "caption_chars": len(row["text"] or ""), "image_bytes": len(row["image"] or b"")}
+                )
+        self.ledger.append(pa.RecordBatch.from_pylist(ledger_rows, schema=LEDGER_SCHEMA))
+
+    def close(self) -> dict[str, Any]:
+        shards = self.writer.close()
+        frag = self.layout.ledger_fragment(self.part)
+        table = pa.Table.from_batches(self.ledger, schema=LEDGER_SCHEMA)
+        tmp = f"{frag}.tmp-{os.getpid()}"
+        pq.write_table(table, tmp)
+        os.replace(tmp, frag)
+        marker = {
+            "part": self.part,
+            "shards": [s.__dict__ for s in shards],
+            "stats": self.stats.to_dict(),
+        }
+        # The marker is written last: it is the proof that this part's shards and ledger are complete.
+        _atomic_write(self.layout.marker_path(self.part), json.dumps(marker).encode())
+        return marker
+
+
+def write_parts(
+    batches: Iterator[pa.RecordBatch], layout: OutputLayout, shards: ShardConfig
+) -> Iterator[dict[str, Any]]:
+    """Consume batches sorted by (part, ord); write every part not already complete. Yields part markers."""
+    current: PartWriter | None = None
+    skipping: int | None = None
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        parts = batch.column("part").to_pylist()
+        start = 0
+        while start < len(parts):
+            part = parts[start]
+            end = start
+            while end < len(parts) and parts[end] == part:
+                end += 1
+            if current is not None and current.part != part:
+                yield current.close()
+                current = None
+            if current is None and skipping != part:
+                done = layout.marker(part)
+                if done is not None:
+                    skipping = part
+                    yield done
+                else:
+                    current = PartWriter(layout, shards, part)
+            if current is not None:
+                current.add(batch.slice(start, end - start))
+            start = end
+    if current is not None:
+        yield current.close()
+
+
+def finalize(layout: OutputLayout, part_ids: list[int], name: str) -> dict[str, Any]:
+    """Merge per-part results into index.json, ledger.parquet and stats.json (streaming: memory stays flat)."""
+    stats = RunStats()
+    shards: list[ShardInfo] = []
+    missing = [p for p in part_ids if layout.marker(p) is None]
+    if missing:
+        raise RuntimeError(
+            f"parts {missing[:10]} did not finish (no completion marker under {layout.parts_dir}); rerun the flow to resume"
+        )
+    tmp = layout.ledger_path + ".tmp"
+    with pq.ParquetWriter(tmp, LEDGER_SCHEMA) as ledger:
+        for p in part_ids:
+            marker = layout.marker(p)
+            assert marker is not None
+            stats.merge(RunStats(marker["stats"]))
+            shards.extend(ShardInfo(**s) for s in marker["shards"])
+            ledger.write_table(pq.read_table(layout.ledger_fragment(p), schema=LEDGER_SCHEMA))
+    os.replace(tmp, layout.ledger_path)
+    write_index(layout.shards_dir, shards, name)
+    result = stats.to_dict()
+    result["inputs"] = sum(result["status"].values())
+    result["shards"] = {"count": len(shards), "samples": sum(s.nsamples for s in shards),
+                        "bytes": sum(s.filesize for s in shards)}
+    return result
+
+
+def write_stats(layout: OutputLayout, stats: dict[str, Any]) -> None:
+    _atomic_write(layout.stats_path, json.dumps(stats, indent=1, sort_keys=True).encode())

@@ -1,0 +1,159 @@
+"""Input planning (driver side) and partition reading (worker side), shared by every reader."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipelines.schema import make_key, record_schema
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+
+class InputError(ValueError):
+    """An input the readers cannot use; the message names the file and what to do."""
+
+
+class ReaderConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal["auto", "folder", "webdataset", "parquet"] = Field(
+        "auto", description="Input format; auto picks by what each input path is."
+    )
+    dataset: str | None = Field(None, description="Dataset name recorded on every row; default: the input's name.")
+    part_size: int = Field(1024, ge=1, description="Samples per partition (folders, Parquet); a tar is one partition.")
+    batch_size: int = Field(64, ge=1, description="Rows per Arrow batch handed to operators (bounds worker memory).")
+    image_column: str | None = Field(None, description="Parquet column with image bytes; default: first of image/jpg/png/img.")
+    text_column: str | None = Field(None, description="Parquet column with the caption; default: first of text/caption/txt.")
+    id_column: str | None = Field(None, description="Parquet column that identifies a row (default: the row number).")
+
+
+class Part(BaseModel):
+    """One input partition: the unit of parallelism, of shard naming and of resume."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    format: Literal["folder", "webdataset", "parquet"]
+    root: str  # the input the user named; source ids are relative to it
+    dataset: str
+    path: str  # folder, tar or parquet file
+    items: list[list[str | None]] = Field(default_factory=list)  # folder: [stem, image, txt, json] (relative)
+    row_start: int = 0  # parquet: rows [row_start, row_end)
+    row_end: int = 0
+    size_hint: int = 0  # bytes of input behind this part
+
+
+class BatchBuilder:
+    """Accumulates read rows and emits record batches of the base + control schema."""
+
+    schema = record_schema()
+
+    def __init__(self, part: Part, batch_size: int):
+        self.part = part
+        self.batch_size = batch_size
+        self.rows: list[dict[str, Any]] = []
+        self.ord = 0
+
+    def add(
+        self,
+        source_id: str,
+        source: str,
+        image: bytes | None,
+        text: str | None,
+        meta: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        self.rows.append(
+            {
+                "key": make_key(self.part.dataset, source_id),
+                "image": None if error else image,
+                "text": text,
+                "source": source,
+                "dataset": self.part.dataset,
+                "meta": json.dumps(meta or {}, ensure_ascii=False, sort_keys=True),
+                "part": self.part.id,
+                "ord": self.ord,
+                "keep": error is None,
+                "error": error is not None,
+                "stage": "read" if error else None,
+                "reason": error,
+            }
+        )
+        self.ord += 1
+        if len(self.rows) >= self.batch_size:
+            yield self.flush()
+
+    def flush(self) -> pa.RecordBatch:
+        batch = pa.RecordBatch.from_pylist(self.rows, schema=self.schema)
+        self.rows = []
+        return batch
+
+    def finish(self) -> Iterator[pa.RecordBatch]:
+        if self.rows:
+            yield self.flush()
+
+
+def decode_caption(raw: bytes | None) -> tuple[str | None, str | None]:
+    """(text, error reason) of caption bytes: UTF-8 strictly, a BOM tolerated."""
+    if raw is None:
+        return None, "caption_missing"
+    try:
+        return raw.decode("utf-8-sig"), None
+    except UnicodeDecodeError as exc:
+        return None, f"caption_not_utf8:byte {exc.start}"
+
+
+def input_name(path: str) -> str:
+    return os.path.basename(os.path.normpath(path)).split(".")[0] or "input"
+
+
+def detect_format(path: str) -> str:
+    if os.path.isdir(path):
+        names = os.listdir(path)
+        if any(n.endswith(".tar") for n in names):
+            return "webdataset"
+        if any(n.endswith(".parquet") for n in names):
+            return "parquet"
+        return "folder"
+    if path.endswith(".tar"):
+        return "webdataset"
+    if path.endswith(".parquet"):
+        return "parquet"
+    raise InputError(
+        f"{path}: not a folder of images with .txt captions, a WebDataset .tar, or a .parquet file; "
+        "pass one of those (or set reader.format)"
+    )
+
+
+def plan_parts(inputs: list[str], config: ReaderConfig) -> list[Part]:
+    """List every input partition, in a deterministic order, without reading sample data."""
+    from pipelines.readers import folder, parquet, webdataset
+
+    planners = {"folder": folder.plan, "webdataset": webdataset.plan, "parquet": parquet.plan}
+    parts: list[Part] = []
+    for root in inputs:
+        if not os.path.exists(root):
+            raise InputError(f"{root}: no such file or folder")
+        fmt = config.format if config.format != "auto" else detect_format(root)
+        dataset = config.dataset or input_name(root)
+        for part in planners[fmt](root, dataset, config, first_id=len(parts)):
+            parts.append(part)
+    if not parts:
+        raise InputError(f"no samples found in {', '.join(inputs)}")
+    return parts
+
+
+def read_part(part: Part, config: ReaderConfig) -> Iterator[pa.RecordBatch]:
+    """Every sample of `part` as record batches; broken samples come out as error rows, never exceptions."""
+    from pipelines.readers import folder, parquet, webdataset
+
+    readers = {"folder": folder.read, "webdataset": webdataset.read, "parquet": parquet.read}
+    builder = BatchBuilder(part, config.batch_size)
+    yield from readers[part.format](part, config, builder)
+    yield from builder.finish()

@@ -1,0 +1,84 @@
+"""Folder reader: images with same-stem `.txt` captions (and optional `.json` metadata), as img2dataset's folder output."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from pipelines.readers.base import IMAGE_EXTENSIONS, decode_caption
+
+if TYPE_CHECKING:
+    from pipelines.readers.base import BatchBuilder, Part, ReaderConfig
+
+
+def plan(root: str, dataset: str, config: ReaderConfig, first_id: int) -> Iterator[Part]:
+    from pipelines.readers.base import Part
+
+    samples: dict[str, list[str | None]] = {}
+    sizes = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            rel = os.path.relpath(os.path.join(dirpath, name), root)
+            stem, ext = os.path.splitext(rel)
+            ext = ext.lower()
+            slot = 1 if ext in IMAGE_EXTENSIONS else 2 if ext == ".txt" else 3 if ext == ".json" else None
+            if slot is None:
+                continue
+            entry = samples.setdefault(stem, [stem, None, None, None])
+            if slot == 1 and entry[1] is not None:
+                # Two images share a stem (a.jpg, a.png): each is its own sample, captioned by the shared .txt.
+                entry = samples.setdefault(rel, [rel, None, None, None])
+            entry[slot] = rel
+            sizes += os.path.getsize(os.path.join(dirpath, name))
+    # Second images of a stem borrow the stem's caption and metadata.
+    for key, entry in samples.items():
+        stem = os.path.splitext(key)[0]
+        if key != stem and stem in samples:
+            entry[2] = entry[2] or samples[stem][2]
+            entry[3] = entry[3] or samples[stem][3]
+    ordered = [samples[k] for k in sorted(samples)]
+    n_parts = max(1, -(-len(ordered) // config.part_size))
+    for i in range(n_parts):
+        chunk = ordered[i * config.part_size : (i + 1) * config.part_size]
+        if chunk:
+            yield Part(
+                id=first_id + i, format="folder", root=root, dataset=dataset, path=root,
+                items=chunk, size_hint=sizes // n_parts,
+            )
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def read(part: Part, config: ReaderConfig, out: BatchBuilder) -> Iterator[pa.RecordBatch]:
+    for stem, image_rel, txt_rel, json_rel in part.items:
+        assert stem is not None
+        source_rel = image_rel or txt_rel or json_rel or stem
+        source = os.path.join(part.root, source_rel)
+        error = None
+        image = text = None
+        meta: dict = {}
+        try:
+            if image_rel is None:
+                error = "image_missing"
+            else:
+                image = _read_bytes(os.path.join(part.root, image_rel))
+            raw = _read_bytes(os.path.join(part.root, txt_rel)) if txt_rel else None
+            text, caption_error = decode_caption(raw)
+            error = error or caption_error
+            if json_rel:
+                try:
+                    loaded = json.loads(_read_bytes(os.path.join(part.root, json_rel)))
+                    meta = loaded if isinstance(loaded, dict) else {"json": loaded}
+                except (ValueError, UnicodeDecodeError) as exc:
+                    error = error or f"meta_not_json:{exc.__class__.__name__}"
+        except OSError as exc:
+            error = f"read_failed:{exc.strerror or exc}"
+        yield from out.add(source_rel, source, image, text, meta, error)

@@ -1,0 +1,117 @@
+"""WebDataset shard writer: roll-over by sample count and bytes, temp name then rename, deterministic bytes."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import webdataset as wds
+from pydantic import BaseModel, ConfigDict, Field
+
+TAR_BLOCK = 512
+FIXED_MTIME = 0.0  # same input → byte-identical tars
+
+
+class ShardConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_samples: int = Field(10_000, ge=1, description="Samples per shard at most (img2dataset's default).")
+    max_bytes: int = Field(1 << 30, ge=1 << 16, description="Bytes per shard at most (tar headers included).")
+
+
+
+@dataclass
+class ShardInfo:
+    url: str  # file name relative to the shards folder (wids resolves it against index.json)
+    nsamples: int
+    filesize: int
+
+
+def sample_bytes(sample: dict[str, bytes]) -> int:
+    """Bytes a sample takes in a tar: a header block per member plus the data padded to blocks."""
+    return sum(TAR_BLOCK + -(-len(v) // TAR_BLOCK) * TAR_BLOCK for k, v in sample.items() if not k.startswith("__"))
+
+
+class ShardWriter:
+    """Writes samples into `{prefix}-{n:04d}.tar` under `out_dir`, each first written under `tmp_dir`.
+
+    A shard becomes visible in `out_dir` only when complete (an atomic rename), so a reader never
+    sees a partial tar, and a killed run leaves only whole shards behind.
+    """
+
+    def __init__(
+        self,
+        out_dir: str,
+        tmp_dir: str,
+        prefix: str,
+        max_samples: int,
+        max_bytes: int,
+        on_shard: Callable[[ShardInfo], None] | None = None,
+    ):
+        self.out_dir, self.tmp_dir, self.prefix = out_dir, tmp_dir, prefix
+        self.max_samples, self.max_bytes = max_samples, max_bytes
+        self.on_shard = on_shard
+        self.shards: list[ShardInfo] = []
+        self._stream = None
+        self._tar: wds.TarWriter | None = None
+        self._count = 0
+        self._bytes = 0
+        os.makedirs(out_dir, exist_ok=True)
+        os.makedirs(tmp_dir, exist_ok=True)
+
+    @property
+    def _name(self) -> str:
+        return f"{self.prefix}-{len(self.shards):04d}.tar"
+
+    def _open(self) -> None:
+        self._stream = open(os.path.join(self.tmp_dir, self._name), "wb")  # noqa: SIM115 - closed in _close
+        self._tar = wds.TarWriter(self._stream, user="vlmdata", group="vlmdata", mtime=FIXED_MTIME, encoder=False)
+        self._count = self._bytes = 0
+
+    def _close(self) -> None:
+        if self._tar is None:
+            return
+        self._tar.close()  # writes the end-of-archive blocks
+        assert self._stream is not None
+        self._stream.close()
+        name = self._name
+        tmp, final = os.path.join(self.tmp_dir, name), os.path.join(self.out_dir, name)
+        info = ShardInfo(url=name, nsamples=self._count, filesize=os.path.getsize(tmp))
+        os.replace(tmp, final)
+        self.shards.append(info)
+        self._tar = self._stream = None
+        if self.on_shard:
+            self.on_shard(info)
+
+    def write(self, sample: dict[str, bytes]) -> None:
+        size = sample_bytes(sample)
+        if self._tar is not None and (self._count >= self.max_samples or self._bytes + size > self.max_bytes):
+            self._close()
+        if self._tar is None:
+            self._open()
+        assert self._tar is not None
+        self._tar.write(sample)
+        self._count += 1
+        self._bytes += size
+
+    def close(self) -> list[ShardInfo]:
+        self._close()
+        return self.shards
+
+
+def write_index(shards_dir: str, shards: list[ShardInfo], name: str) -> str:
+    """A wids-compatible `index.json` listing every shard with its sample count."""
+    index = {
+        "__kind__": "wids-shard-index-v1",
+        "wids_version": 1,
+        "name": name,
+        "shardlist": [asdict(s) for s in shards],
+    }
+    path = os.path.join(shards_dir, "index.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(index, f, indent=1)
+    os.replace(tmp, path)
+    return path

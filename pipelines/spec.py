@@ -1,0 +1,91 @@
+"""The pipeline spec: one YAML recipe = reader + stages + shards + engine, validated by pydantic."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipelines.operator import Operator, build_operator
+from pipelines.readers.base import ReaderConfig
+from pipelines.shards import ShardConfig
+
+
+class StageSpec(BaseModel):
+    """One stage: `op` names a registered operator; every other key is that operator's config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    op: str = Field(description="Registered operator name (see `vlmdata ops`).")
+    config: dict[str, Any] = Field(default_factory=dict, description="The operator's config fields.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inline_config(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "config" not in data:
+            data = dict(data)
+            op = data.pop("op", None)
+            return {"op": op, "config": data}
+        return data
+
+
+class EngineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Literal["spark"] = Field("spark", description="Execution engine.")
+    master: str = Field("local[*]", description="Spark master: local[N], spark://host:port, yarn, k8s://…")
+    conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark settings (spark.* keys).")
+
+
+class PipelineSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field("curate", description="Name of the flow run.")
+    reader: ReaderConfig = Field(default_factory=ReaderConfig)
+    stages: list[StageSpec] = Field(default_factory=list, description="Operators, in order.")
+    shards: ShardConfig = Field(default_factory=ShardConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+
+    def operators(self) -> list[Operator]:
+        return [build_operator(s.op, s.config) for s in self.stages]
+
+    def fingerprint(self, parts_json: str) -> str:
+        """What decides the output: reader, stages, shards and the inputs; never the engine."""
+        payload = json.dumps(
+            {"spec": self.model_dump(mode="json", exclude={"engine", "name"}), "parts": parts_json}, sort_keys=True
+        )
+        return hashlib.sha1(payload.encode()).hexdigest()[:20]
+
+
+class SpecError(ValueError):
+    """A recipe that cannot be used; the message names the file and the field."""
+
+
+def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineSpec:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as exc:
+        raise SpecError(f"{path}: no such config file") from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: the top level must be a mapping (reader, stages, shards, engine)")
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *head, last = dotted.split(".")
+        for k in head:
+            node = node.setdefault(k, {})
+        node[last] = value
+    try:
+        spec = PipelineSpec.model_validate(data)
+        spec.operators()  # validates every operator config now, not on a worker later
+    except ValidationError as exc:
+        raise SpecError(f"{path}: {exc}") from exc
+    except ValueError as exc:
+        raise SpecError(f"{path}: {exc}") from exc
+    return spec
