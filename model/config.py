@@ -72,7 +72,7 @@ def preset_names() -> list[str]:
 def load_preset(name_or_path: str | Path) -> ModelConfig:
     """A preset name (tiny, small, glm-4.1v-9b) or the path of a YAML file."""
     path = Path(name_or_path)
-    if not path.suffix:
+    if str(name_or_path) in preset_names():
         path = PRESET_DIR / f"{name_or_path}.yaml"
     if not path.exists():
         raise FileNotFoundError(f"no model preset {name_or_path!r}; presets: {preset_names()}")
