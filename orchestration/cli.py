@@ -111,5 +111,8 @@ def ops() -> None:
         console.print(table)
 
 
+from orchestration.stats_cli import stats as _stats  # noqa: E402
+app.command(name="stats")(_stats)
+
 if __name__ == "__main__":
     app()

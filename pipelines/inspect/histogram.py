@@ -69,7 +69,7 @@ class ValueHistogram:
         return self.sum / self.n if self.n else None
 
     def quantile(self, q: float) -> float | None:
-        """Approximate quantile: the middle of the bucket holding it, clipped to [min, max]."""
+        """Approximate quantile: the value truncated to two significant digits, clipped to [min, max]."""
         if not self.n:
             return None
         assert self.min is not None and self.max is not None
@@ -78,7 +78,7 @@ class ValueHistogram:
             seen += count
             if seen >= target:
                 lo, hi = bucket_span(key)
-                return min(max((lo + hi) / 2, self.min), self.max)
+                return min(max(lo if key[0] != "-" else hi, self.min), self.max)
         return self.max
 
     def bins(self, count: int = 20, log: bool | None = None) -> tuple[list[float], list[int]]:

@@ -4,6 +4,7 @@ stats.json/ledger (kept/dropped/error by stage, concepts); memory holds merged h
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -119,7 +120,9 @@ class SummaryBuilder:
     def build(self, inputs: list[str], filesizes: dict[str, int], run: dict[str, Any] | None) -> Report:
         order = {row["url"]: i for i, row in enumerate(sorted(self.rows, key=lambda r: r["url"]))}
         rows = sorted(self.rows, key=lambda r: order[r["url"]])
+        prefix = os.path.commonprefix([r["url"] for r in rows]).rpartition("/")[0]
         for row in rows:
+            row["name"] = row["url"][len(prefix) + 1 :] if prefix else row["url"]
             if row["filesize"] is None:
                 row["filesize"] = filesizes.get(row["url"])
         total = self.total
