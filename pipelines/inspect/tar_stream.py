@@ -78,6 +78,6 @@ class TarSamples:
                 self.error = "truncated: the archive ends without its end-of-archive blocks"
         except READ_ERRORS as exc:
             self.error = f"truncated or corrupt: {type(exc).__name__}: {exc}"
+            current = None  # a member of this sample was cut short: it is not a sample that was read
         if current is not None and (self.limit is None or emitted < self.limit):
-            # The members of this sample that were read are whole; count what was read before any break.
             yield current
