@@ -37,13 +37,15 @@ def _parse_sets(values: list[str]) -> dict[str, Any]:
 def _run_curate(config: Path, inputs: list[str], output: str, overrides: dict[str, Any]) -> dict[str, Any]:
     from orchestration.flows import curate
     from orchestration.report import print_summary
-    from pipelines.readers.base import InputError
-    from pipelines.spec import SpecError
+    from pipelines.readers.base import InputError, check_inputs
+    from pipelines.spec import SpecError, load_spec
 
     try:
+        # Fail fast, before a flow run or an engine starts, on what can be checked cheaply.
+        check_inputs(inputs, load_spec(config, overrides).reader)
         report = curate(str(config), inputs, output, overrides)
     except (InputError, SpecError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from None
     print_summary(report["stats"], title=f"curate → {output}", console=console)
     return report
@@ -112,6 +114,7 @@ def ops() -> None:
 
 
 from orchestration.stats_cli import stats as _stats  # noqa: E402
+
 app.command(name="stats")(_stats)
 
 if __name__ == "__main__":

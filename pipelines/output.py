@@ -140,19 +140,34 @@ class PartWriter:
 def write_parts(
     batches: Iterator[pa.RecordBatch], layout: OutputLayout, shards: ShardConfig
 ) -> Iterator[dict[str, Any]]:
-    """Consume batches sorted by (part, ord); write every part not already complete. Yields part markers."""
+    """Consume batches grouped by part in read order; write every part not already complete. Yields part markers.
+
+    Engines keep one input part per partition in read order; a part seen twice or rows out of order would make
+    shards depend on scheduling, so both fail loudly instead.
+    """
     current: PartWriter | None = None
     skipping: int | None = None
+    seen: set[int] = set()
+    last_ord = -1
     for batch in batches:
         if batch.num_rows == 0:
             continue
         parts = batch.column("part").to_pylist()
+        ords = batch.column("ord").to_pylist()
         start = 0
         while start < len(parts):
             part = parts[start]
             end = start
             while end < len(parts) and parts[end] == part:
                 end += 1
+            if part not in seen:
+                seen.add(part)
+                last_ord = -1
+            elif part != (current.part if current else skipping):
+                raise RuntimeError(f"part {part} arrived in two pieces: the engine must keep a part in one partition")
+            if any(o <= prev for prev, o in zip([last_ord, *ords[start:end]], ords[start:end], strict=False)):
+                raise RuntimeError(f"rows of part {part} arrived out of read order")
+            last_ord = ords[end - 1]
             if current is not None and current.part != part:
                 yield current.close()
                 current = None

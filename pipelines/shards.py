@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 import webdataset as wds
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipelines.shard_stats import ShardStats
+
 TAR_BLOCK = 512
 FIXED_MTIME = 0.0  # same input → byte-identical tars
 
@@ -49,10 +51,13 @@ class ShardWriter:
         max_samples: int,
         max_bytes: int,
         on_shard: Callable[[ShardInfo], None] | None = None,
+        with_stats: bool = True,
     ):
         self.out_dir, self.tmp_dir, self.prefix = out_dir, tmp_dir, prefix
         self.max_samples, self.max_bytes = max_samples, max_bytes
         self.on_shard = on_shard
+        self.with_stats = with_stats
+        self._stats: ShardStats | None = None
         self.shards: list[ShardInfo] = []
         self._stream = None
         self._tar: wds.TarWriter | None = None
@@ -69,6 +74,7 @@ class ShardWriter:
         self._stream = open(os.path.join(self.tmp_dir, self._name), "wb")  # noqa: SIM115 - closed in _close
         self._tar = wds.TarWriter(self._stream, user="vlmdata", group="vlmdata", mtime=FIXED_MTIME, encoder=False)
         self._count = self._bytes = 0
+        self._stats = ShardStats() if self.with_stats else None
 
     def _close(self) -> None:
         if self._tar is None:
@@ -79,6 +85,9 @@ class ShardWriter:
         name = self._name
         tmp, final = os.path.join(self.tmp_dir, name), os.path.join(self.out_dir, name)
         info = ShardInfo(url=name, nsamples=self._count, filesize=os.path.getsize(tmp))
+        if self._stats is not None:
+            # The sidecar lands before the tar: a visible shard always has its statistics.
+            self._stats.write(final)
         os.replace(tmp, final)
         self.shards.append(info)
         self._tar = self._stream = None
@@ -93,6 +102,8 @@ class ShardWriter:
             self._open()
         assert self._tar is not None
         self._tar.write(sample)
+        if self._stats is not None:
+            self._stats.add(sample)
         self._count += 1
         self._bytes += size
 

@@ -1,4 +1,4 @@
-"""Spark engine: map stages in `mapInArrow`, global stages as groupBy/agg plus a broadcast join, shards written by executors."""
+"""Spark engine: operators run inside `mapInArrow` passes; a global stage is a groupBy/agg plus a broadcast join."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
-from pipelines.operator import GroupOperator, Operator, apply_group, apply_map, ready
+from pipelines.operator import GroupOperator
 from pipelines.output import OutputLayout, write_parts
+from pipelines.plan import Step, plan_passes, run_steps
 from pipelines.readers.base import Part, read_part
-from pipelines.schema import conform, record_schema
+from pipelines.schema import record_schema
 from pipelines.spec import EngineConfig, PipelineSpec
 
 SURVIVOR = "_survivor"
@@ -29,7 +30,7 @@ DEFAULT_CONF = {
     "spark.ui.showConsoleProgress": "false",
     "spark.python.worker.reuse": "true",
     "spark.sql.adaptive.enabled": "true",
-    "spark.sql.shuffle.partitions": "16",
+    "spark.sql.shuffle.partitions": "8",
     "spark.driver.memory": "4g",
 }
 
@@ -37,9 +38,9 @@ DEFAULT_CONF = {
 def spark_session(config: EngineConfig, app_name: str = "vlmdata") -> SparkSession:
     """A session for `config.master`; the Python workers run this interpreter, so they import this project."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     if config.master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = SparkSession.builder.master(config.master).appName(app_name)
     conf = dict(DEFAULT_CONF)
     if config.master.startswith(("local", "spark://127.", "spark://localhost")):
@@ -53,23 +54,24 @@ def spark_session(config: EngineConfig, app_name: str = "vlmdata") -> SparkSessi
     return session
 
 
-def _spark_schema(schema: pa.Schema):
-    return from_arrow_schema(schema)
+def _python_pass(
+    steps: list[Step],
+    read: Callable[[str], Iterator[pa.RecordBatch]] | None = None,
+    write: Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]] | None = None,
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """One Python pass over a Spark partition: optionally read parts, run steps, optionally write shards."""
 
-
-def _map_fn(ops: list[Operator], schemas: list[pa.Schema]) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        live = [ready(op) for op in ops]
-        for batch in batches:
-            for op, schema in zip(live, schemas, strict=True):
-                batch = apply_map(op, batch, schema)
-            yield batch
+        if read is not None:
+            batches = (b for batch in batches for text in batch.column("part").to_pylist() for b in read(text))
+        out = run_steps(steps, batches, survivor_column=SURVIVOR)
+        yield from write(out) if write is not None else out
 
     return run
 
 
 class SparkEngine:
-    """Builds one Spark plan for a pipeline: read → stages → write, with one Spark partition per input part."""
+    """One Spark plan per pipeline; one Spark partition per input part, so shards follow input order."""
 
     name = "spark"
 
@@ -88,46 +90,30 @@ class SparkEngine:
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(spec.reader.batch_size))
         reader_cfg, shard_cfg, root = spec.reader, spec.shards, layout.root
 
-        def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            for batch in batches:
-                for text in batch.column("part").to_pylist():
-                    yield from read_part(Part.model_validate_json(text), reader_cfg)
-
-        columns: list[str] = []
-        descriptors = spark.sparkContext.parallelize([(p.model_dump_json(),) for p in parts], numSlices=len(parts))
-        df = spark.createDataFrame(descriptors, "part string").mapInArrow(read, _spark_schema(record_schema()))
-
-        cached: list[DataFrame] = []
-        pending: list[Operator] = []
-        pending_schemas: list[pa.Schema] = []
-        for op in [*spec.operators(), None]:
-            if op is not None and not isinstance(op, GroupOperator):
-                columns.extend(op.adds)
-                pending.append(op)
-                pending_schemas.append(record_schema(columns))
-                continue
-            if pending:  # fuse consecutive map operators into one Python pass
-                df = df.mapInArrow(_map_fn(pending, pending_schemas), _spark_schema(pending_schemas[-1]))
-                pending, pending_schemas = [], []
-            if op is not None:
-                columns.extend(op.adds)
-                df = self._group_stage(df, op, record_schema(columns))
-                cached.append(df)
+        def read(text: str) -> Iterator[pa.RecordBatch]:
+            return read_part(Part.model_validate_json(text), reader_cfg)
 
         def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            layout_w = OutputLayout(root)
-            for marker in write_parts(batches, layout_w, shard_cfg):
+            for marker in write_parts(batches, OutputLayout(root), shard_cfg):
                 rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                 yield pa.RecordBatch.from_pylist(
                     [{"part": marker["part"], "marker": json.dumps(marker), "worker_maxrss_kb": rss_kb}],
                     schema=WRITE_RESULT,
                 )
 
-        rows = (
-            df.sortWithinPartitions("part", "ord")
-            .mapInArrow(write, _spark_schema(WRITE_RESULT))
-            .collect()
-        )
+        passes = plan_passes(spec.operators())
+        descriptors = spark.sparkContext.parallelize([(p.model_dump_json(),) for p in parts], numSlices=len(parts))
+        df: DataFrame = spark.createDataFrame(descriptors, "part string")
+        cached: list[DataFrame] = []
+        for i, (steps, group) in enumerate(passes):
+            last = i == len(passes) - 1
+            fn = _python_pass(steps, read=read if i == 0 else None, write=write if last else None)
+            schema = WRITE_RESULT if last else steps[-1].schema if steps else record_schema()
+            df = df.mapInArrow(fn, from_arrow_schema(schema))
+            if group is not None:
+                df = self._reduce(df, group)
+                cached.append(df)
+        rows = df.collect()
         for frame in cached:
             frame.unpersist()
         markers = []
@@ -137,10 +123,10 @@ class SparkEngine:
             markers.append(marker)
         return markers
 
-    def _group_stage(self, df: DataFrame, op: GroupOperator, schema: pa.Schema) -> DataFrame:
-        """map (group column) → keyed reduce (survivor per group) → apply, without collecting data on the driver."""
-        df = df.mapInArrow(_map_fn([op], [schema]), _spark_schema(schema))
-        # The reduce reads the mapped rows twice (survivors, then the join): keep them, not recompute them.
+    @staticmethod
+    def _reduce(df: DataFrame, op: GroupOperator) -> DataFrame:
+        """Keyed reduce of a global stage: the survivor of each group, joined back as a `_survivor` column."""
+        # The mapped rows are read twice (survivors, then the join): keep them rather than recompute them.
         df = df.persist(StorageLevel.MEMORY_AND_DISK)
         g = op.group_column
         order = [F.negative(F.col(c)) if desc else F.col(c) for c, desc in op.order_columns]
@@ -148,12 +134,5 @@ class SparkEngine:
         survivors = live.groupBy(g).agg(F.min(F.struct(*order, F.col("key").alias("_k"))).alias("_w"))
         survivors = survivors.select(g, F.col("_w._k").alias(SURVIVOR))
         losers = live.select(g, "key").join(survivors, g).where(F.col("key") != F.col(SURVIVOR)).select("key", SURVIVOR)
-        joined = df.join(F.broadcast(losers), on="key", how="left")
-
-        def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            live_op = ready(op)
-            for batch in batches:
-                survivor = batch.column(batch.schema.get_field_index(SURVIVOR)).to_pylist()
-                yield conform(apply_group(live_op, batch, survivor), schema)
-
-        return joined.mapInArrow(apply, _spark_schema(schema))
+        # Only the losers travel (broadcast); the big side streams in its partition order, so order is kept.
+        return df.join(F.broadcast(losers), on="key", how="left")

@@ -131,15 +131,25 @@ def detect_format(path: str) -> str:
     )
 
 
+def check_inputs(inputs: list[str], config: ReaderConfig) -> None:
+    """Cheap up-front check (before any engine starts): every input exists and has a readable format."""
+    if not inputs:
+        raise InputError("no input given: pass at least one folder, .tar or .parquet")
+    for root in inputs:
+        if not os.path.exists(root):
+            raise InputError(f"{root}: no such file or folder")
+        if config.format == "auto":
+            detect_format(root)
+
+
 def plan_parts(inputs: list[str], config: ReaderConfig) -> list[Part]:
     """List every input partition, in a deterministic order, without reading sample data."""
     from pipelines.readers import folder, parquet, webdataset
 
     planners = {"folder": folder.plan, "webdataset": webdataset.plan, "parquet": parquet.plan}
+    check_inputs(inputs, config)
     parts: list[Part] = []
     for root in inputs:
-        if not os.path.exists(root):
-            raise InputError(f"{root}: no such file or folder")
         fmt = config.format if config.format != "auto" else detect_format(root)
         dataset = config.dataset or input_name(root)
         for part in planners[fmt](root, dataset, config, first_id=len(parts)):

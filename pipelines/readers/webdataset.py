@@ -6,6 +6,7 @@ import json
 import os
 import re
 import tarfile
+import zlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -74,19 +75,17 @@ def read(part: Part, config: ReaderConfig, out: BatchBuilder) -> Iterator[pa.Rec
                 key = mkey
                 f = tf.extractfile(member)
                 files[ext] = f.read() if f else b""
+            end = tf.offset
         if key is not None:
             yield from out.add(*_sample_row(rel, part.path, key, files))
-        elif not files:
+        else:
             yield from out.add(f"{rel}::", part.path, None, None, None, "tar_empty")
-    except (tarfile.TarError, EOFError, OSError, zlib_error()) as exc:
+        if os.path.getsize(part.path) < end + 2 * tarfile.BLOCKSIZE and not part.path.endswith((".gz", ".tgz")):
+            # Cut exactly at a member boundary: tarfile sees a clean end, but the end-of-archive blocks are missing.
+            yield from out.add(f"{rel}::<rest>", part.path, None, None, None, "tar_broken:no end-of-archive marker (truncated?)")
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         detail = str(exc).strip() or exc.__class__.__name__
         if key is not None:
             yield from out.add(f"{rel}::{key}", f"{part.path}::{key}", None, None, None, f"tar_truncated:{detail}")
         # The rest of the tar cannot be read: one row stands for it so the loss is visible.
         yield from out.add(f"{rel}::<rest>", part.path, None, None, None, f"tar_broken:{detail}")
-
-
-def zlib_error() -> type[Exception]:
-    import zlib
-
-    return zlib.error
