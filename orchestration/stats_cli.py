@@ -44,7 +44,7 @@ def stats(
         with progress:
             report = summarise(inputs, cfg, browse=html is not None, on_shard=lambda _: progress.advance(bar))
     except SourceError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from None
     if as_json:
         print(json.dumps(report.data, indent=1))

@@ -37,7 +37,7 @@ tr.truncated td{background:#fff4d6} tr.unreadable td{background:#fde2df}
 .sample .meta{font-size:11px;color:#667}
 .fig{position:relative;display:inline-block;line-height:0;background:#eee}
 .fig img{display:block;max-width:172px;max-height:172px}
-.big .fig img{max-width:min(560px,80vw);max-height:60vh}
+.big .fig img{width:min(480px,80vw);max-width:none;max-height:none}
 .fig svg{position:absolute;left:0;top:0;width:100%;height:100%;overflow:visible}
 .fig rect{fill:none;stroke-width:2px;vector-effect:non-scaling-stroke}
 .fig rect.grounding{stroke:#ff2d55} .fig rect.ocr{stroke:#00a2ff}
