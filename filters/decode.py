@@ -24,7 +24,7 @@ class DecodeConfig(OperatorConfig):
     keep_formats: tuple[str, ...] = Field(("JPEG", "PNG"), description="Formats whose original bytes are stored as they are.")
     reencode_format: Literal["jpeg", "png"] = Field("jpeg", description="Format of images that must be re-encoded.")
     jpeg_quality: int = Field(95, ge=1, le=100, description="Quality of re-encoded JPEGs.")
-    thumb_side: int = Field(32, ge=2, description="Side of the thumbnail whose colour spread detects solid images.")
+    thumb_side: int = Field(32, ge=2, description="Side of the pixel grid whose colour spread detects solid images.")
 
 
 class DecodeError(Exception):
@@ -62,6 +62,14 @@ def pixel_digest(rgb: Image.Image) -> str:
     return hashlib.sha1(f"{rgb.size[0]}x{rgb.size[1]}:".encode() + rgb.tobytes()).hexdigest()
 
 
+def color_spread(rgb: Image.Image, side: int) -> float:
+    """Mean per-channel std of a `side`×`side` grid of pixels: 0 for a solid image. A strided view, not a resize."""
+    arr = np.asarray(rgb)
+    h, w = arr.shape[:2]
+    grid = arr[:: max(1, h // side), :: max(1, w // side)].reshape(-1, 3).astype(np.float32)
+    return float(grid.std(axis=0).mean())
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """RGB view of any mode; transparency is composited over white, as a viewer shows it."""
     if img.mode == "RGB":
@@ -90,8 +98,7 @@ class Decode(Operator):
         rgb = to_rgb(img)
         w, h = rgb.size
         pixel_sha1 = pixel_digest(rgb)
-        thumb = np.asarray(rgb.resize((cfg.thumb_side, cfg.thumb_side), Image.Resampling.BILINEAR), dtype=np.float32)
-        color_std = float(thumb.reshape(-1, 3).std(axis=0).mean())
+        color_std = color_spread(rgb, cfg.thumb_side)
         too_big = cfg.max_side is not None and max(w, h) > cfg.max_side
         if source_format in cfg.keep_formats and source_format in _FORMATS and orientation in (1, None) and not too_big:
             return data, w, h, _FORMATS[source_format], pixel_sha1, color_std

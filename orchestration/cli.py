@@ -117,5 +117,9 @@ from orchestration.stats_cli import stats as _stats  # noqa: E402
 
 app.command(name="stats")(_stats)
 
+from train.cli import app as _train_app  # noqa: E402
+
+app.add_typer(_train_app, name="train")
+
 if __name__ == "__main__":
     app()

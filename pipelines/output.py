@@ -60,6 +60,19 @@ class OutputLayout:
         _atomic_write(run_file, json.dumps({"fingerprint": fingerprint}).encode())
         return len([n for n in os.listdir(self.parts_dir) if n.endswith(".json")])
 
+    def spill_path(self, k: int, part: int) -> str:
+        """Rows of `part` after pass `k` (Arrow IPC stream): the input of pass k+1, and what a resume reuses."""
+        return os.path.join(self.work_dir, f"pass-{k}", f"{part:05d}.arrow")
+
+    def keys_path(self, k: int, part: int) -> str:
+        """The small columns of `part` that the reduce after pass `k` needs (key, part, group, order)."""
+        return os.path.join(self.work_dir, f"pass-{k}", f"{part:05d}.keys.arrow")
+
+    def drop_spills(self) -> None:
+        for name in os.listdir(self.work_dir):
+            if name.startswith("pass-"):
+                shutil.rmtree(os.path.join(self.work_dir, name), ignore_errors=True)
+
     def marker_path(self, part: int) -> str:
         return os.path.join(self.parts_dir, f"{part:05d}.json")
 
@@ -137,52 +150,12 @@ class PartWriter:
         return marker
 
 
-def write_parts(
-    batches: Iterator[pa.RecordBatch], layout: OutputLayout, shards: ShardConfig
-) -> Iterator[dict[str, Any]]:
-    """Consume batches grouped by part in read order; write every part not already complete. Yields part markers.
-
-    Engines keep one input part per partition in read order; a part seen twice or rows out of order would make
-    shards depend on scheduling, so both fail loudly instead.
-    """
-    current: PartWriter | None = None
-    skipping: int | None = None
-    seen: set[int] = set()
-    last_ord = -1
+def write_part(batches: Iterator[pa.RecordBatch], layout: OutputLayout, shards: ShardConfig, part: int) -> dict[str, Any]:
+    """Write one part's rows (in read order): kept rows into shards, every row into the ledger. Returns its marker."""
+    writer = PartWriter(layout, shards, part)
     for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        parts = batch.column("part").to_pylist()
-        ords = batch.column("ord").to_pylist()
-        start = 0
-        while start < len(parts):
-            part = parts[start]
-            end = start
-            while end < len(parts) and parts[end] == part:
-                end += 1
-            if part not in seen:
-                seen.add(part)
-                last_ord = -1
-            elif part != (current.part if current else skipping):
-                raise RuntimeError(f"part {part} arrived in two pieces: the engine must keep a part in one partition")
-            if any(o <= prev for prev, o in zip([last_ord, *ords[start:end]], ords[start:end], strict=False)):
-                raise RuntimeError(f"rows of part {part} arrived out of read order")
-            last_ord = ords[end - 1]
-            if current is not None and current.part != part:
-                yield current.close()
-                current = None
-            if current is None and skipping != part:
-                done = layout.marker(part)
-                if done is not None:
-                    skipping = part
-                    yield done
-                else:
-                    current = PartWriter(layout, shards, part)
-            if current is not None:
-                current.add(batch.slice(start, end - start))
-            start = end
-    if current is not None:
-        yield current.close()
+        writer.add(batch)
+    return writer.close()
 
 
 def finalize(layout: OutputLayout, part_ids: list[int], name: str) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -40,8 +40,13 @@ def plan_passes(ops: list[Operator]) -> list[tuple[list[Step], GroupOperator | N
     return passes
 
 
-def run_steps(steps: list[Step], batches: Iterator[pa.RecordBatch], survivor_column: str) -> Iterator[pa.RecordBatch]:
-    """Run the steps of one pass over a stream of batches (operators set up once per worker)."""
+def run_steps(
+    steps: list[Step], batches: Iterator[pa.RecordBatch], losers: Mapping[str, str]
+) -> Iterator[pa.RecordBatch]:
+    """Run the steps of one pass over a stream of batches (operators set up once per worker).
+
+    `losers` maps the key of every row that lost a global stage's reduce to its survivor's key.
+    """
     live = [(s.kind, ready(s.op), s.schema) for s in steps]
     for batch in batches:
         for kind, op, schema in live:
@@ -49,7 +54,6 @@ def run_steps(steps: list[Step], batches: Iterator[pa.RecordBatch], survivor_col
                 batch = apply_map(op, batch, schema)
             else:
                 assert isinstance(op, GroupOperator)
-                idx = batch.schema.get_field_index(survivor_column)
-                survivors = batch.column(idx).to_pylist() if idx >= 0 else [None] * batch.num_rows
+                survivors = [losers.get(k) for k in batch.column("key").to_pylist()]
                 batch = conform(apply_group(op, batch, survivors), schema)
         yield batch

@@ -44,6 +44,7 @@ def process(engine: Engine, spec: PipelineSpec, parts: list[Part], output: str, 
     markers = engine.run(spec, parts, layout)
     seconds = time.perf_counter() - start
     stats = finalize(layout, [p.id for p in parts], spec.name)
+    layout.drop_spills()  # the run is complete: what a resume would reuse is no longer needed
     stats["engine"] = engine.name
     stats["seconds"] = round(seconds, 3)
     stats["throughput_per_s"] = round(stats["inputs"] / seconds, 2) if seconds > 0 else None

@@ -1,4 +1,4 @@
-"""Spark engine: operators run inside `mapInArrow` passes; a global stage is a groupBy/agg plus a broadcast join."""
+"""Spark engine: each pass runs per part inside `mapInArrow`; a global stage's reduce is a window over key columns."""
 
 from __future__ import annotations
 
@@ -6,23 +6,20 @@ import json
 import os
 import resource
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
-from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
+from pipelines.execute import PassRunner
 from pipelines.operator import GroupOperator
-from pipelines.output import OutputLayout, write_parts
-from pipelines.plan import Step, plan_passes, run_steps
-from pipelines.readers.base import Part, read_part
-from pipelines.schema import record_schema
+from pipelines.output import OutputLayout
+from pipelines.readers.base import Part
 from pipelines.spec import EngineConfig, PipelineSpec
 
-SURVIVOR = "_survivor"
 WRITE_RESULT = pa.schema([("part", pa.int32()), ("marker", pa.string()), ("worker_maxrss_kb", pa.int64())])
 
 DEFAULT_CONF = {
@@ -54,24 +51,15 @@ def spark_session(config: EngineConfig, app_name: str = "vlmdata") -> SparkSessi
     return session
 
 
-def _python_pass(
-    steps: list[Step],
-    read: Callable[[str], Iterator[pa.RecordBatch]] | None = None,
-    write: Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]] | None = None,
-) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """One Python pass over a Spark partition: optionally read parts, run steps, optionally write shards."""
-
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        if read is not None:
-            batches = (b for batch in batches for text in batch.column("part").to_pylist() for b in read(text))
-        out = run_steps(steps, batches, survivor_column=SURVIVOR)
-        yield from write(out) if write is not None else out
-
-    return run
+def _parts_and_losers(batch: pa.RecordBatch) -> Iterator[tuple[Part, dict[str, str]]]:
+    losers_col = batch.schema.get_field_index("losers")
+    losers = batch.column(losers_col).to_pylist() if losers_col >= 0 else [None] * batch.num_rows
+    for text, pairs in zip(batch.column("part").to_pylist(), losers, strict=True):
+        yield Part.model_validate_json(text), {p["key"]: p["survivor"] for p in pairs or ()}
 
 
 class SparkEngine:
-    """One Spark plan per pipeline; one Spark partition per input part, so shards follow input order."""
+    """Schedules passes over parts (one row per part) and reduces key columns natively; rows never cross the JVM."""
 
     name = "spark"
 
@@ -87,52 +75,55 @@ class SparkEngine:
 
     def run(self, spec: PipelineSpec, parts: list[Part], layout: OutputLayout) -> list[dict[str, Any]]:
         spark = self.session
-        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(spec.reader.batch_size))
-        reader_cfg, shard_cfg, root = spec.reader, spec.shards, layout.root
+        runner = PassRunner(spec, layout.root)
+        rows = [(p.id, p.model_dump_json()) for p in parts]
+        # One part per partition: the parallelism is the number of parts, whatever its size.
+        descriptors = spark.createDataFrame(
+            spark.sparkContext.parallelize(rows, numSlices=len(parts)), "part_id int, part string"
+        )
+        frame: DataFrame = descriptors
+        for k in range(runner.n_passes):
+            last = k == runner.n_passes - 1
 
-        def read(text: str) -> Iterator[pa.RecordBatch]:
-            return read_part(Part.model_validate_json(text), reader_cfg)
+            def run_pass(batches: Iterator[pa.RecordBatch], k: int = k, last: bool = last) -> Iterator[pa.RecordBatch]:
+                for batch in batches:
+                    for part, losers in _parts_and_losers(batch):
+                        for item in runner.run(k, part, losers):
+                            if not last:
+                                yield item
+                                continue
+                            rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                            yield pa.RecordBatch.from_pylist(
+                                [{"part": part.id, "marker": json.dumps(item), "worker_maxrss_kb": rss_kb}],
+                                schema=WRITE_RESULT,
+                            )
 
-        def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            for marker in write_parts(batches, OutputLayout(root), shard_cfg):
-                rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                yield pa.RecordBatch.from_pylist(
-                    [{"part": marker["part"], "marker": json.dumps(marker), "worker_maxrss_kb": rss_kb}],
-                    schema=WRITE_RESULT,
-                )
-
-        passes = plan_passes(spec.operators())
-        descriptors = spark.sparkContext.parallelize([(p.model_dump_json(),) for p in parts], numSlices=len(parts))
-        df: DataFrame = spark.createDataFrame(descriptors, "part string")
-        cached: list[DataFrame] = []
-        for i, (steps, group) in enumerate(passes):
-            last = i == len(passes) - 1
-            fn = _python_pass(steps, read=read if i == 0 else None, write=write if last else None)
-            schema = WRITE_RESULT if last else steps[-1].schema if steps else record_schema()
-            df = df.mapInArrow(fn, from_arrow_schema(schema))
-            if group is not None:
-                df = self._reduce(df, group)
-                cached.append(df)
-        rows = df.collect()
-        for frame in cached:
-            frame.unpersist()
+            schema = WRITE_RESULT if last else runner.keys_schema(k)
+            out = frame.mapInArrow(run_pass, from_arrow_schema(schema))
+            if last:
+                results = out.collect()
+                break
+            group = runner.passes[k][1]
+            assert group is not None
+            losers = self._reduce(out, group)
+            frame = descriptors.join(losers, "part_id", "left").repartition(len(parts))
         markers = []
-        for row in sorted(rows, key=lambda r: r["part"]):
+        for row in sorted(results, key=lambda r: r["part"]):
             marker = json.loads(row["marker"])
             marker["worker_maxrss_kb"] = row["worker_maxrss_kb"]
             markers.append(marker)
         return markers
 
     @staticmethod
-    def _reduce(df: DataFrame, op: GroupOperator) -> DataFrame:
-        """Keyed reduce of a global stage: the survivor of each group, joined back as a `_survivor` column."""
-        # The mapped rows are read twice (survivors, then the join): keep them rather than recompute them.
-        df = df.persist(StorageLevel.MEMORY_AND_DISK)
-        g = op.group_column
-        order = [F.negative(F.col(c)) if desc else F.col(c) for c, desc in op.order_columns]
-        live = df.where(F.col("keep") & F.col(g).isNotNull()).select(g, "key", *[c for c, _ in op.order_columns])
-        survivors = live.groupBy(g).agg(F.min(F.struct(*order, F.col("key").alias("_k"))).alias("_w"))
-        survivors = survivors.select(g, F.col("_w._k").alias(SURVIVOR))
-        losers = live.select(g, "key").join(survivors, g).where(F.col("key") != F.col(SURVIVOR)).select("key", SURVIVOR)
-        # Only the losers travel (broadcast); the big side streams in its partition order, so order is kept.
-        return df.join(F.broadcast(losers), on="key", how="left")
+    def _reduce(keys: DataFrame, op: GroupOperator) -> DataFrame:
+        """Keyed reduce: rank rows within each group; every row but the first loses to it. Per part: its losers."""
+        order = [F.col(c).desc() if desc else F.col(c).asc() for c, desc in op.order_columns]
+        window = Window.partitionBy(op.group_column).orderBy(*order, F.col("key").asc())
+        ranked = keys.select(
+            "key", "part", F.row_number().over(window).alias("rank"), F.first("key").over(window).alias("survivor")
+        )
+        return (
+            ranked.where(F.col("rank") > 1)
+            .groupBy(F.col("part").alias("part_id"))
+            .agg(F.collect_list(F.struct("key", "survivor")).alias("losers"))
+        )

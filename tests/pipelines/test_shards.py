@@ -46,7 +46,7 @@ def test_count_bound_and_sidecar_statistics(tmp_path):
     assert [s.nsamples for s in shards] == [4, 4, 2]
     stats = json.load(open(sidecar_path(str(tmp_path / "s" / shards[0].url))))
     assert stats["nsamples"] == 4 and stats["extensions"]["jpg"] == 4
-    assert stats["histograms"]["score"]["max"] == 0.3
+    assert stats["fields"]["score"]["max"] == 0.3
 
 
 def test_same_samples_give_byte_identical_tars(tmp_path):
