@@ -68,6 +68,10 @@ class RunConfig(BaseModel):
     fsdp: bool = Field(True, description="Shard with FSDP2 fully_shard when world size > 1.")
     activation_checkpointing: bool = Field(False, description="Recompute decoder/ViT blocks in backward.")
     compile: bool = Field(False, description="torch.compile each block (GPU).")
+    cpu_threads: int | None = Field(
+        None, description="torch intra-op threads on CPU; None = cores minus DataLoader workers (oversubscribed "
+        "OpenMP threads make small CPU models many times slower)."
+    )
 
 
 class TrainConfig(BaseModel):

@@ -36,6 +36,11 @@ def init_distributed() -> DistInfo:
     return DistInfo(rank, world, local_rank, device)
 
 
+def cpu_threads(requested: int | None, loader_workers: int) -> int:
+    """Threads for a CPU run: leave one core to each loader worker."""
+    return requested or max(1, len(os.sched_getaffinity(0)) - loader_workers)
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

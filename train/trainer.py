@@ -14,7 +14,7 @@ from model.build import num_parameters
 from train.checkpoint import Checkpointer
 from train.config import TrainConfig
 from train.data.loader import BatchIterator, DataState, to_device
-from train.dist import DistInfo, all_reduce_sum, barrier, init_distributed
+from train.dist import DistInfo, all_reduce_sum, barrier, cpu_threads, init_distributed
 from train.loss import forward_logits, token_losses
 from train.metrics import MetricsLogger, flops_per_token, peak_flops
 from train.optim import build_optimizer, build_scheduler
@@ -44,6 +44,8 @@ def train(cfg: TrainConfig, dist_info: DistInfo | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     if dist_info.is_main:
         (out / "config.json").write_text(cfg.model_dump_json(indent=1))
+    if dist_info.device.type == "cpu":
+        torch.set_num_threads(cpu_threads(run.cpu_threads, cfg.data.num_workers))
     seed_all(run.seed)
     model, processor = setup_model(cfg, dist_info)
     model.to(dist_info.device)
@@ -68,7 +70,8 @@ def train(cfg: TrainConfig, dist_info: DistInfo | None = None) -> dict:
     logger = MetricsLogger(out, run.steps, step, dist_info.is_main, run.tensorboard, run.progress, run.log_every)
     if dist_info.is_main:
         logger.console.print(f"[bold]{cfg.stage}[/] {cfg.model}: {num_parameters(model) / 1e6:.2f}M parameters, "
-                             f"step {step} -> {run.steps}, world {dist_info.world}, device {dist_info.device}")
+                             f"step {step} -> {run.steps}, world {dist_info.world}, device {dist_info.device}, "
+                             f"{torch.get_num_threads()} threads")
     m: dict = {}
     while step < run.steps:
         t0 = time.perf_counter()
