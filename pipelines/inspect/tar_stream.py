@@ -50,7 +50,10 @@ def _number(field: bytes) -> int:
 
 
 def _checksum_ok(header: bytes) -> bool:
-    stored = _number(header[148:156])
+    try:
+        stored = _number(header[148:156])
+    except ValueError:
+        return False
     unsigned = sum(header) - sum(header[148:156]) + 8 * 32
     if stored == unsigned:
         return True
