@@ -35,6 +35,10 @@ def test_writer_sidecars_equal_a_scan_of_the_tars(tmp_path):
     for key in ("tasks", "sizes", "scores", "problems", "extensions"):
         assert merged.data[key] == scanned.data[key], key
     assert merged.data["totals"]["samples"] == 20
+    # With sidecars the browser still gets real samples: the first few of each browsed shard, read from the tar.
+    browsed = summarise([str(out)], InspectConfig(workers=1, browse_per_shard=2), browse=True)
+    assert browsed.data["totals"]["from_sidecar"] == 3
+    assert [s["key"] for s in browsed.samples] == ["s00000", "s00001", "s00007", "s00008", "s00014", "s00015"]
 
 
 def test_add_reads_every_field_and_reports_problems():
