@@ -11,22 +11,25 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from pipelines.inspect.config import InspectConfig
+
+_DEFAULTS = {name: f.default for name, f in InspectConfig.model_fields.items()}
+
 
 def stats(
     inputs: Annotated[list[str], typer.Argument(
         help="Output folders, shard folders, .tar files, globs, brace patterns (shards/{00000..00009}.tar), "
-             "wids index.json, or fsspec URLs (file://, http://).", show_default=False)],
+             "wids index.json, or fsspec URLs (file://, http://).", show_default=False, metavar="SHARDS")],
     html: Annotated[Path | None, typer.Option("--html", help="Also write a self-contained HTML report here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of tables.")] = False,
     workers: Annotated[int | None, typer.Option(help="Processes reading shards (default: all cores).")] = None,
     rescan: Annotated[bool, typer.Option(help="Read every tar even where a NAME.stats.json sidecar exists.")] = False,
-    browse_per_shard: Annotated[int, typer.Option(help="HTML: samples shown per browsed shard.")] = 4,
-    browse_max: Annotated[int, typer.Option(help="HTML: samples shown in all (counts are always complete).")] = 200,
-    top_concepts: Annotated[int, typer.Option(help="Concepts listed before/after balancing.")] = 20,
+    browse_per_shard: Annotated[int, typer.Option(help="HTML: samples shown per browsed shard.")] = _DEFAULTS["browse_per_shard"],
+    browse_max: Annotated[int, typer.Option(help="HTML: samples shown in all (counts are always complete).")] = _DEFAULTS["browse_max"],
+    top_concepts: Annotated[int, typer.Option(help="Concepts listed before/after balancing.")] = _DEFAULTS["top_concepts"],
 ) -> None:
     """Summarise shards: samples and bytes per shard, kept/dropped/error by stage, size and score distributions,
     task mix, top concepts, broken input. Uses per-shard sidecar stats where present, else scans in parallel."""
-    from pipelines.inspect.config import InspectConfig
     from pipelines.inspect.sources import SourceError
     from pipelines.inspect.summary import summarise
     from pipelines.inspect.tables import print_summary

@@ -3,11 +3,14 @@ grounding and OCR boxes drawn over their images, a click showing the sample's js
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from playwright.sync_api import sync_playwright
 from typer.testing import CliRunner
 
 from orchestration.cli import app
+from tests.pipelines.test_inspect_cli import RUN_STATS
 from tests.pipelines.test_inspect_scan import count_samples, make_sample, write_shards, write_tar
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -22,8 +25,9 @@ def report(tmp_path_factory):
     del broken[0]["png"]
     broken[1]["json"] = b"not json </script><b>"
     paths.append(write_tar(root / "shards" / "00005.tar", broken))
+    (root / "stats.json").write_text(json.dumps(RUN_STATS))  # an output folder: the flow's counts and concepts
     html = root / "report.html"
-    result = CliRunner().invoke(app, ["stats", str(root / "shards"), "--html", str(html), "--workers", "2",
+    result = CliRunner().invoke(app, ["stats", str(root), "--html", str(html), "--workers", "2",
                                       "--browse-per-shard", "5", "--browse-max", "30"])
     assert result.exit_code == 0, result.output
     return html, count_samples(paths), len(paths)
@@ -50,6 +54,11 @@ def test_report_in_headless_chromium(report):
         assert plots.count() >= 6
         sizes = plots.evaluate_all("els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight])")
         assert all(done and w > 100 and h > 50 for done, w, h in sizes), sizes
+        captions = page.locator(".plots figcaption").all_inner_texts()
+        for wanted in ("caption_chars", "image_width", "clip_score", "ocr[].score", "task mix",
+                       "kept / dropped / error", "top concepts before balancing", "top concepts after balancing"):
+            assert wanted in captions, wanted
+        assert "too_small" in page.locator("#run-table").inner_text()
 
         cards = page.locator(".sample")
         # 5 from each of the five full shards, all 3 of the broken one.
