@@ -18,6 +18,7 @@ SIDECAR_VERSION = 2
 SIZE_FIELDS = ("caption_chars", "image_width", "image_height", "image_bytes")
 MAX_FIELDS = 64  # distinct numeric json paths histogrammed per shard; the rest are counted, not binned
 MAX_EXAMPLES = 5  # problem examples kept per shard (the counts are always complete)
+_IMAGE_SIZE_FIELDS = frozenset({"width", "height"})  # img2dataset's stored-image size: counted as image_width/height
 
 
 def sidecar_path(tar_path: str) -> str:
@@ -99,7 +100,6 @@ class ShardStats:
         if caption is not None:
             self._size("caption_chars", len(caption))
         ext = image_extension(sample)
-        size_from_json = False
         if ext is None:
             self.problem("no_image", key, f"members: {', '.join(k for k in sample if not k.startswith('__'))}")
         else:
@@ -118,9 +118,7 @@ class ShardStats:
                 self._size("image_height", height)
         self.tasks[task_of(fields or {})] += 1
         if fields:
-            # width/height are the image's size, already counted above.
-            skip = frozenset({"width", "height"}) if size_from_json else frozenset()
-            for name, value in numeric_leaves(fields, skip):
+            for name, value in numeric_leaves(fields, _IMAGE_SIZE_FIELDS):
                 self._field(name, value)
         return fields
 

@@ -50,7 +50,9 @@ def shards_table(data: dict[str, Any], max_rows: int) -> Table:
     rows = data["shards"]
     for row in rows[:max_rows]:
         style = {"truncated": "yellow", "unreadable": "red"}.get(row["status"])
-        status = row["status"] if not row["error"] else f"{row['status']}: {row['error'][:60]}"
+        error = row["error"] or ""
+        status = error if error.startswith(row["status"]) else f"{row['status']}: {error}" if error else row["status"]
+        status = status if len(status) <= 90 else status[:89] + "…"
         table.add_row(row["name"], num(row["nsamples"]), human_bytes(row["bytes"]), human_bytes(row["filesize"]),
                       row["source"], status, style=style)
     if len(rows) > max_rows:
