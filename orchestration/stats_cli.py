@@ -40,12 +40,19 @@ def stats(
     if workers:
         options["workers"] = workers
     cfg = InspectConfig(**options)
+    # No auto-refresh: its thread would be running when the scan pool forks.
     progress = Progress(TextColumn("reading shards"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty())
+                        console=Console(stderr=True), transient=True, auto_refresh=False,
+                        disable=not sys.stderr.isatty())
     bar = progress.add_task("shards", total=None)
+
+    def advance(_: object) -> None:
+        progress.advance(bar)
+        progress.refresh()
+
     try:
         with progress:
-            report = summarise(inputs, cfg, browse=html is not None, on_shard=lambda _: progress.advance(bar))
+            report = summarise(inputs, cfg, browse=html is not None, on_shard=advance)
     except SourceError as exc:
         console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from None
@@ -56,5 +63,5 @@ def stats(
     if html is not None:
         from pipelines.inspect.html_report import write_html
 
-        write_html(report, html)
+        write_html(report, html, cfg)
         console.print(f"report: {html} ({html.stat().st_size / 1e6:.1f} MB, {len(report.samples)} samples browsable)")

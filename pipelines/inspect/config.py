@@ -22,7 +22,10 @@ class InspectConfig(BaseModel):
     thumb_px: int = Field(256, ge=32, description="Longest side of a browser thumbnail, in pixels.")
     max_json_chars: int = Field(20_000, ge=100, description="A browsed sample's json is cut after this many chars.")
     top_concepts: int = Field(20, ge=1, description="Concepts listed before/after balancing.")
-    max_shard_rows: int = Field(50, ge=1, description="Per-shard rows printed in the terminal (the HTML has all).")
+    max_shard_rows: int = Field(50, ge=1, description="Per-shard rows printed in the terminal.")
+    max_html_shard_rows: int = Field(
+        5000, ge=1, description="Per-shard rows in the HTML report; broken shards are always listed, `--json` has all."
+    )
     start_method: Literal["fork", "forkserver", "spawn"] = Field(
         "fork", description="multiprocessing start method of the scan pool."
     )

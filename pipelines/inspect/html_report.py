@@ -9,6 +9,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from pipelines.inspect.config import InspectConfig
 from pipelines.inspect.plots import figures
 from pipelines.inspect.summary import Report
 from pipelines.inspect.tables import human_bytes, num
@@ -200,7 +201,7 @@ def _cards(data: dict[str, Any]) -> str:
     return "".join(f'<div class="card {cls}">{b}<span>{escape(label)}</span></div>' for b, label, cls in cards)
 
 
-def _sections(data: dict[str, Any]) -> list[tuple[str, str, str]]:
+def _sections(data: dict[str, Any], max_shard_rows: int) -> list[tuple[str, str, str]]:
     """(id, title, html) of every section but the browser."""
     out = []
     if data["problems"]:
@@ -243,17 +244,35 @@ def _sections(data: dict[str, Any]) -> list[tuple[str, str, str]]:
                           + _table(["#", "before", "n", "after", "n"], rows, {0, 2, 4}) + "</div>")
     if tables:
         out.append(("tables", "Tables", f'<div class="tables">{"".join(tables)}</div>'))
+    shown, omitted = _bounded_rows(data["shards"], max_shard_rows)
     shard_rows = [[r["name"], num(r["nsamples"]), human_bytes(r["bytes"]), human_bytes(r["filesize"]), r["source"],
-                   r["status"], r["error"] or ""] for r in data["shards"]]
-    out.append(("shards", f"Shards ({len(shard_rows)})", '<div class="scroll">' + _table(
+                   r["status"], r["error"] or ""] for r in shown]
+    note = f"<p>{num(omitted)} more shards, all ok, are left out here: <code>--json</code> lists every one.</p>"
+    out.append(("shards", f"Shards ({len(data['shards'])})", '<div class="scroll">' + _table(
         ["shard", "samples", "payload", "on disk", "stats from", "status", "error"], shard_rows, {1, 2, 3},
-        [r["status"] if r["status"] != "ok" else "" for r in data["shards"]], table_id="shards-table") + "</div>"))
+        [r["status"] if r["status"] != "ok" else "" for r in shown], table_id="shards-table") + "</div>"
+        + (note if omitted else "")))
     return out
 
 
-def render_html(report: Report, title: str = "vlmdata stats") -> str:
+def _bounded_rows(rows: list[dict[str, Any]], limit: int) -> tuple[list[dict[str, Any]], int]:
+    """At most `limit` rows in order, broken shards always included; and how many ok rows were left out."""
+    if len(rows) <= limit:
+        return rows, 0
+    room = max(limit - sum(r["status"] != "ok" for r in rows), 0)
+    kept = []
+    for row in rows:
+        if row["status"] != "ok":
+            kept.append(row)
+        elif room:
+            kept.append(row)
+            room -= 1
+    return kept, len(rows) - len(kept)
+
+
+def render_html(report: Report, cfg: InspectConfig | None = None, title: str = "vlmdata stats") -> str:
     data = report.data
-    sections = _sections(data)
+    sections = _sections(data, (cfg or InspectConfig()).max_html_shard_rows)
     total = data["totals"]["samples"]
     browser = (
         f'<p>Showing <span id="shown-samples">{len(report.samples)}</span> of {len(report.samples)} browsable samples '
@@ -280,10 +299,10 @@ def render_html(report: Report, title: str = "vlmdata stats") -> str:
     )
 
 
-def write_html(report: Report, path: str | os.PathLike[str]) -> Path:
+def write_html(report: Report, path: str | os.PathLike[str], cfg: InspectConfig | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render_html(report), encoding="utf-8")
+    tmp.write_text(render_html(report, cfg), encoding="utf-8")
     tmp.replace(path)
     return path

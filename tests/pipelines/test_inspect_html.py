@@ -10,6 +10,9 @@ from playwright.sync_api import sync_playwright
 from typer.testing import CliRunner
 
 from orchestration.cli import app
+from pipelines.inspect.config import InspectConfig
+from pipelines.inspect.html_report import render_html
+from pipelines.inspect.summary import summarise
 from tests.pipelines.test_inspect_cli import RUN_STATS
 from tests.pipelines.test_inspect_scan import count_samples, make_sample, write_shards, write_tar
 
@@ -98,3 +101,15 @@ def test_report_in_headless_chromium(report):
         assert "not json </script><b>" in dialog.locator("pre.json").inner_text()
         browser.close()
     assert errors == []
+
+
+def test_shard_table_is_bounded_but_keeps_broken_shards(tmp_path):
+    paths = write_shards(tmp_path / "shards", nshards=8, per_shard=2)
+    paths[5].write_bytes(paths[5].read_bytes()[:1500])  # cut inside its first sample: nothing readable
+    report = summarise([str(tmp_path / "shards")], InspectConfig(workers=1))
+    html = render_html(report, InspectConfig(max_html_shard_rows=3))
+    rows = html.split('id="shards-table"')[1].split("</table>")[0]
+    assert rows.count("<tr") == 1 + 3  # header + 3 rows
+    assert "00005.tar" in rows and 'class="unreadable"' in rows
+    assert "5 more shards, all ok, are left out" in html
+    assert f'data-count="{report.data["totals"]["samples"]}"' in html
