@@ -58,7 +58,8 @@ def numeric_leaves(fields: dict[str, Any], skip: frozenset[str] = frozenset()) -
 
     def walk(value: Any, path: str, depth: int) -> Iterator[tuple[str, float]]:
         if _is_number(value):
-            yield path, float(value)
+            if isinstance(value, float) or abs(value) < 1 << 1000:  # a float cannot hold a larger int
+                yield path, float(value)
         elif depth >= MAX_DEPTH:
             return
         elif isinstance(value, dict):

@@ -63,9 +63,12 @@ def inspect_shard(task: ShardTask) -> dict[str, Any]:
             with open_url(task.url) as stream:
                 reader = TarSamples(stream, limit=None if scanning else task.browse)
                 for sample in reader:
-                    fields = stats.add(sample) if scanning else _fields(sample)
-                    if len(samples) < task.browse:
-                        samples.append(browse_record(sample, fields, task.url, task.thumb_px, task.max_json_chars))
+                    try:
+                        fields = stats.add(sample) if scanning else _fields(sample)
+                        if len(samples) < task.browse:
+                            samples.append(browse_record(sample, fields, task.url, task.thumb_px, task.max_json_chars))
+                    except Exception as exc:  # noqa: BLE001 - one odd sample must not hide the rest of the shard
+                        stats.problem("sample_unreadable", str(sample.get("__key__")), f"{type(exc).__name__}: {exc}")
                 error = reader.error
         except READ_ERRORS as exc:
             error = f"cannot open: {type(exc).__name__}: {exc}"
