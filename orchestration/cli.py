@@ -57,12 +57,15 @@ def curate(
     output: Annotated[str, typer.Option("--output", "-o", help="Output folder: shards/, index.json, stats.json, ledger.parquet.")],
     config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline recipe (YAML).")] = DEMO_CONFIG,
     master: Annotated[str | None, typer.Option(help="Spark master (local[N], spark://host:port, …); default from config.")] = None,
+    engine: Annotated[str | None, typer.Option(help="spark or beam; default from config.")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override a config field: --set shards.max_samples=500.")] = [],  # noqa: B006
 ) -> None:
     """Run the curate flow (Prefect) on any input: decode → heuristics → dedup → WebDataset shards + ledger."""
     overrides = _parse_sets(set_)
     if master:
         overrides["engine.master"] = master
+    if engine:
+        overrides["engine.name"] = engine
     _run_curate(config, input, output, overrides)
 
 

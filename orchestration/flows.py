@@ -1,4 +1,4 @@
-"""Prefect flows: `curate` = plan inputs → run the pipeline on an engine → merge outputs → summary artifact."""
+"""Prefect flows: `curate` = plan → one task per pass and per reduce (retried, resumable) → merge → summary artifact."""
 
 from __future__ import annotations
 
@@ -11,54 +11,86 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from orchestration.report import markdown_summary
+from pipelines.execute import PassRunner
+from pipelines.output import OutputLayout
 from pipelines.readers.base import Part
-from pipelines.run import plan, process
+from pipelines.run import Engine, RunReport, finish, plan, run_pass, run_reduce
 from pipelines.spec import PipelineSpec, load_spec
 
+TASK_RETRIES = 2
+RETRY_DELAY_S = 2
 
-def make_engine(spec: PipelineSpec):
-    """The engine the spec names (only Spark so far)."""
+
+def make_engine(spec: PipelineSpec) -> Engine:
+    """The engine the spec names: Spark (default) or Beam; the operators are the same objects on both."""
+    if spec.engine.name == "beam":
+        from pipelines.engines.beam import BeamEngine
+
+        return BeamEngine(spec.engine)
     from pipelines.engines.spark import SparkEngine
 
     return SparkEngine(spec.engine)
 
 
 @task(name="plan-inputs", cache_policy=NO_CACHE)
-def plan_inputs(spec: PipelineSpec, inputs: list[str]) -> tuple[list[Part], str]:
+def plan_inputs(spec: PipelineSpec, inputs: list[str], output: str) -> tuple[list[Part], str, int]:
+    """List the input parts; a rerun with the same fingerprint (config + inputs) resumes the same work folder."""
     parts, fingerprint = plan(spec, inputs)
-    get_run_logger().info("%d input parts, fingerprint %s", len(parts), fingerprint)
-    return parts, fingerprint
+    resumed = OutputLayout(output).prepare(fingerprint)
+    get_run_logger().info("%d input parts (%d already complete), fingerprint %s", len(parts), resumed, fingerprint)
+    return parts, fingerprint, resumed
 
 
 @task(name="start-engine", cache_policy=NO_CACHE)
-def start_engine(spec: PipelineSpec) -> tuple[Any, float]:
+def start_engine(spec: PipelineSpec) -> tuple[Engine, float]:
     start = time.perf_counter()
     engine = make_engine(spec)
-    engine.session  # noqa: B018 - start the JVM now so its start-up is timed on its own
+    getattr(engine, "session", None)  # Spark: start the JVM now so its start-up is timed on its own
     return engine, time.perf_counter() - start
 
 
-@task(name="process-parts", cache_policy=NO_CACHE)
-def process_parts(engine: Any, spec: PipelineSpec, parts: list[Part], output: str, fingerprint: str) -> dict[str, Any]:
-    report = process(engine, spec, parts, output, fingerprint)
+@task(cache_policy=NO_CACHE, retries=TASK_RETRIES, retry_delay_seconds=RETRY_DELAY_S)
+def pass_task(engine: Engine, runner: PassRunner, parts: list[Part], k: int) -> list[dict[str, Any]]:
+    results = run_pass(engine, runner, parts, k)
+    resumed = sum(1 for r in results if r.get("resumed"))
+    get_run_logger().info("%s: %d parts (%d reused from a previous run)", runner.describe(k), len(parts), resumed)
+    return results
+
+
+@task(cache_policy=NO_CACHE, retries=TASK_RETRIES, retry_delay_seconds=RETRY_DELAY_S)
+def reduce_task(engine: Engine, runner: PassRunner, parts: list[Part], k: int) -> int | None:
+    losers = run_reduce(engine, runner, parts, k)
     logger = get_run_logger()
-    logger.info(
-        "%d parts (%d resumed) in %.1f s; worker peak RSS %d MB",
-        report.parts_total, report.parts_resumed, report.seconds, report.worker_maxrss_kb // 1024,
-    )
-    result = asdict(report)
-    return result
+    if losers is None:
+        logger.info("reduce-%d (%s): complete from a previous run", k, runner.group(k).name)
+    else:
+        logger.info("reduce-%d (%s): %d rows lost to a survivor", k, runner.group(k).name, losers)
+    return losers
+
+
+@task(name="merge-outputs", cache_policy=NO_CACHE)
+def merge_task(runner: PassRunner, parts: list[Part], markers: list[dict[str, Any]], engine: str, seconds: float,
+               fingerprint: str) -> dict[str, Any]:
+    return finish(runner, parts, markers, engine, seconds, fingerprint)
 
 
 @flow(name="curate", log_prints=True)
 def curate(config: str, inputs: list[str], output: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Curate `inputs` with the recipe at `config` into `output` (shards, index.json, stats.json, ledger.parquet)."""
     spec = load_spec(config, overrides)
-    parts, fingerprint = plan_inputs(spec, inputs)
+    parts, fingerprint, resumed = plan_inputs(spec, inputs, output)
     engine, startup = start_engine(spec)
-    report = process_parts(engine, spec, parts, output, fingerprint)
-    report["stats"]["engine_start_seconds"] = round(startup, 2)
+    runner = PassRunner(spec, output)
+    start = time.perf_counter()
+    markers: list[dict[str, Any]] = []
+    for k in range(runner.n_passes):
+        markers = pass_task.with_options(name=runner.describe(k))(engine, runner, parts, k)
+        if k < runner.n_passes - 1:
+            reduce_task.with_options(name=f"reduce-{k}: {runner.group(k).name}")(engine, runner, parts, k)
+    seconds = time.perf_counter() - start
+    stats = merge_task(runner, parts, markers, engine.name, seconds, fingerprint)
+    stats["engine_start_seconds"] = round(startup, 2)
     create_markdown_artifact(
-        key="curate-summary", markdown=markdown_summary(report["stats"]), description=f"curate → {output}"
+        key="curate-summary", markdown=markdown_summary(stats), description=f"curate → {output}"
     )
-    return report
+    return asdict(RunReport(output, stats, len(parts), resumed, seconds, stats["worker_maxrss_kb"]))

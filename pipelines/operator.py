@@ -6,6 +6,7 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
@@ -84,6 +85,35 @@ def with_verdicts(
     return set_columns(batch, cols)
 
 
+def _call_checked(op: Operator, batch: pa.RecordBatch) -> pa.RecordBatch:
+    out = op(batch)
+    if out.num_rows != batch.num_rows:
+        raise RuntimeError(f"returned {out.num_rows} rows for {batch.num_rows}: operators never drop rows")
+    return out
+
+
+def _call_isolating_failures(
+    op: Operator, batch: pa.RecordBatch, schema: pa.Schema, retried: bool = False
+) -> pa.RecordBatch:
+    """Call `op`; if the batch fails, retry it once, then bisect it so only the rows that fail alone are errors.
+
+    A transient failure costs one retry; a deterministic one (a row the operator cannot handle) costs
+    O(log n) extra calls and ends as ledger errors carrying the exception's message. The run goes on.
+    """
+    try:
+        return conform(_call_checked(op, batch), schema)
+    except Exception as exc:  # noqa: BLE001 - the ledger records it; the run must go on
+        if not retried:
+            return _call_isolating_failures(op, batch, schema, retried=True)
+        if batch.num_rows > 1:
+            half = batch.num_rows // 2
+            parts = [_call_isolating_failures(op, batch.slice(0, half), schema, True),
+                     _call_isolating_failures(op, batch.slice(half), schema, True)]
+            return pa.Table.from_batches(parts).combine_chunks().to_batches()[0]
+        message = f"{op.name}_failed:{type(exc).__name__}: {exc}"[:500]
+        return conform(with_verdicts(batch, [False], [message], [True]), schema)
+
+
 def apply_map(op: Operator, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     """Run `op` on the live rows of `batch`; dead rows pass through untouched. Output follows `schema`.
 
@@ -93,9 +123,7 @@ def apply_map(op: Operator, batch: pa.RecordBatch, schema: pa.Schema) -> pa.Reco
     alive = batch.column("keep")
     n_alive = pc.sum(alive.cast(pa.int64())).as_py() or 0
     live = batch.filter(alive) if n_alive < batch.num_rows else batch
-    out = op(live) if n_alive else live
-    if out.num_rows != live.num_rows:
-        raise RuntimeError(f"operator {op.name} returned {out.num_rows} rows for {live.num_rows}: operators never drop rows")
+    out = _call_isolating_failures(op, live, schema) if n_alive else live
     dropped = pc.invert(out.column("keep"))
     out = set_columns(
         out,
@@ -135,6 +163,16 @@ def operator_classes() -> dict[str, type[Operator]]:
 
 
 def build_operator(name: str, config: Mapping[str, Any] | None = None) -> Operator:
+    """A registered operator by name, or any Operator subclass by import path (`package.module:Class`)."""
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            cls = getattr(import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"cannot import operator {name!r}: {exc}") from exc
+        if not (isinstance(cls, type) and issubclass(cls, Operator)):
+            raise ValueError(f"{name!r} is not an Operator subclass")
+        return cls(config or {})
     classes = operator_classes()
     if name not in classes:
         known = ", ".join(sorted(classes)) or "none registered (is the package installed?)"

@@ -66,11 +66,18 @@ class OutputLayout:
 
     def keys_path(self, k: int, part: int) -> str:
         """The small columns of `part` that the reduce after pass `k` needs (key, part, group, order)."""
-        return os.path.join(self.work_dir, f"pass-{k}", f"{part:05d}.keys.arrow")
+        return os.path.join(self.work_dir, f"pass-{k}", f"{part:05d}.keys.parquet")
+
+    def losers_path(self, k: int, part: int) -> str:
+        """Keys of `part` that lost the reduce after pass `k`, with their survivors."""
+        return os.path.join(self.work_dir, f"reduce-{k}", f"{part:05d}.losers.parquet")
+
+    def reduce_marker(self, k: int) -> str:
+        return os.path.join(self.work_dir, f"reduce-{k}", "_SUCCESS")
 
     def drop_spills(self) -> None:
         for name in os.listdir(self.work_dir):
-            if name.startswith("pass-"):
+            if name.startswith(("pass-", "reduce-")):
                 shutil.rmtree(os.path.join(self.work_dir, name), ignore_errors=True)
 
     def marker_path(self, part: int) -> str:

@@ -1,4 +1,4 @@
-"""Run a pipeline spec end to end on an engine: plan inputs, process parts, merge into the output folder."""
+"""Run a pipeline spec end to end on an engine: plan inputs, run passes and reduces, merge into the output folder."""
 
 from __future__ import annotations
 
@@ -7,15 +7,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pipelines.execute import PassRunner
 from pipelines.output import OutputLayout, finalize, write_stats
 from pipelines.readers.base import Part, plan_parts
 from pipelines.spec import PipelineSpec
 
 
 class Engine(Protocol):
+    """What an engine does: run one pass over every part, and one global stage's keyed reduce."""
+
     name: str
 
-    def run(self, spec: PipelineSpec, parts: list[Part], layout: OutputLayout) -> list[dict[str, Any]]: ...
+    def run_pass(self, runner: PassRunner, parts: list[Part], k: int) -> list[dict[str, Any]]: ...
+
+    def reduce(self, runner: PassRunner, parts: list[Part], k: int) -> int: ...
 
 
 @dataclass
@@ -36,28 +41,48 @@ def plan(spec: PipelineSpec, inputs: list[str]) -> tuple[list[Part], str]:
     return parts, spec.fingerprint(parts_json)
 
 
-def process(engine: Engine, spec: PipelineSpec, parts: list[Part], output: str, fingerprint: str) -> RunReport:
-    """Process every part not already complete, then merge index.json, ledger.parquet and stats.json."""
-    layout = OutputLayout(output)
-    resumed = layout.prepare(fingerprint)
-    start = time.perf_counter()
-    markers = engine.run(spec, parts, layout)
-    seconds = time.perf_counter() - start
-    stats = finalize(layout, [p.id for p in parts], spec.name)
-    layout.drop_spills()  # the run is complete: what a resume would reuse is no longer needed
-    stats["engine"] = engine.name
+def run_pass(engine: Engine, runner: PassRunner, parts: list[Part], k: int) -> list[dict[str, Any]]:
+    return engine.run_pass(runner, parts, k)
+
+
+def run_reduce(engine: Engine, runner: PassRunner, parts: list[Part], k: int) -> int | None:
+    """The reduce after pass `k`; skipped (None) when a previous run completed it."""
+    if runner.reduce_done(k):
+        return None
+    losers = engine.reduce(runner, parts, k)
+    runner.mark_reduce_done(k)
+    return losers
+
+
+def finish(runner: PassRunner, parts: list[Part], markers: list[dict[str, Any]], engine: str, seconds: float,
+           fingerprint: str) -> dict[str, Any]:
+    """Merge index.json, ledger.parquet and stats.json; drop the work files a resume would have reused."""
+    layout = runner.layout
+    stats = finalize(layout, [p.id for p in parts], runner.spec.name)
+    stats["engine"] = engine
     stats["seconds"] = round(seconds, 3)
     stats["throughput_per_s"] = round(stats["inputs"] / seconds, 2) if seconds > 0 else None
     stats["fingerprint"] = fingerprint
+    stats["worker_maxrss_kb"] = max((m.get("worker_maxrss_kb", 0) for m in markers), default=0)
     write_stats(layout, stats)
-    return RunReport(
-        output=output,
-        stats=stats,
-        parts_total=len(parts),
-        parts_resumed=resumed,
-        seconds=seconds,
-        worker_maxrss_kb=max((m.get("worker_maxrss_kb", 0) for m in markers), default=0),
-    )
+    layout.drop_spills()
+    return stats
+
+
+def process(engine: Engine, spec: PipelineSpec, parts: list[Part], output: str, fingerprint: str) -> RunReport:
+    """Every pass and reduce in order (each skips what a previous run finished), then the merge."""
+    layout = OutputLayout(output)
+    resumed = layout.prepare(fingerprint)
+    runner = PassRunner(spec, output)
+    start = time.perf_counter()
+    markers: list[dict[str, Any]] = []
+    for k in range(runner.n_passes):
+        markers = run_pass(engine, runner, parts, k)
+        if k < runner.n_passes - 1:
+            run_reduce(engine, runner, parts, k)
+    seconds = time.perf_counter() - start
+    stats = finish(runner, parts, markers, engine.name, seconds, fingerprint)
+    return RunReport(output, stats, len(parts), resumed, seconds, stats["worker_maxrss_kb"])
 
 
 def run_pipeline(spec: PipelineSpec, inputs: list[str], output: str, engine: Engine) -> RunReport:

@@ -36,9 +36,15 @@ class StageSpec(BaseModel):
 class EngineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: Literal["spark"] = Field("spark", description="Execution engine.")
-    master: str = Field("local[*]", description="Spark master: local[N], spark://host:port, yarn, k8s://…")
+    name: Literal["spark", "beam"] = Field("spark", description="Execution engine.")
+    master: str = Field("local[*]", description="Spark master: local[N], local[N,retries], spark://host:port, yarn, k8s://…")
     conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark settings (spark.* keys).")
+    task_retries: int = Field(3, ge=0, description="Times a failed task (a killed worker) is retried before the stage fails.")
+    beam_options: list[str] = Field(
+        default_factory=list,
+        description="Beam pipeline flags, passed through unchanged (e.g. --runner=FlinkRunner --flink_master=host:8081); "
+        "empty: DirectRunner, one process per core.",
+    )
 
 
 class PipelineSpec(BaseModel):

@@ -9,6 +9,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+# Engine workers (Spark, Beam) are other processes: let them import test operators (`tests.ops:…`) too.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
 
 
 @pytest.fixture(scope="session")
