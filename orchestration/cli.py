@@ -102,6 +102,29 @@ def demo(
 
 
 @app.command()
+def serve(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Deployments and their cron schedules (YAML).")] = REPO / "configs" / "serve.yaml",
+    limit: Annotated[int | None, typer.Option(help="Run at most this many flow runs at once.")] = None,
+) -> None:
+    """Register the project's flows as Prefect deployments with cron schedules and run them as they come due.
+
+    Scheduled and triggered runs appear in the Prefect UI (`prefect server start`, then http://127.0.0.1:4200,
+    with PREFECT_API_URL=http://127.0.0.1:4200/api set for this command). Trigger one now with
+    `prefect deployment run curate/NAME`. Stop with Ctrl-C.
+    """
+    from orchestration.deployments import load_serve_config, serve_deployments
+
+    try:
+        spec = load_serve_config(config)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    for d in spec.deployments:
+        console.print(f"deployment [bold]{d.flow}/{d.name}[/bold]: {d.cron or 'on demand'} ({d.timezone})")
+    serve_deployments(spec, limit=limit)
+
+
+@app.command()
 def ops() -> None:
     """List the registered operators and their config fields (what a recipe's `stages:` may use)."""
     from pipelines.operator import operator_classes
