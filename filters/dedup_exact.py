@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pyarrow as pa
 from PIL import Image
 
 from filters.decode import pixel_digest, to_rgb
-from pipelines.operator import GroupOperator, OperatorConfig
+from pipelines.global_stage import DedupOperator
+from pipelines.operator import OperatorConfig
 from pipelines.schema import set_columns
 
 
@@ -17,13 +18,13 @@ class ExactDedupConfig(OperatorConfig):
     pass
 
 
-class ExactDedup(GroupOperator):
-    """Groups rows by `pixel_sha1`; the smallest key of a group survives (deterministic on every engine)."""
+class ExactDedup(DedupOperator):
+    """Buckets rows by `pixel_sha1`; the smallest key of a bucket survives (deterministic on every engine)."""
 
     name = "exact_dedup"
     Config = ExactDedupConfig
     adds: ClassVar[tuple[str, ...]] = ("pixel_sha1",)
-    group_column = "pixel_sha1"
+    key_columns: ClassVar[tuple[str, ...]] = ("pixel_sha1",)
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         idx = batch.schema.get_field_index("pixel_sha1")
@@ -36,6 +37,9 @@ class ExactDedup(GroupOperator):
             if h is None and images[i]:
                 hashes[i] = pixel_digest(to_rgb(Image.open(io.BytesIO(images[i]))))
         return set_columns(batch, {"pixel_sha1": hashes})
+
+    def buckets(self, keys: pa.RecordBatch, state: Any) -> list[list[str]]:
+        return [[h] for h in keys.column("pixel_sha1").to_pylist()]
 
     def drop_reason(self, survivor_key: str) -> str:
         return f"exact_duplicate:{survivor_key}"

@@ -14,29 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.operator import GroupOperator
+from pipelines import storage
+from pipelines.global_stage import COUNT_SCHEMA, GlobalOperator, reduce_rows, reduce_schema
 from pipelines.output import OutputLayout, write_part
 from pipelines.plan import Step, plan_passes, run_steps
 from pipelines.readers.base import Part, read_part
-from pipelines.schema import conform
 from pipelines.spec import PipelineSpec
 
 LOSERS_SCHEMA = pa.schema([("key", pa.string()), ("survivor", pa.string())])
-
-
-def reduce_schema(op: GroupOperator, schema: pa.Schema) -> pa.Schema:
-    """Columns of the keyed reduce of a global stage: key, part, the group column and the order columns."""
-    names = ["key", "part", op.group_column, *[c for c, _ in op.order_columns]]
-    return pa.schema([schema.field(n) for n in names])
-
-
-def _reduce_rows(batch: pa.RecordBatch, group: GroupOperator, schema: pa.Schema) -> pa.RecordBatch:
-    """The live rows that take part in the reduce (a row without a group value has nothing to match)."""
-    mask = pc.and_(batch.column("keep"), pc.is_valid(batch.column(group.group_column)))
-    return conform(batch.filter(mask), schema)
+_COUNTS_CACHE: dict[str, dict[str, int]] = {}
 
 
 def _tmp(path: str) -> str:
@@ -44,7 +32,7 @@ def _tmp(path: str) -> str:
 
 
 def _read_stream(path: str) -> Iterator[pa.RecordBatch]:
-    with pa.OSFile(path, "rb") as source:
+    with storage.open_file(path, "rb") as source:
         yield from pa.ipc.open_stream(source)
 
 
@@ -54,7 +42,7 @@ class PassRunner:
 
     spec: PipelineSpec
     root: str
-    passes: list[tuple[list[Step], GroupOperator | None]] = field(init=False)
+    passes: list[tuple[list[Step], GlobalOperator | None]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.passes = plan_passes(self.spec.operators())
@@ -67,7 +55,7 @@ class PassRunner:
     def n_passes(self) -> int:
         return len(self.passes)
 
-    def group(self, k: int) -> GroupOperator:
+    def group(self, k: int) -> GlobalOperator:
         group = self.passes[k][1]
         assert group is not None, f"pass {k} ends in no global stage"
         return group
@@ -96,23 +84,23 @@ class PassRunner:
             done = layout.marker(part.id)
             if done is not None:
                 return done
-            return write_part(run_steps(steps, self._input(k, part), self.losers(k, part.id)), layout,
+            return write_part(run_steps(steps, self._input(k, part), self.result_for(k, part.id)), layout,
                               self.spec.shards, part.id)
         spill, keys = layout.spill_path(k, part.id), layout.keys_path(k, part.id)
-        if os.path.exists(spill) and os.path.exists(keys):
+        if storage.exists(spill) and storage.exists(keys):
             return {"part": part.id, "resumed": True}
-        os.makedirs(os.path.dirname(spill), exist_ok=True)
+        storage.makedirs(storage.dirname(spill))
         key_schema = self.keys_schema(k)
         n = 0
-        with pa.OSFile(_tmp(spill), "wb") as sink, pa.ipc.new_stream(sink, steps[-1].schema) as rows, \
-                pq.ParquetWriter(_tmp(keys), key_schema) as key_writer:
-            for batch in run_steps(steps, self._input(k, part), self.losers(k, part.id)):
+        with storage.open_file(_tmp(spill), "wb") as sink, pa.ipc.new_stream(sink, steps[-1].schema) as rows, \
+                storage.open_file(_tmp(keys), "wb") as key_sink, pq.ParquetWriter(key_sink, key_schema) as key_writer:
+            for batch in run_steps(steps, self._input(k, part), self.result_for(k, part.id)):
                 rows.write_batch(batch)
-                key_writer.write_batch(_reduce_rows(batch, group, key_schema))
+                key_writer.write_batch(reduce_rows(batch, group, key_schema))
                 n += batch.num_rows
         # The spill is renamed last: its presence is the proof that both files are complete.
-        os.replace(_tmp(keys), keys)
-        os.replace(_tmp(spill), spill)
+        storage.replace(_tmp(keys), keys)
+        storage.replace(_tmp(spill), spill)
         return {"part": part.id, "rows": n}
 
     def _input(self, k: int, part: Part) -> Iterator[pa.RecordBatch]:
@@ -122,31 +110,63 @@ class PassRunner:
 
     # --- reduce ---------------------------------------------------------------------------------------
 
-    def key_files(self, k: int, parts: list[Part]) -> list[str]:
-        return [self.layout.keys_path(k, p.id) for p in parts]
+    def read_keys(self, k: int, part: int) -> Iterator[pa.RecordBatch]:
+        """The reduce columns pass `k` left for `part`."""
+        with storage.open_file(self.layout.keys_path(k, part)) as f:
+            yield from pq.ParquetFile(f).iter_batches()
+
+    def result_for(self, k: int, part: int) -> object:
+        """What the apply step at the start of pass `k` needs: losers of this part, or the global counts."""
+        if k == 0:
+            return None
+        if self.group(k - 1).reduce_kind == "count":
+            return self.counts(k - 1)
+        return self.losers(k, part)
+
+    def counts(self, k: int) -> dict[str, int]:
+        """Entry counts of the count reduce after pass `k` (read once per worker process)."""
+        path = self.layout.counts_path(k)
+        if path not in _COUNTS_CACHE:
+            with storage.open_file(path) as f:
+                table = pq.read_table(f, schema=COUNT_SCHEMA)
+            _COUNTS_CACHE[path] = dict(zip(table.column("entry").to_pylist(), table.column("count").to_pylist(),
+                                           strict=True))
+        return _COUNTS_CACHE[path]
+
+    def write_counts(self, k: int, entries: list[str], counts: list[int]) -> None:
+        path = self.layout.counts_path(k)
+        storage.makedirs(storage.dirname(path))
+        order = sorted(range(len(entries)), key=entries.__getitem__)
+        table = pa.table({"entry": [entries[i] for i in order], "count": [counts[i] for i in order]},
+                         schema=COUNT_SCHEMA)
+        with storage.open_file(_tmp(path), "wb") as f:
+            pq.write_table(table, f)
+        storage.replace(_tmp(path), path)
+        _COUNTS_CACHE.pop(path, None)
 
     def losers(self, k: int, part: int) -> dict[str, str]:
         """Keys of `part` that lost the reduce before pass `k`, mapped to their survivors."""
         if k == 0:
             return {}
         path = self.layout.losers_path(k - 1, part)
-        if not os.path.exists(path):
+        if not storage.exists(path):
             return {}
-        table = pq.read_table(path, schema=LOSERS_SCHEMA)
+        with storage.open_file(path) as f:
+            table = pq.read_table(f, schema=LOSERS_SCHEMA)
         return dict(zip(table.column("key").to_pylist(), table.column("survivor").to_pylist(), strict=True))
 
     def write_losers(self, k: int, part: int, pairs: list[tuple[str, str]]) -> None:
         path = self.layout.losers_path(k, part)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        storage.makedirs(storage.dirname(path))
         keys, survivors = zip(*sorted(pairs), strict=True) if pairs else ((), ())
-        pq.write_table(pa.table({"key": list(keys), "survivor": list(survivors)}, schema=LOSERS_SCHEMA), _tmp(path))
-        os.replace(_tmp(path), path)
+        with storage.open_file(_tmp(path), "wb") as f:
+            pq.write_table(pa.table({"key": list(keys), "survivor": list(survivors)}, schema=LOSERS_SCHEMA), f)
+        storage.replace(_tmp(path), path)
 
     def reduce_done(self, k: int) -> bool:
-        return os.path.exists(self.layout.reduce_marker(k))
+        return storage.exists(self.layout.reduce_marker(k))
 
     def mark_reduce_done(self, k: int) -> None:
         path = self.layout.reduce_marker(k)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            f.write("done\n")
+        storage.makedirs(storage.dirname(path))
+        storage.write_atomic(path, b"done\n")

@@ -54,21 +54,6 @@ class Operator(ABC):
         return f"{type(self).__name__}({self.config!r})"
 
 
-class GroupOperator(Operator):
-    """A global stage: map (adds `group_column`) → keyed reduce (one survivor per group) → apply.
-
-    Engines implement the reduce natively (Spark groupBy/agg, Beam CombinePerKey); the survivor of
-    a group is the row that sorts first by `order_columns` (then by key), so every engine agrees.
-    """
-
-    group_column: ClassVar[str]
-    order_columns: ClassVar[tuple[tuple[str, bool], ...]] = ()  # (column, descending)
-
-    @abstractmethod
-    def drop_reason(self, survivor_key: str) -> str:
-        """The ledger reason of a row that lost to `survivor_key`."""
-
-
 def with_verdicts(
     batch: pa.RecordBatch,
     keep: Sequence[bool] | pa.Array,
@@ -178,27 +163,3 @@ def build_operator(name: str, config: Mapping[str, Any] | None = None) -> Operat
         known = ", ".join(sorted(classes)) or "none registered (is the package installed?)"
         raise ValueError(f"unknown operator {name!r}; known operators: {known}")
     return classes[name](config or {})
-
-
-def apply_group(op: GroupOperator, batch: pa.RecordBatch, survivors: Sequence[str | None]) -> pa.RecordBatch:
-    """The apply step of a global stage: live rows that lost to a survivor are dropped, naming it."""
-    keep = batch.column("keep").to_pylist()
-    reason = batch.column("reason").to_pylist()
-    stage = batch.column("stage").to_pylist()
-    image = batch.column("image")
-    lost = [bool(k) and s is not None for k, s in zip(keep, survivors, strict=True)]
-    if not any(lost):
-        return batch
-    for i, s in enumerate(survivors):
-        if lost[i]:
-            keep[i], reason[i], stage[i] = False, op.drop_reason(s), op.name  # type: ignore[arg-type]
-    mask = pa.array(lost, type=pa.bool_())
-    return set_columns(
-        batch,
-        {
-            "keep": pa.array(keep, type=pa.bool_()),
-            "reason": pa.array(reason, type=pa.string()),
-            "stage": pa.array(stage, type=pa.string()),
-            "image": pc.if_else(mask, pa.scalar(None, pa.binary()), image),
-        },
-    )

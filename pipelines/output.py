@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines import storage
 from pipelines.schema import LEDGER_SCHEMA
 from pipelines.shards import ShardConfig, ShardInfo, ShardWriter, write_index
 from pipelines.stats import RunStats
@@ -19,79 +18,73 @@ from pipelines.stats import RunStats
 _NOT_IN_JSON = {"image", "text", "meta", "part", "ord", "keep", "error", "stage", "reason"}
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 class OutputLayout:
     """Paths of one output folder. Completion markers per part make a rerun skip finished parts."""
 
     def __init__(self, root: str):
         self.root = root
-        self.shards_dir = os.path.join(root, "shards")
-        self.work_dir = os.path.join(root, "_work")
-        self.tmp_dir = os.path.join(self.work_dir, "tmp")
-        self.parts_dir = os.path.join(self.work_dir, "parts")
-        self.ledger_path = os.path.join(root, "ledger.parquet")
-        self.stats_path = os.path.join(root, "stats.json")
+        self.shards_dir = storage.join(root, "shards")
+        self.work_dir = storage.join(root, "_work")
+        self.tmp_dir = storage.join(self.work_dir, "tmp")
+        self.parts_dir = storage.join(self.work_dir, "parts")
+        self.ledger_path = storage.join(root, "ledger.parquet")
+        self.stats_path = storage.join(root, "stats.json")
 
     def prepare(self, fingerprint: str) -> int:
         """Start or resume a run; work from a run with another fingerprint (other inputs or config) is wiped.
 
         Returns the number of parts already complete.
         """
-        run_file = os.path.join(self.work_dir, "run.json")
+        run_file = storage.join(self.work_dir, "run.json")
         previous = None
-        if os.path.exists(run_file):
-            with open(run_file) as f:
-                previous = json.load(f).get("fingerprint")
+        if storage.exists(run_file):
+            previous = json.loads(storage.read_bytes(run_file)).get("fingerprint")
         if previous != fingerprint:
             for path in (self.shards_dir, self.work_dir):
-                shutil.rmtree(path, ignore_errors=True)
+                storage.rmtree(path)
             for path in (self.ledger_path, self.stats_path):
-                if os.path.exists(path):
-                    os.remove(path)
-        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+                storage.remove(path)
+        storage.rmtree(self.tmp_dir)
         for path in (self.shards_dir, self.tmp_dir, self.parts_dir):
-            os.makedirs(path, exist_ok=True)
-        _atomic_write(run_file, json.dumps({"fingerprint": fingerprint}).encode())
-        return len([n for n in os.listdir(self.parts_dir) if n.endswith(".json")])
+            storage.makedirs(path)
+        storage.write_atomic(run_file, json.dumps({"fingerprint": fingerprint}).encode())
+        return len([n for n in storage.listdir(self.parts_dir) if n.endswith(".json")])
 
     def spill_path(self, k: int, part: int) -> str:
         """Rows of `part` after pass `k` (Arrow IPC stream): the input of pass k+1, and what a resume reuses."""
-        return os.path.join(self.work_dir, f"pass-{k}", f"{part:05d}.arrow")
+        return storage.join(self.work_dir, f"pass-{k}", f"{part:05d}.arrow")
 
     def keys_path(self, k: int, part: int) -> str:
         """The small columns of `part` that the reduce after pass `k` needs (key, part, group, order)."""
-        return os.path.join(self.work_dir, f"pass-{k}", f"{part:05d}.keys.parquet")
+        return storage.join(self.work_dir, f"pass-{k}", f"{part:05d}.keys.parquet")
 
     def losers_path(self, k: int, part: int) -> str:
         """Keys of `part` that lost the reduce after pass `k`, with their survivors."""
-        return os.path.join(self.work_dir, f"reduce-{k}", f"{part:05d}.losers.parquet")
+        return storage.join(self.work_dir, f"reduce-{k}", f"{part:05d}.losers.parquet")
+
+    def counts_path(self, k: int) -> str:
+        """Global entry counts of the count reduce after pass `k`."""
+        return storage.join(self.work_dir, f"reduce-{k}", "counts.parquet")
 
     def reduce_marker(self, k: int) -> str:
-        return os.path.join(self.work_dir, f"reduce-{k}", "_SUCCESS")
+        return storage.join(self.work_dir, f"reduce-{k}", "_SUCCESS")
 
     def drop_spills(self) -> None:
-        for name in os.listdir(self.work_dir):
+        for name in storage.listdir(self.work_dir):
             if name.startswith(("pass-", "reduce-")):
-                shutil.rmtree(os.path.join(self.work_dir, name), ignore_errors=True)
+                storage.rmtree(storage.join(self.work_dir, name))
 
     def marker_path(self, part: int) -> str:
-        return os.path.join(self.parts_dir, f"{part:05d}.json")
+        return storage.join(self.parts_dir, f"{part:05d}.json")
 
     def ledger_fragment(self, part: int) -> str:
-        return os.path.join(self.parts_dir, f"{part:05d}.ledger.parquet")
+        return storage.join(self.parts_dir, f"{part:05d}.ledger.parquet")
 
     def marker(self, part: int) -> dict[str, Any] | None:
         path = self.marker_path(part)
-        if not os.path.exists(path):
+        if not storage.exists(path):
             return None
-        with open(path) as f:
-            return json.load(f)
+        return json.loads(storage.read_bytes(path))
 
 
 def sample_of(row: dict[str, Any]) -> dict[str, bytes]:
@@ -144,16 +137,17 @@ class PartWriter:
         shards = self.writer.close()
         frag = self.layout.ledger_fragment(self.part)
         table = pa.Table.from_batches(self.ledger, schema=LEDGER_SCHEMA)
-        tmp = f"{frag}.tmp-{os.getpid()}"
-        pq.write_table(table, tmp)
-        os.replace(tmp, frag)
+        tmp = f"{frag}.tmp"
+        with storage.open_file(tmp, "wb") as f:
+            pq.write_table(table, f)
+        storage.replace(tmp, frag)
         marker = {
             "part": self.part,
             "shards": [s.__dict__ for s in shards],
             "stats": self.stats.to_dict(),
         }
         # The marker is written last: it is the proof that this part's shards and ledger are complete.
-        _atomic_write(self.layout.marker_path(self.part), json.dumps(marker).encode())
+        storage.write_atomic(self.layout.marker_path(self.part), json.dumps(marker).encode())
         return marker
 
 
@@ -175,14 +169,15 @@ def finalize(layout: OutputLayout, part_ids: list[int], name: str) -> dict[str, 
             f"parts {missing[:10]} did not finish (no completion marker under {layout.parts_dir}); rerun the flow to resume"
         )
     tmp = layout.ledger_path + ".tmp"
-    with pq.ParquetWriter(tmp, LEDGER_SCHEMA) as ledger:
+    with storage.open_file(tmp, "wb") as f, pq.ParquetWriter(f, LEDGER_SCHEMA) as ledger:
         for p in part_ids:
             marker = layout.marker(p)
             assert marker is not None
             stats.merge(RunStats(marker["stats"]))
             shards.extend(ShardInfo(**s) for s in marker["shards"])
-            ledger.write_table(pq.read_table(layout.ledger_fragment(p), schema=LEDGER_SCHEMA))
-    os.replace(tmp, layout.ledger_path)
+            with storage.open_file(layout.ledger_fragment(p)) as frag:
+                ledger.write_table(pq.read_table(frag, schema=LEDGER_SCHEMA))
+    storage.replace(tmp, layout.ledger_path)
     write_index(layout.shards_dir, shards, name)
     result = stats.to_dict()
     result["inputs"] = sum(result["status"].values())
@@ -192,4 +187,4 @@ def finalize(layout: OutputLayout, part_ids: list[int], name: str) -> dict[str, 
 
 
 def write_stats(layout: OutputLayout, stats: dict[str, Any]) -> None:
-    _atomic_write(layout.stats_path, json.dumps(stats, indent=1, sort_keys=True).encode())
+    storage.write_atomic(layout.stats_path, json.dumps(stats, indent=1, sort_keys=True).encode())

@@ -38,7 +38,9 @@ STAGE_FIELDS: dict[str, pa.Field] = {
         pa.field("image_format", pa.string()),  # "jpeg" | "png": extension of the stored bytes
         pa.field("pixel_sha1", pa.string()),  # hash of decoded RGB pixels (exact dedup)
         pa.field("color_std", pa.float32()),  # std of a small RGB thumbnail (solid-colour test)
-        pa.field("clip_score", pa.float32()),
+        pa.field("clip_score", pa.float32()),  # cosine(image, caption) of the CLIP filter model
+        pa.field("image_embedding", pa.list_(pa.float16())),  # L2-normalised CLIP embeddings, kept for dedup/retrieval
+        pa.field("text_embedding", pa.list_(pa.float16())),
         pa.field("phash", pa.string()),
         pa.field("concepts", pa.list_(pa.string())),
         pa.field("ocr", pa.string()),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from collections import Counter
 from typing import Any
 
@@ -150,8 +149,6 @@ class ShardStats:
         }
 
     def write(self, tar_path: str) -> None:
-        path = sidecar_path(tar_path)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.to_dict(), f, sort_keys=True)
-        os.replace(tmp, path)
+        from pipelines import storage
+
+        storage.write_atomic(sidecar_path(tar_path), json.dumps(self.to_dict(), sort_keys=True).encode())

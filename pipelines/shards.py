@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipelines import storage
 from pipelines.shard_stats import ShardStats
 
 TAR_BLOCK = 512
@@ -88,15 +88,15 @@ class ShardWriter:
         self._tar: TarSampleWriter | None = None
         self._count = 0
         self._bytes = 0
-        os.makedirs(out_dir, exist_ok=True)
-        os.makedirs(tmp_dir, exist_ok=True)
+        storage.makedirs(out_dir)
+        storage.makedirs(tmp_dir)
 
     @property
     def _name(self) -> str:
         return f"{self.prefix}-{len(self.shards):04d}.tar"
 
     def _open(self) -> None:
-        self._stream = open(os.path.join(self.tmp_dir, self._name), "wb")  # noqa: SIM115 - closed in _close
+        self._stream = storage.open_file(storage.join(self.tmp_dir, self._name), "wb")
         self._tar = TarSampleWriter(self._stream)
         self._count = self._bytes = 0
         self._stats = ShardStats() if self.with_stats else None
@@ -108,12 +108,12 @@ class ShardWriter:
         assert self._stream is not None
         self._stream.close()
         name = self._name
-        tmp, final = os.path.join(self.tmp_dir, name), os.path.join(self.out_dir, name)
-        info = ShardInfo(url=name, nsamples=self._count, filesize=os.path.getsize(tmp))
+        tmp, final = storage.join(self.tmp_dir, name), storage.join(self.out_dir, name)
+        info = ShardInfo(url=name, nsamples=self._count, filesize=storage.getsize(tmp))
         if self._stats is not None:
             # The sidecar lands before the tar: a visible shard always has its statistics.
             self._stats.write(final)
-        os.replace(tmp, final)
+        storage.replace(tmp, final)
         self.shards.append(info)
         self._tar = self._stream = None
         if self.on_shard:
@@ -145,9 +145,6 @@ def write_index(shards_dir: str, shards: list[ShardInfo], name: str) -> str:
         "name": name,
         "shardlist": [asdict(s) for s in shards],
     }
-    path = os.path.join(shards_dir, "index.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(index, f, indent=1)
-    os.replace(tmp, path)
+    path = storage.join(shards_dir, "index.json")
+    storage.write_atomic(path, json.dumps(index, indent=1).encode())
     return path

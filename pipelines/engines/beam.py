@@ -1,59 +1,45 @@
-"""Beam engine: a pass is a ParDo over part descriptors; a reduce is GroupByKey on the group column."""
+"""Beam engine: a pass is a ParDo over part descriptors; a reduce is GroupByKey / CombinePerKey over key rows."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
-import pyarrow.parquet as pq
+import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.execute import PassRunner
-from pipelines.operator import GroupOperator
+from pipelines.global_stage import (
+    CountOperator,
+    DedupOperator,
+    best_survivor,
+    bucket_candidates,
+    bucket_schema,
+    entries_of,
+    explode,
+)
 from pipelines.readers.base import Part
 from pipelines.spec import EngineConfig
 
 # Embedded default: the DirectRunner with one worker process per core.
 DEFAULT_OPTIONS = ["--runner=DirectRunner", "--direct_num_workers=0", "--direct_running_mode=multi_processing"]
 
-Member = tuple[tuple, str, int]  # (order values, key, part)
+
+def _keys_of(runner: PassRunner, k: int):
+    def read(part_json: str) -> Iterator[pa.RecordBatch]:
+        yield from runner.read_keys(k, Part.model_validate_json(part_json).id)
+
+    return read
 
 
-def _reduce_members(runner: PassRunner, k: int) -> Callable[[str], Iterator[tuple[Any, Member]]]:
-    group = runner.group(k)
-    order = [c for c, _ in group.order_columns]
-
-    def members(part_json: str) -> Iterator[tuple[Any, Member]]:
-        part = Part.model_validate_json(part_json)
-        table = pq.read_table(runner.layout.keys_path(k, part.id))
-        cols = {name: table.column(name).to_pylist() for name in ("key", "part", group.group_column, *order)}
-        for i, key in enumerate(cols["key"]):
-            yield cols[group.group_column][i], (tuple(cols[c][i] for c in order), key, cols["part"][i])
-
-    return members
-
-
-def survivors_of(group: GroupOperator) -> Callable[[tuple[Any, list[Member]]], Iterator[tuple[int, tuple[str, str]]]]:
-    """Within one group: the first row by (order columns, key) survives; every other row loses to it."""
-    descending = [desc for _, desc in group.order_columns]
-
-    def rank(member: Member) -> tuple:
-        order, key, _ = member
-        return (*((-v if d else v) for v, d in zip(order, descending, strict=True)), key)
-
-    def split(element: tuple[Any, list[Member]]) -> Iterator[tuple[int, tuple[str, str]]]:
-        ranked = sorted(element[1], key=rank)
-        survivor = ranked[0][1]
-        for _, key, part in ranked[1:]:
-            yield part, (key, survivor)
-
-    return split
+def _rows(table_or_batch: pa.RecordBatch | pa.Table) -> list[dict[str, Any]]:
+    return table_or_batch.to_pylist()
 
 
 class BeamEngine:
-    """Same passes and files as the Spark engine, scheduled by Beam; runner options pass through unchanged."""
+    """Same passes, reduce steps and files as the Spark engine, scheduled by Beam; runner options pass through."""
 
     name = "beam"
 
@@ -84,15 +70,49 @@ class BeamEngine:
         return markers  # type: ignore[return-value]
 
     def reduce(self, runner: PassRunner, parts: list[Part], k: int) -> int:
-        group = runner.group(k)
+        op = runner.group(k)
+        state = None
+        if isinstance(op, DedupOperator) and op.fit_sample:
+            # The fit sees a deterministic sample: the first key rows of the parts, up to fit_sample.
+            batches, n = [], 0
+            for p in parts:
+                for b in runner.read_keys(k, p.id):
+                    batches.append(b)
+                    n += b.num_rows
+                if n >= op.fit_sample:
+                    break
+            state = op.fit(pa.Table.from_batches(batches, schema=runner.keys_schema(k)).slice(0, op.fit_sample))
+        schema = runner.keys_schema(k)
         with self._pipeline() as pipeline:
-            (
+            keys = (
                 pipeline
                 | "parts" >> beam.Create([p.model_dump_json() for p in parts], reshuffle=True)
-                | "read keys" >> beam.FlatMap(_reduce_members(runner, k))
-                | f"group by {group.group_column}" >> beam.GroupByKey()
-                | "survivors" >> beam.FlatMap(survivors_of(group))
-                | "by part" >> beam.GroupByKey()
-                | "write losers" >> beam.MapTuple(lambda part, pairs: runner.write_losers(k, part, list(pairs)))
+                | "read keys" >> beam.FlatMap(_keys_of(runner, k))
             )
+            if isinstance(op, CountOperator):
+                (
+                    keys
+                    | "entries" >> beam.FlatMap(lambda b: ((e, 1) for e in entries_of(op, b)))
+                    | "count" >> beam.CombinePerKey(sum)
+                    | "all counts" >> beam.combiners.ToList()
+                    | "write counts" >> beam.Map(
+                        lambda pairs: runner.write_counts(k, [e for e, _ in pairs], [c for _, c in pairs]))
+                )
+            else:
+                assert isinstance(op, DedupOperator)
+                (
+                    keys
+                    | "buckets" >> beam.FlatMap(lambda b: ((r["bucket"], r) for r in _rows(explode(op, state, b))))
+                    | "group by bucket" >> beam.GroupByKey()
+                    | "candidates" >> beam.FlatMap(
+                        lambda kv: ((r["key"], r) for r in _rows(bucket_candidates(op, state, pa.Table.from_pylist(
+                            list(kv[1]), schema=bucket_schema(schema))))))
+                    | "group by loser" >> beam.GroupByKey()
+                    | "best survivor" >> beam.Map(lambda kv: _rows(best_survivor(pa.Table.from_pylist(list(kv[1]))))[0])
+                    | "by part" >> beam.Map(lambda r: (r["part"], (r["key"], r["survivor"])))
+                    | "group by part" >> beam.GroupByKey()
+                    | "write losers" >> beam.MapTuple(lambda part, pairs: runner.write_losers(k, part, list(pairs)))
+                )
+        if isinstance(op, CountOperator):
+            return len(runner.counts(k))
         return sum(len(runner.losers(k + 1, p.id)) for p in parts)

@@ -11,11 +11,22 @@ from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
-from pyspark.sql import SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from pipelines.execute import PassRunner
+from pipelines.global_stage import (
+    BUCKET,
+    CANDIDATE_SCHEMA,
+    LOSER_SCHEMA,
+    CountOperator,
+    DedupOperator,
+    best_survivor,
+    bucket_candidates,
+    bucket_schema,
+    explode,
+)
 from pipelines.readers.base import Part
 from pipelines.spec import EngineConfig
 
@@ -77,11 +88,14 @@ class SparkEngine:
             self._session = spark_session(self.config)
         return self._session
 
-    def run_pass(self, runner: PassRunner, parts: list[Part], k: int) -> list[dict[str, Any]]:
+    def _descriptors(self, parts: list[Part]) -> DataFrame:
+        """One row per part, one part per partition: the parallelism is the number of parts, whatever their size."""
         spark = self.session
         rows = [(p.model_dump_json(),) for p in parts]
-        # One part per partition: the parallelism is the number of parts, whatever their size.
-        descriptors = spark.createDataFrame(spark.sparkContext.parallelize(rows, numSlices=len(parts)), "part string")
+        return spark.createDataFrame(spark.sparkContext.parallelize(rows, numSlices=len(parts)), "part string")
+
+    def run_pass(self, runner: PassRunner, parts: list[Part], k: int) -> list[dict[str, Any]]:
+        descriptors = self._descriptors(parts)
 
         def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             for batch in batches:
@@ -102,27 +116,36 @@ class SparkEngine:
         return out
 
     def reduce(self, runner: PassRunner, parts: list[Part], k: int) -> int:
-        """Rank rows within each group (order columns, then key); every row but the first loses to it."""
-        group = runner.group(k)
-        keys = self.session.read.schema(from_arrow_schema(runner.keys_schema(k))).parquet(*runner.key_files(k, parts))
-        order = [F.col(c).desc() if desc else F.col(c).asc() for c, desc in group.order_columns]
-        window = Window.partitionBy(group.group_column).orderBy(*order, F.col("key").asc())
-        ranked = keys.select(
-            "key", "part", F.row_number().over(window).alias("rank"), F.first("key").over(window).alias("survivor")
+        """The global stage's keyed reduce over the key columns pass `k` left; returns rows affected."""
+        op = runner.group(k)
+        keys = self._descriptors(parts).mapInArrow(
+            lambda batches: (b for batch in batches for text in batch.column("part").to_pylist()
+                             for b in runner.read_keys(k, Part.model_validate_json(text).id)),
+            from_arrow_schema(runner.keys_schema(k)),
         )
-        by_part = (
-            ranked.where(F.col("rank") > 1)
-            .groupBy("part")
-            .agg(F.collect_list(F.struct("key", "survivor")).alias("losers"))
+        if isinstance(op, CountOperator):
+            counts = (keys.select(F.explode(F.array_distinct(F.col(op.entries_column))).alias("entry"))
+                      .groupBy("entry").count().collect())
+            runner.write_counts(k, [r["entry"] for r in counts], [r["count"] for r in counts])
+            return len(counts)
+        assert isinstance(op, DedupOperator)
+        state = None
+        if op.fit_sample:
+            total = keys.count()
+            fraction = min(1.0, 2.0 * op.fit_sample / max(1, total))
+            state = op.fit(keys.sample(fraction=fraction, seed=0).limit(op.fit_sample).toArrow())
+        schema = runner.keys_schema(k)
+        exploded = keys.mapInArrow(lambda bs: (explode(op, state, b) for b in bs), from_arrow_schema(bucket_schema(schema)))
+        candidates = exploded.groupBy(BUCKET).applyInArrow(
+            lambda table: bucket_candidates(op, state, table), from_arrow_schema(CANDIDATE_SCHEMA)
         )
+        losers = candidates.groupBy("key").applyInArrow(best_survivor, from_arrow_schema(LOSER_SCHEMA))
+        by_part = losers.groupBy("part").agg(F.collect_list(F.struct("key", "survivor")).alias("losers"))
 
         def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             for batch in batches:
-                for part, losers in zip(batch.column("part").to_pylist(), batch.column("losers").to_pylist(), strict=True):
-                    runner.write_losers(k, part, [(x["key"], x["survivor"]) for x in losers])
-                    yield pa.RecordBatch.from_pylist([{"part": part, "losers": len(losers)}], schema=REDUCED)
+                for part, pairs in zip(batch.column("part").to_pylist(), batch.column("losers").to_pylist(), strict=True):
+                    runner.write_losers(k, part, [(x["key"], x["survivor"]) for x in pairs])
+                    yield pa.RecordBatch.from_pylist([{"part": part, "losers": len(pairs)}], schema=REDUCED)
 
         return sum(r["losers"] for r in by_part.mapInArrow(write, from_arrow_schema(REDUCED)).collect())
-
-
-

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from typing import Any, Literal
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipelines import storage
 from pipelines.schema import make_key, record_schema
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
@@ -110,12 +110,12 @@ def decode_caption(raw: bytes | None) -> tuple[str | None, str | None]:
 
 
 def input_name(path: str) -> str:
-    return os.path.basename(os.path.normpath(path)).split(".")[0] or "input"
+    return storage.basename(path).split(".")[0] or "input"
 
 
 def detect_format(path: str) -> str:
-    if os.path.isdir(path):
-        names = os.listdir(path)
+    if storage.isdir(path):
+        names = [name for name, _ in storage.walk_files(path)]
         if any(n.endswith(".tar") for n in names):
             return "webdataset"
         if any(n.endswith(".parquet") for n in names):
@@ -136,7 +136,11 @@ def check_inputs(inputs: list[str], config: ReaderConfig) -> None:
     if not inputs:
         raise InputError("no input given: pass at least one folder, .tar or .parquet")
     for root in inputs:
-        if not os.path.exists(root):
+        try:
+            found = storage.exists(root)
+        except Exception as exc:  # noqa: BLE001 - an unknown protocol, missing credentials, an unreachable host
+            raise InputError(f"{root}: cannot be opened ({exc})") from exc
+        if not found:
             raise InputError(f"{root}: no such file or folder")
         if config.format == "auto":
             detect_format(root)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from pipelines import storage
 from pipelines.readers.base import IMAGE_EXTENSIONS, decode_caption
 
 if TYPE_CHECKING:
@@ -20,21 +21,18 @@ def plan(root: str, dataset: str, config: ReaderConfig, first_id: int) -> Iterat
 
     samples: dict[str, list[str | None]] = {}
     sizes = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            rel = os.path.relpath(os.path.join(dirpath, name), root)
-            stem, ext = os.path.splitext(rel)
-            ext = ext.lower()
-            slot = 1 if ext in IMAGE_EXTENSIONS else 2 if ext == ".txt" else 3 if ext == ".json" else None
-            if slot is None:
-                continue
-            entry = samples.setdefault(stem, [stem, None, None, None])
-            if slot == 1 and entry[1] is not None:
-                # Two images share a stem (a.jpg, a.png): each is its own sample, captioned by the shared .txt.
-                entry = samples.setdefault(rel, [rel, None, None, None])
-            entry[slot] = rel
-            sizes += os.path.getsize(os.path.join(dirpath, name))
+    for rel, size in storage.walk_files(root):
+        stem, ext = os.path.splitext(rel)
+        ext = ext.lower()
+        slot = 1 if ext in IMAGE_EXTENSIONS else 2 if ext == ".txt" else 3 if ext == ".json" else None
+        if slot is None:
+            continue
+        entry = samples.setdefault(stem, [stem, None, None, None])
+        if slot == 1 and entry[1] is not None:
+            # Two images share a stem (a.jpg, a.png): each is its own sample, captioned by the shared .txt.
+            entry = samples.setdefault(rel, [rel, None, None, None])
+        entry[slot] = rel
+        sizes += size
     # Second images of a stem borrow the stem's caption and metadata.
     for key, entry in samples.items():
         stem = os.path.splitext(key)[0]
@@ -52,16 +50,11 @@ def plan(root: str, dataset: str, config: ReaderConfig, first_id: int) -> Iterat
             )
 
 
-def _read_bytes(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
 def read(part: Part, config: ReaderConfig, out: BatchBuilder) -> Iterator[pa.RecordBatch]:
     for stem, image_rel, txt_rel, json_rel in part.items:
         assert stem is not None
         source_rel = image_rel or txt_rel or json_rel or stem
-        source = os.path.join(part.root, source_rel)
+        source = storage.join(part.root, source_rel)
         error = None
         image = text = None
         meta: dict = {}
@@ -69,13 +62,13 @@ def read(part: Part, config: ReaderConfig, out: BatchBuilder) -> Iterator[pa.Rec
             if image_rel is None:
                 error = "image_missing"
             else:
-                image = _read_bytes(os.path.join(part.root, image_rel))
-            raw = _read_bytes(os.path.join(part.root, txt_rel)) if txt_rel else None
+                image = storage.read_bytes(storage.join(part.root, image_rel))
+            raw = storage.read_bytes(storage.join(part.root, txt_rel)) if txt_rel else None
             text, caption_error = decode_caption(raw)
             error = error or caption_error
             if json_rel:
                 try:
-                    loaded = json.loads(_read_bytes(os.path.join(part.root, json_rel)))
+                    loaded = json.loads(storage.read_bytes(storage.join(part.root, json_rel)))
                     meta = loaded if isinstance(loaded, dict) else {"json": loaded}
                 except (ValueError, UnicodeDecodeError) as exc:
                     error = error or f"meta_not_json:{exc.__class__.__name__}"

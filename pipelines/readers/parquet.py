@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import base64
-import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines import storage
 from pipelines.readers.base import InputError
 
 if TYPE_CHECKING:
@@ -20,8 +20,8 @@ TEXT_COLUMNS = ("text", "caption", "txt", "alt", "prompt")
 
 
 def _files(root: str) -> list[str]:
-    if os.path.isdir(root):
-        return sorted(os.path.join(d, n) for d, _, names in os.walk(root) for n in names if n.endswith(".parquet"))
+    if storage.isdir(root):
+        return [storage.join(root, rel) for rel, _ in storage.walk_files(root) if rel.endswith(".parquet")]
     return [root]
 
 
@@ -42,18 +42,19 @@ def _pick(schema: pa.Schema, wanted: str | None, candidates: tuple[str, ...], wh
 def plan(root: str, dataset: str, config: ReaderConfig, first_id: int) -> Iterator[Part]:
     from pipelines.readers.base import Part
 
-    base = root if os.path.isdir(root) else os.path.dirname(root)
+    base = root if storage.isdir(root) else storage.dirname(root)
     pid = first_id
     for path in _files(root):
         try:
-            meta = pq.ParquetFile(path).metadata
+            with storage.open_file(path) as f:
+                meta = pq.ParquetFile(f).metadata
         except Exception as exc:  # noqa: BLE001 - any parse failure means "not Parquet"
             raise InputError(f"{path}: not a readable Parquet file ({exc})") from exc
         schema = meta.schema.to_arrow_schema()
         _pick(schema, config.image_column, IMAGE_COLUMNS, "image", path)
         _pick(schema, config.text_column, TEXT_COLUMNS, "caption", path)
         rows = meta.num_rows
-        size = os.path.getsize(path)
+        size = storage.getsize(path)
         for start in range(0, max(rows, 1), config.part_size):
             end = min(rows, start + config.part_size)
             yield Part(
@@ -70,8 +71,12 @@ def _jsonable(value: Any) -> Any:
 
 
 def read(part: Part, config: ReaderConfig, out: BatchBuilder) -> Iterator[pa.RecordBatch]:
-    rel = os.path.relpath(part.path, part.root)
-    pf = pq.ParquetFile(part.path)
+    rel = storage.relpath(part.path, part.root)
+    with storage.open_file(part.path) as f:
+        yield from _read_rows(part, config, out, rel, pq.ParquetFile(f))
+
+
+def _read_rows(part: Part, config: ReaderConfig, out: BatchBuilder, rel: str, pf: pq.ParquetFile) -> Iterator[pa.RecordBatch]:
     schema = pf.schema_arrow
     image_col = _pick(schema, config.image_column, IMAGE_COLUMNS, "image", part.path)
     text_col = _pick(schema, config.text_column, TEXT_COLUMNS, "caption", part.path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import tarfile
 import zlib
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from pipelines import storage
 from pipelines.readers.base import IMAGE_EXTENSIONS, decode_caption
 
 if TYPE_CHECKING:
@@ -25,18 +25,13 @@ _IMAGE_EXTS = tuple(e.lstrip(".") for e in IMAGE_EXTENSIONS)
 def plan(root: str, dataset: str, config: ReaderConfig, first_id: int) -> Iterator[Part]:
     from pipelines.readers.base import Part
 
-    if os.path.isdir(root):
-        tars = sorted(
-            os.path.join(d, n) for d, _, names in os.walk(root) for n in names if n.endswith(".tar")
-        )
+    if storage.isdir(root):
+        tars = [(storage.join(root, rel), size) for rel, size in storage.walk_files(root) if rel.endswith(".tar")]
+        base = root
     else:
-        tars = [root]
-    base = root if os.path.isdir(root) else os.path.dirname(root)
-    for i, tar in enumerate(tars):
-        yield Part(
-            id=first_id + i, format="webdataset", root=base, dataset=dataset, path=tar,
-            size_hint=os.path.getsize(tar),
-        )
+        tars, base = [(root, storage.getsize(root))], storage.dirname(root)
+    for i, (tar, size) in enumerate(tars):
+        yield Part(id=first_id + i, format="webdataset", root=base, dataset=dataset, path=tar, size_hint=size)
 
 
 def _sample_row(rel: str, tar: str, key: str, files: dict[str, bytes]) -> tuple:
@@ -57,11 +52,11 @@ def _sample_row(rel: str, tar: str, key: str, files: dict[str, bytes]) -> tuple:
 
 
 def read(part: Part, config: ReaderConfig, out: BatchBuilder) -> Iterator[pa.RecordBatch]:
-    rel = os.path.relpath(part.path, part.root)
+    rel = storage.relpath(part.path, part.root)
     key: str | None = None
     files: dict[str, bytes] = {}
     try:
-        with tarfile.open(part.path, mode="r|*") as tf:
+        with storage.open_file(part.path) as raw, tarfile.open(fileobj=raw, mode="r|*") as tf:
             for member in tf:
                 if not member.isfile():
                     continue
@@ -80,7 +75,7 @@ def read(part: Part, config: ReaderConfig, out: BatchBuilder) -> Iterator[pa.Rec
             yield from out.add(*_sample_row(rel, part.path, key, files))
         else:
             yield from out.add(f"{rel}::", part.path, None, None, None, "tar_empty")
-        if os.path.getsize(part.path) < end + 2 * tarfile.BLOCKSIZE and not part.path.endswith((".gz", ".tgz")):
+        if storage.getsize(part.path) < end + 2 * tarfile.BLOCKSIZE and not part.path.endswith((".gz", ".tgz")):
             # Cut exactly at a member boundary: tarfile sees a clean end, but the end-of-archive blocks are missing.
             yield from out.add(f"{rel}::<rest>", part.path, None, None, None, "tar_broken:no end-of-archive marker (truncated?)")
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:

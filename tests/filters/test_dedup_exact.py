@@ -4,7 +4,8 @@ import pyarrow as pa
 from PIL import Image
 
 from filters.dedup_exact import ExactDedup
-from pipelines.operator import apply_group
+from pipelines.operator import apply_map
+from pipelines.plan import _Decision
 from pipelines.schema import record_schema
 from tests.images import png_bytes
 
@@ -31,7 +32,8 @@ def test_apply_drops_losers_naming_their_survivor():
          "keep": keep, "error": False, "pixel_sha1": "h"}
         for i, (k, keep) in enumerate([("a", True), ("b", True), ("c", False)])
     ]
-    out = apply_group(ExactDedup(), pa.RecordBatch.from_pylist(rows, schema=schema), [None, "a", "a"]).to_pylist()
+    decision = _Decision(ExactDedup(), {"b": "a", "c": "a"})
+    out = apply_map(decision, pa.RecordBatch.from_pylist(rows, schema=schema), schema).to_pylist()
     assert out[0]["keep"] and out[0]["reason"] is None
     assert not out[1]["keep"] and out[1]["reason"] == "exact_duplicate:a" and out[1]["stage"] == "exact_dedup"
     assert out[1]["image"] is None

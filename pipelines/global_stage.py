@@ -1,0 +1,157 @@
+"""Global stages: map (in a pass) → keyed reduce (on the engine) → apply (in the next pass).
+
+Two reduce kinds cover the curation stages: `dedup` (rows fall into buckets; within a bucket a row loses to
+a better-ranked row it matches) and `count` (counts of list entries over the whole dataset). The functions
+below are the engine-neutral bodies of each reduce step; Spark and Beam only group and route rows.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import abstractmethod
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.operator import Operator, with_verdicts
+
+BUCKET = "bucket"
+CANDIDATE_SCHEMA = pa.schema(
+    [("key", pa.string()), ("part", pa.int32()), ("survivor", pa.string()), ("survivor_rank", pa.string())]
+)
+LOSER_SCHEMA = pa.schema([("key", pa.string()), ("part", pa.int32()), ("survivor", pa.string())])
+COUNT_SCHEMA = pa.schema([("entry", pa.string()), ("count", pa.int64())])
+
+
+class GlobalOperator(Operator):
+    """A stage that needs the whole dataset: its `__call__` is the map; `decide` is the apply."""
+
+    reduce_kind: ClassVar[str]
+    key_columns: ClassVar[tuple[str, ...]] = ()  # columns the reduce needs besides key and part
+
+    @abstractmethod
+    def decide(self, batch: pa.RecordBatch, result: Any) -> pa.RecordBatch:
+        """Apply step on live rows, given this part's share of the reduce result."""
+
+
+class DedupOperator(GlobalOperator):
+    """Rows share buckets; within a bucket a row loses to the best-ranked earlier row it `matches`.
+
+    Rank: `order_columns` (descending ones negated, missing values last), then the key, so every engine
+    picks the same survivor. A row that lost in several buckets names its best-ranked winner.
+    """
+
+    reduce_kind = "dedup"
+    order_columns: ClassVar[tuple[tuple[str, bool], ...]] = ()  # (column, descending)
+    fit_sample: ClassVar[int] = 0  # > 0: `fit` sees up to this many key rows before bucketing
+
+    def fit(self, sample: pa.Table) -> Any:
+        """Learn bucketing state from a sample of key rows (k-means centroids, …). None by default."""
+        return None
+
+    @abstractmethod
+    def buckets(self, keys: pa.RecordBatch, state: Any) -> list[list[str]]:
+        """The buckets of each key row."""
+
+    def matches(self, a: dict[str, Any], b: dict[str, Any], state: Any) -> bool:
+        """Whether two key rows of one bucket are duplicates (exact buckets: always)."""
+        return True
+
+    def max_bucket(self) -> int:
+        """Rows compared per bucket at most (the best-ranked ones); bounds a degenerate bucket's cost."""
+        return 100_000
+
+    @abstractmethod
+    def drop_reason(self, survivor_key: str) -> str:
+        """The ledger reason of a row that lost to `survivor_key`."""
+
+    def rank(self, row: Mapping[str, Any]) -> tuple:
+        out: list[Any] = []
+        for column, descending in self.order_columns:
+            value = row.get(column)
+            out.append((1, 0) if value is None else (0, -value if descending else value))
+        out.append(row["key"])
+        return tuple(out)
+
+    def decide(self, batch: pa.RecordBatch, result: Mapping[str, str]) -> pa.RecordBatch:
+        survivors = [result.get(k) for k in batch.column("key").to_pylist()]
+        return with_verdicts(
+            batch,
+            keep=[s is None for s in survivors],
+            reason=[None if s is None else self.drop_reason(s) for s in survivors],
+        )
+
+
+class CountOperator(GlobalOperator):
+    """Counts the entries of a list column over all live rows; `decide` sees the global counts."""
+
+    reduce_kind = "count"
+    entries_column: ClassVar[str]
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (self.entries_column,)
+
+
+def reduce_schema(op: GlobalOperator, schema: pa.Schema) -> pa.Schema:
+    """Columns a pass keeps for the reduce after it: key, part, the operator's key columns and order columns."""
+    order = [c for c, _ in getattr(op, "order_columns", ())]
+    names = list(dict.fromkeys(["key", "part", *op.key_columns, *order]))
+    return pa.schema([schema.field(n) for n in names])
+
+
+def reduce_rows(batch: pa.RecordBatch, op: GlobalOperator, schema: pa.Schema) -> pa.RecordBatch:
+    """The live rows that take part in the reduce: those with every key column present."""
+    mask = batch.column("keep")
+    for column in op.key_columns:
+        mask = pc.and_(mask, pc.is_valid(batch.column(column)))
+    filtered = batch.filter(mask)
+    return pa.RecordBatch.from_arrays([filtered.column(n) for n in schema.names], schema=schema)
+
+
+# --- dedup reduce steps ---------------------------------------------------------------------------------
+
+
+def bucket_schema(keys: pa.Schema) -> pa.Schema:
+    return pa.schema([pa.field(BUCKET, pa.string()), *keys])
+
+
+def explode(op: DedupOperator, state: Any, keys: pa.RecordBatch) -> pa.RecordBatch:
+    """One row per (bucket, key row)."""
+    buckets = op.buckets(keys, state)
+    index = [i for i, bs in enumerate(buckets) for _ in bs]
+    flat = [b for bs in buckets for b in bs]
+    taken = keys.take(pa.array(index, type=pa.int64())) if index else keys.slice(0, 0)
+    return pa.RecordBatch.from_arrays([pa.array(flat, type=pa.string()), *taken.columns],
+                                      schema=bucket_schema(keys.schema))
+
+
+def bucket_candidates(op: DedupOperator, state: Any, rows: pa.Table) -> pa.Table:
+    """Within one bucket: every row that matches a better-ranked row loses to the best such row."""
+    members = sorted(rows.to_pylist(), key=op.rank)[: op.max_bucket()]
+    out = []
+    for i, row in enumerate(members):
+        for better in members[:i]:
+            if better["key"] != row["key"] and op.matches(better, row, state):
+                out.append({"key": row["key"], "part": row["part"], "survivor": better["key"],
+                            "survivor_rank": json.dumps(op.rank(better))})
+                break
+    return pa.Table.from_pylist(out, schema=CANDIDATE_SCHEMA)
+
+
+def best_survivor(candidates: pa.Table) -> pa.Table:
+    """One loser's candidates from all its buckets → the best-ranked survivor."""
+    rows = candidates.to_pylist()
+    best = min(rows, key=lambda r: (json.loads(r["survivor_rank"]), r["survivor"]))
+    return pa.Table.from_pylist([{"key": best["key"], "part": best["part"], "survivor": best["survivor"]}],
+                                schema=LOSER_SCHEMA)
+
+
+# --- count reduce step ----------------------------------------------------------------------------------
+
+
+def entries_of(op: CountOperator, keys: pa.RecordBatch) -> Iterator[str]:
+    for entries in keys.column(op.entries_column).to_pylist():
+        yield from set(entries or ())

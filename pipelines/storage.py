@@ -1,0 +1,130 @@
+"""Paths and URIs through fsspec: local paths stay the default; `s3://`, `gs://`, `file://`, `http://` … work too."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from functools import lru_cache
+from typing import IO, Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+
+def is_url(path: str) -> bool:
+    return "://" in path
+
+
+@lru_cache(maxsize=64)
+def _fs_for(protocol_root: str) -> fsspec.AbstractFileSystem:
+    return url_to_fs(protocol_root)[0]
+
+
+def fs_of(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem of `path` and the path as that filesystem names it."""
+    if not is_url(path):
+        return _fs_for("file:///"), os.path.abspath(path)
+    fs, inner = url_to_fs(path)
+    return fs, inner
+
+
+def _url(fs: fsspec.AbstractFileSystem, inner: str, like: str) -> str:
+    """Back from a filesystem path to the form the user gave (plain path or URL)."""
+    if not is_url(like):
+        return inner
+    protocol = like.split("://", 1)[0]
+    return fs.unstrip_protocol(inner) if protocol not in ("file", "local") else f"file://{inner}"
+
+
+def join(base: str, *names: str) -> str:
+    return posixpath.join(base, *names) if is_url(base) else os.path.join(base, *names)
+
+
+def dirname(path: str) -> str:
+    return posixpath.dirname(path.rstrip("/")) if is_url(path) else os.path.dirname(path)
+
+
+def basename(path: str) -> str:
+    return posixpath.basename(path.rstrip("/")) if is_url(path) else os.path.basename(os.path.normpath(path))
+
+
+def relpath(path: str, root: str) -> str:
+    if is_url(path):
+        return posixpath.relpath(fs_of(path)[1], fs_of(root)[1])
+    return os.path.relpath(path, root)
+
+
+def exists(path: str) -> bool:
+    fs, p = fs_of(path)
+    return fs.exists(p)
+
+
+def isdir(path: str) -> bool:
+    fs, p = fs_of(path)
+    return fs.isdir(p)
+
+
+def getsize(path: str) -> int:
+    fs, p = fs_of(path)
+    return int(fs.size(p))
+
+
+def listdir(path: str) -> list[str]:
+    """Names (not paths) in a folder, sorted; empty when it does not exist."""
+    fs, p = fs_of(path)
+    if not fs.exists(p):
+        return []
+    return sorted(posixpath.basename(e.rstrip("/")) for e in fs.ls(p, detail=False))
+
+
+def walk_files(root: str) -> list[tuple[str, int]]:
+    """Every file under `root` as (path relative to root, size), in sorted order."""
+    fs, p = fs_of(root)
+    found = fs.find(p, detail=True)
+    base = p.rstrip("/") + "/"
+    return sorted((name[len(base):], int(info.get("size") or 0)) for name, info in found.items() if name.startswith(base))
+
+
+def makedirs(path: str) -> None:
+    fs, p = fs_of(path)
+    fs.makedirs(p, exist_ok=True)
+
+
+def open_file(path: str, mode: str = "rb") -> IO[Any]:
+    fs, p = fs_of(path)
+    return fs.open(p, mode)
+
+
+def read_bytes(path: str) -> bytes:
+    with open_file(path, "rb") as f:
+        return f.read()
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write `data` so that readers see the old file or the whole new one, never a part."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open_file(tmp, "wb") as f:
+        f.write(data)
+    replace(tmp, path)
+
+
+def replace(src: str, dst: str) -> None:
+    """Move `src` over `dst`: an atomic rename on local disks, a move (whole-object put) on object stores."""
+    if not is_url(src) and not is_url(dst):
+        os.replace(src, dst)
+        return
+    fs, s = fs_of(src)
+    _, d = fs_of(dst)
+    fs.mv(s, d)
+
+
+def remove(path: str) -> None:
+    fs, p = fs_of(path)
+    if fs.exists(p):
+        fs.rm(p)
+
+
+def rmtree(path: str) -> None:
+    fs, p = fs_of(path)
+    if fs.exists(p):
+        fs.rm(p, recursive=True)
