@@ -12,6 +12,7 @@ from abc import abstractmethod
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -96,10 +97,16 @@ class CountOperator(GlobalOperator):
 
 
 def reduce_schema(op: GlobalOperator, schema: pa.Schema) -> pa.Schema:
-    """Columns a pass keeps for the reduce after it: key, part, the operator's key columns and order columns."""
-    order = [c for c, _ in getattr(op, "order_columns", ())]
-    names = list(dict.fromkeys(["key", "part", *op.key_columns, *order]))
-    return pa.schema([schema.field(n) for n in names])
+    """Columns a pass keeps for the reduce after it: key, part, the operator's key columns, the order columns
+    present in the batch. Float16 vectors travel as raw bytes (engines such as Spark have no float16 type)."""
+    order = [c for c, _ in getattr(op, "order_columns", ()) if c in schema.names]
+    fields = []
+    for name in dict.fromkeys(["key", "part", *op.key_columns, *order]):
+        field = schema.field(name)
+        if pa.types.is_list(field.type) and pa.types.is_float16(field.type.value_type):
+            field = pa.field(name, pa.binary())
+        fields.append(field)
+    return pa.schema(fields)
 
 
 def reduce_rows(batch: pa.RecordBatch, op: GlobalOperator, schema: pa.Schema) -> pa.RecordBatch:
@@ -108,7 +115,14 @@ def reduce_rows(batch: pa.RecordBatch, op: GlobalOperator, schema: pa.Schema) ->
     for column in op.key_columns:
         mask = pc.and_(mask, pc.is_valid(batch.column(column)))
     filtered = batch.filter(mask)
-    return pa.RecordBatch.from_arrays([filtered.column(n) for n in schema.names], schema=schema)
+    columns = []
+    for field in schema:
+        col = filtered.column(field.name)
+        if col.type != field.type and field.type == pa.binary():
+            col = pa.array([None if v is None else np.asarray(v, dtype=np.float16).tobytes() for v in col.to_pylist()],
+                           type=pa.binary())
+        columns.append(col)
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
 # --- dedup reduce steps ---------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from importlib import import_module
@@ -140,10 +141,16 @@ def ready(op: Operator) -> Operator:
 
 
 def operator_classes() -> dict[str, type[Operator]]:
-    """Every registered operator by name (entry-point group `vlmdata.operators`, so plug-ins can add theirs)."""
+    """Every registered operator by name (entry-point group `vlmdata.operators`, so plug-ins can add theirs).
+
+    An entry point that fails to load is reported by name instead of hiding every other operator.
+    """
     found: dict[str, type[Operator]] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found[ep.name] = ep.load()
+        try:
+            found[ep.name] = ep.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plug-in must not hide the others
+            warnings.warn(f"operator {ep.name!r} ({ep.value}) cannot be loaded: {exc}", stacklevel=2)
     return found
 
 
@@ -158,8 +165,8 @@ def build_operator(name: str, config: Mapping[str, Any] | None = None) -> Operat
         if not (isinstance(cls, type) and issubclass(cls, Operator)):
             raise ValueError(f"{name!r} is not an Operator subclass")
         return cls(config or {})
-    classes = operator_classes()
-    if name not in classes:
-        known = ", ".join(sorted(classes)) or "none registered (is the package installed?)"
+    points = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    if name not in points:
+        known = ", ".join(sorted(points)) or "none registered (is the package installed?)"
         raise ValueError(f"unknown operator {name!r}; known operators: {known}")
-    return classes[name](config or {})
+    return points[name].load()(config or {})

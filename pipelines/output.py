@@ -11,11 +11,11 @@ import pyarrow.parquet as pq
 
 from pipelines import storage
 from pipelines.schema import LEDGER_SCHEMA
-from pipelines.shards import ShardConfig, ShardInfo, ShardWriter, write_index
+from pipelines.shards import EMBEDDING_COLUMNS, ShardConfig, ShardInfo, ShardWriter, write_index
 from pipelines.stats import RunStats
 
 # Fields of a record that are not copied into the sample's .json (stored elsewhere or engine-only).
-_NOT_IN_JSON = {"image", "text", "meta", "part", "ord", "keep", "error", "stage", "reason"}
+_NOT_IN_JSON = {"image", "text", "meta", "part", "ord", "keep", "error", "stage", "reason", *EMBEDDING_COLUMNS}
 
 
 class OutputLayout:
@@ -126,7 +126,8 @@ class PartWriter:
                  "stage": None if status == "kept" else row["stage"], "reason": row["reason"]}
             )
             if status == "kept":
-                self.writer.write(sample_of(row))
+                self.writer.write(sample_of(row), {c: row[c] for c in EMBEDDING_COLUMNS if row.get(c) is not None})
+                self.stats.add_concepts(row.get("concepts"))
                 self.stats.add_kept(
                     {"width": row.get("width"), "height": row.get("height"),
                      "caption_chars": len(row["text"] or ""), "image_bytes": len(row["image"] or b"")}

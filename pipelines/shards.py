@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines import storage
 from pipelines.shard_stats import ShardStats
 
+EMBEDDING_COLUMNS = ("image_embedding", "text_embedding")
 TAR_BLOCK = 512
 FIXED_MTIME = 0  # same input → byte-identical tars
 OWNER = "vlmdata"
@@ -28,7 +29,22 @@ class TarSampleWriter:
     def __init__(self, stream):
         self.tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.USTAR_FORMAT)
 
-    def write(self, sample: dict[str, bytes]) -> None:
+    def _write_embeddings(self, tar_path: str) -> None:
+        """`NAME.embeddings.parquet` beside the shard: key and float16 vectors, in the tar's order."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        columns = {"key": [e["key"] for e in self._embeddings]}
+        for name in EMBEDDING_COLUMNS:
+            columns[name] = [e.get(name) for e in self._embeddings]
+        table = pa.table(columns, schema=pa.schema([("key", pa.string())] + [(c, pa.list_(pa.float16())) for c in EMBEDDING_COLUMNS]))
+        path = tar_path[: -len(".tar")] + ".embeddings.parquet"
+        with storage.open_file(path + ".tmp", "wb") as f:
+            pq.write_table(table, f)
+        storage.replace(path + ".tmp", path)
+        self._embeddings = []
+
+    def write(self, sample: dict[str, bytes], embeddings: dict | None = None) -> None:
         key = sample["__key__"]
         for ext in sorted(k for k in sample if not k.startswith("__")):
             data = sample[ext]
@@ -100,6 +116,7 @@ class ShardWriter:
         self._tar = TarSampleWriter(self._stream)
         self._count = self._bytes = 0
         self._stats = ShardStats() if self.with_stats else None
+        self._embeddings: list[dict] = []
 
     def _close(self) -> None:
         if self._tar is None:
@@ -111,15 +128,32 @@ class ShardWriter:
         tmp, final = storage.join(self.tmp_dir, name), storage.join(self.out_dir, name)
         info = ShardInfo(url=name, nsamples=self._count, filesize=storage.getsize(tmp))
         if self._stats is not None:
-            # The sidecar lands before the tar: a visible shard always has its statistics.
+            # Sidecars land before the tar: a visible shard always has its statistics (and embeddings).
             self._stats.write(final)
+        if self._embeddings:
+            self._write_embeddings(final)
         storage.replace(tmp, final)
         self.shards.append(info)
         self._tar = self._stream = None
         if self.on_shard:
             self.on_shard(info)
 
-    def write(self, sample: dict[str, bytes]) -> None:
+    def _write_embeddings(self, tar_path: str) -> None:
+        """`NAME.embeddings.parquet` beside the shard: key and float16 vectors, in the tar's order."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        columns = {"key": [e["key"] for e in self._embeddings]}
+        for name in EMBEDDING_COLUMNS:
+            columns[name] = [e.get(name) for e in self._embeddings]
+        table = pa.table(columns, schema=pa.schema([("key", pa.string())] + [(c, pa.list_(pa.float16())) for c in EMBEDDING_COLUMNS]))
+        path = tar_path[: -len(".tar")] + ".embeddings.parquet"
+        with storage.open_file(path + ".tmp", "wb") as f:
+            pq.write_table(table, f)
+        storage.replace(path + ".tmp", path)
+        self._embeddings = []
+
+    def write(self, sample: dict[str, bytes], embeddings: dict | None = None) -> None:
         size = sample_bytes(sample)
         if self._tar is not None and (self._count >= self.max_samples or self._bytes + size > self.max_bytes):
             self._close()
@@ -129,6 +163,8 @@ class ShardWriter:
         self._tar.write(sample)
         if self._stats is not None:
             self._stats.add(sample)
+        if embeddings:
+            self._embeddings.append({"key": sample["__key__"], **embeddings})
         self._count += 1
         self._bytes += size
 

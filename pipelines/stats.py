@@ -55,6 +55,7 @@ class RunStats:
         self.status: Counter[str] = Counter(data.get("status", {}))
         self.by_stage: dict[str, Counter[str]] = {s: Counter(r) for s, r in data.get("by_stage", {}).items()}
         self.histograms = {f: Histogram(data.get("histograms", {}).get(f)) for f in HISTOGRAM_FIELDS}
+        self.concepts_kept: Counter[str] = Counter(data.get("concepts_kept", {}))
 
     def add_row(self, status: str, stage: str | None, reason: str | None) -> None:
         self.status[status] += 1
@@ -68,8 +69,13 @@ class RunStats:
             if value is not None:
                 self.histograms[name].add(value)
 
+    def add_concepts(self, entries: list[str] | None) -> None:
+        """Concept entries of a kept sample (the 'after' side of concept balancing)."""
+        self.concepts_kept.update(set(entries or ()))
+
     def merge(self, other: RunStats) -> RunStats:
         self.status.update(other.status)
+        self.concepts_kept.update(other.concepts_kept)
         for stage, reasons in other.by_stage.items():
             self.by_stage.setdefault(stage, Counter()).update(reasons)
         for name, hist in other.histograms.items():
@@ -81,4 +87,5 @@ class RunStats:
             "status": {s: self.status.get(s, 0) for s in ("kept", "dropped", "error")},
             "by_stage": {s: dict(sorted(r.items())) for s, r in sorted(self.by_stage.items())},
             "histograms": {f: h.to_dict() for f, h in self.histograms.items()},
+            **({"concepts_kept": dict(sorted(self.concepts_kept.items()))} if self.concepts_kept else {}),
         }
