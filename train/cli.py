@@ -120,5 +120,22 @@ def evaluate_cmd(
     typer.echo(json.dumps(evaluate(model, shards, limit, batch_size, max_new_tokens), indent=1))
 
 
+@app.command()
+def clip(
+    shards: str | None = typer.Option(None, "--shards", help="Shard glob with {key}.png|jpg and {key}.txt (curated shards)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Folder for clip.pt, model json, threshold.json, metrics.json."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Passes over the training split."),
+    config: Path = typer.Option(Path(__file__).resolve().parent.parent / "configs" / "clip" / "demo_train.yaml", "--config", "-c",
+                                help="Training recipe (YAML); flags override it."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of split, trainer and evaluation."),
+) -> None:
+    """Train the small CLIP filter model with open_clip's trainer and calibrate its clip_score threshold."""
+    from train.clip import ClipTrainConfig, train_clip
+
+    cfg = ClipTrainConfig.from_yaml(config, shards=shards, output=output, epochs=epochs, seed=seed)
+    metrics = train_clip(cfg, log=typer.echo)
+    typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "config"}, indent=1))
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,102 @@
+"""Load an open_clip model, its eval preprocess and tokenizer from config: a name + tag, a local checkpoint or `hf-hub:`."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+THRESHOLD_FILE = "threshold.json"  # written beside a checkpoint by `vlmdata train clip`
+
+
+@dataclass
+class LoadedClip:
+    model: Any  # open_clip.CLIP, eval mode, on `device`
+    preprocess: Any  # PIL RGB image -> float tensor [3, H, W]
+    tokenizer: Any  # list[str] -> long tensor [B, context_length]
+    device: str
+    dtype: Any  # torch dtype of the model's weights (inputs are cast to it)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """`auto`: bf16 on GPU, fp32 on CPU (bf16 matmuls on CPUs without AMX are slower than fp32)."""
+    if precision == "auto":
+        return "bf16" if device.startswith("cuda") else "fp32"
+    return precision
+
+
+def register_model_config(path: str | os.PathLike) -> str:
+    """Register a custom open_clip model-config json (or a folder of them); returns the model name of a file."""
+    import open_clip
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"open_clip model config {p} does not exist")
+    open_clip.add_model_config(p)
+    return p.stem
+
+
+def load_clip(
+    model: str,
+    pretrained: str | None = None,
+    model_config: str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    init_seed: int = 0,
+) -> LoadedClip:
+    """Build the model (nothing downloads when HF_HUB_OFFLINE=1: tags must be cached, paths must exist).
+
+    Initialisation is seeded, so a randomly initialised model (no `pretrained`) is the same in every worker.
+    """
+    import open_clip
+    import torch
+
+    if model_config:
+        register_model_config(model_config)
+    if pretrained and not _is_tag(model, pretrained) and not Path(pretrained).exists():
+        raise FileNotFoundError(f"CLIP checkpoint {pretrained} does not exist (and is not a pretrained tag of {model})")
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        clip, _, preprocess = open_clip.create_model_and_transforms(
+            model, pretrained=pretrained or None, precision=prec, device=dev
+        )
+    clip.eval()
+    tokenizer = open_clip.get_tokenizer(model)
+    dtype = next(clip.parameters()).dtype
+    return LoadedClip(clip, preprocess, tokenizer, dev, dtype)
+
+
+def _is_tag(model: str, pretrained: str) -> bool:
+    import open_clip
+
+    if model.startswith("hf-hub:"):
+        return False
+    return pretrained.lower() in {t.lower() for t in open_clip.list_pretrained_tags_by_model(model)}
+
+
+def checkpoint_threshold(pretrained: str | None, model_config: str | None = None) -> float:
+    """The calibrated threshold written beside a local checkpoint (`threshold.json`, key `threshold`)."""
+    candidates = [Path(p).parent / THRESHOLD_FILE for p in (pretrained, model_config) if p and Path(p).exists()]
+    for path in candidates:
+        if path.exists():
+            data = json.loads(path.read_text())
+            if "threshold" not in data:
+                raise ValueError(f"{path} has no 'threshold' key")
+            return float(data["threshold"])
+    where = ", ".join(str(c) for c in candidates) or "no local checkpoint path given"
+    raise ValueError(
+        f"threshold: auto needs a {THRESHOLD_FILE} beside the local checkpoint ({where}); "
+        "`vlmdata train clip` writes one, or give a number"
+    )

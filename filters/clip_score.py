@@ -1,0 +1,178 @@
+"""CLIP score filter: cosine(image, caption) of an open_clip model; keeps the L2-normalised embeddings as float16."""
+
+from __future__ import annotations
+
+import io
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+from pydantic import Field
+
+from filters.clip_model import LoadedClip, checkpoint_threshold, load_clip
+from filters.decode import to_rgb
+from pipelines.operator import Operator, OperatorConfig, with_verdicts
+
+DECODE_FAILED = "clip_decode_failed"
+
+
+class ClipScoreConfig(OperatorConfig):
+    model: str = Field("ViT-B-32", description="open_clip model name (e.g. 'ViT-B-32', 'ViT-L-14') or 'hf-hub:org/repo'.")
+    pretrained: str | None = Field(
+        None, description="Pretrained tag (e.g. 'openai', must be cached) or a local checkpoint path; None = random init."
+    )
+    model_config_path: str | None = Field(
+        None, alias="model_config",
+        description="Path to a custom open_clip model-config json (its file stem is the model name), registered before creating.",
+    )
+    threshold: float | Literal["auto"] = Field(
+        0.3, description="Keep rows whose cosine score is >= this (0.3 as in the GLM-4.1V report, for OpenAI-scale CLIPs); "
+        "'auto' reads threshold.json beside the local checkpoint (written by `vlmdata train clip`).",
+    )
+    batch_size: int = Field(64, ge=1, description="Images and captions per forward pass.")
+    device: str = Field("auto", description="'auto' (cuda when present, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="Model weights' precision; 'auto' = bf16 on GPU, fp32 on CPU."
+    )
+    keep_embeddings: bool = Field(True, description="Fill image_embedding/text_embedding (float16) for dedup and retrieval.")
+    num_threads: int = Field(
+        2, ge=1, description="Threads decoding and resizing the next sub-batch while the model encodes this one."
+    )
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads per worker; None = OMP_NUM_THREADS if set (Spark sets it to "
+        "spark.task.cpus), else the cores this process may use.",
+    )
+
+    model_config = {**OperatorConfig.model_config, "populate_by_name": True, "protected_namespaces": ()}
+
+
+class ClipScore(Operator):
+    """Scores every live row; rows under the threshold are dropped as `clip_score_low:<score>`."""
+
+    name = "clip_score"
+    Config = ClipScoreConfig
+    adds: ClassVar[tuple[str, ...]] = ("clip_score", "image_embedding", "text_embedding")
+
+    clip: LoadedClip | None = None
+    threshold: float = 0.3
+    _pool: ThreadPoolExecutor | None = None
+
+    def setup(self) -> None:
+        import torch
+
+        cfg = self.config
+        threads = cfg.torch_threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or len(os.sched_getaffinity(0))
+        torch.set_num_threads(max(1, threads))
+        self.threshold = (
+            checkpoint_threshold(cfg.pretrained, cfg.model_config_path) if cfg.threshold == "auto" else float(cfg.threshold)
+        )
+        self.clip = load_clip(cfg.model, cfg.pretrained, cfg.model_config_path, cfg.device, cfg.precision)
+        self._pool = ThreadPoolExecutor(cfg.num_threads, thread_name_prefix="clip-decode")
+
+    # -- decoding (runs on the pool, overlapping the model's forward on the previous sub-batch) --
+
+    def _pixels(self, data: bytes | None) -> Any:
+        """A preprocessed image tensor, or None when the bytes do not decode."""
+        assert self.clip is not None
+        try:
+            with Image.open(io.BytesIO(data or b"")) as img:
+                img.load()
+                return self.clip.preprocess(to_rgb(img))
+        except Exception:  # noqa: BLE001 - any undecodable image becomes an error row, never an exception
+            return None
+
+    def _prepare(self, images: list[bytes | None], texts: list[str | None]) -> tuple[Any, Any, list[bool]]:
+        import torch
+
+        assert self.clip is not None and self._pool is not None
+        pixels = list(self._pool.map(self._pixels, images)) if len(images) > 1 else [self._pixels(images[0])]
+        ok = [p is not None for p in pixels]
+        good = [p for p in pixels if p is not None]
+        x = torch.stack(good) if good else None
+        tokens = self.clip.tokenizer([t or "" for t, o in zip(texts, ok, strict=True) if o]) if good else None
+        return x, tokens, ok
+
+    def _encode(self, x: Any, tokens: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(scores [n] float32, image embeddings [n, d] float16, text embeddings [n, d] float16)."""
+        import torch
+
+        assert self.clip is not None
+        clip = self.clip
+        with torch.inference_mode():
+            img = clip.model.encode_image(x.to(clip.device, clip.dtype), normalize=True).float()
+            txt = clip.model.encode_text(tokens.to(clip.device), normalize=True).float()
+            scores = (img * txt).sum(-1)
+        return scores.cpu().numpy(), img.half().cpu().numpy(), txt.half().cpu().numpy()
+
+    def encode_batches(self, images: list[bytes | None], texts: list[str | None]):
+        """Yield (ok mask, scores, image emb, text emb) per sub-batch; decoding of sub-batch i+1 overlaps encoding of i."""
+        if self.clip is None:
+            self.setup()
+        assert self._pool is not None
+        bs = self.config.batch_size
+        starts = list(range(0, len(images), bs))
+        # The sub-batch's own decode fans out over the pool; its preparation runs on a separate thread
+        # so the pool is free for it while the model (which releases the GIL) encodes the previous one.
+        with ThreadPoolExecutor(1, thread_name_prefix="clip-prepare") as ahead:
+            pending: Future | None = ahead.submit(self._prepare, images[0:bs], texts[0:bs]) if starts else None
+            for i, _ in enumerate(starts):
+                assert pending is not None
+                x, tokens, ok = pending.result()
+                nxt = starts[i + 1] if i + 1 < len(starts) else None
+                pending = ahead.submit(self._prepare, images[nxt:nxt + bs], texts[nxt:nxt + bs]) if nxt is not None else None
+                if x is None:
+                    yield ok, None, None, None
+                else:
+                    yield ok, *self._encode(x, tokens)
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        n = batch.num_rows
+        images = batch.column("image").to_pylist()
+        texts = batch.column("text").to_pylist()
+        ok_all: list[bool] = []
+        scores = np.full(n, np.nan, dtype=np.float32)
+        dim = 0
+        img_rows: list[np.ndarray] = []
+        txt_rows: list[np.ndarray] = []
+        for ok, s, ie, te in self.encode_batches(images, texts):
+            start = len(ok_all)
+            idx = [start + j for j, o in enumerate(ok) if o]
+            ok_all.extend(ok)
+            if s is None:
+                continue
+            scores[idx] = s
+            dim = ie.shape[1]
+            img_rows.append(ie)
+            txt_rows.append(te)
+        keep, reason, error = [], [], []
+        for i in range(n):
+            if not ok_all[i]:
+                keep.append(False), reason.append(DECODE_FAILED), error.append(True)
+            elif scores[i] >= self.threshold:
+                keep.append(True), reason.append(None), error.append(False)
+            else:
+                keep.append(False), reason.append(f"clip_score_low:{scores[i]:.3f}"), error.append(False)
+        columns: dict[str, Any] = {"clip_score": pa.array(scores, type=pa.float32(), from_pandas=True)}
+        if self.config.keep_embeddings and img_rows:
+            mask = np.array([not o for o in ok_all])
+            columns["image_embedding"] = _embedding_column(np.concatenate(img_rows), mask, dim)
+            columns["text_embedding"] = _embedding_column(np.concatenate(txt_rows), mask, dim)
+        return with_verdicts(batch, keep, reason, error, columns=columns)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Engines ship operators to workers by pickling: the model and pool are rebuilt there by setup().
+        state = dict(self.__dict__)
+        state.pop("clip", None)
+        state.pop("_pool", None)
+        return state
+
+
+def _embedding_column(values: np.ndarray, missing: np.ndarray, dim: int) -> pa.Array:
+    """list<float16> with one row of `dim` values per present row (values [n_present, dim]) and nulls where missing."""
+    lengths = np.where(missing, 0, dim)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    flat = pa.array(values.reshape(-1).astype(np.float16), type=pa.float16())
+    return pa.ListArray.from_arrays(pa.array(offsets), flat, mask=pa.array(missing) if missing.any() else None)
