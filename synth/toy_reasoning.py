@@ -38,9 +38,10 @@ class ToyConfig(BaseModel):
 
 def _levels(difficulty: int) -> dict:
     return {
-        1: dict(colours=2, max_count=3, distractors=0, digits=(0, 9), ops="+"),
-        2: dict(colours=4, max_count=5, distractors=2, digits=(0, 9), ops="+-"),
-        3: dict(colours=6, max_count=8, distractors=4, digits=(10, 49), ops="+-"),
+        # radius: shapes shrink as scenes get crowded (a 2-layer ViT misses 16-px shapes early in training)
+        1: dict(colours=2, max_count=3, distractors=0, digits=(0, 9), ops="+", radius=1 / 6),
+        2: dict(colours=4, max_count=5, distractors=2, digits=(0, 9), ops="+-", radius=1 / 9),
+        3: dict(colours=6, max_count=8, distractors=4, digits=(10, 49), ops="+-", radius=1 / 12),
     }[difficulty]
 
 
@@ -63,18 +64,20 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: list[int], rgb: tupl
 
 
 def _place(rng: random.Random, size: int, n: int, r: int) -> list[list[int]]:
-    """n non-overlapping square boxes of side 2r inside the image."""
-    boxes: list[list[int]] = []
-    for _ in range(n * 200):
+    """n non-overlapping square boxes of side 2r inside the image; shrinks r when the scene is too crowded."""
+    while r >= 4:
+        boxes: list[list[int]] = []
+        for _ in range(n * 200):
+            if len(boxes) == n:
+                return boxes
+            cx, cy = rng.randint(r + 1, size - r - 2), rng.randint(r + 1, size - r - 2)
+            b = [cx - r, cy - r, cx + r, cy + r]
+            if all(b[2] + 2 < o[0] or o[2] + 2 < b[0] or b[3] + 2 < o[1] or o[3] + 2 < b[1] for o in boxes):
+                boxes.append(b)
         if len(boxes) == n:
-            break
-        cx, cy = rng.randint(r + 1, size - r - 2), rng.randint(r + 1, size - r - 2)
-        b = [cx - r, cy - r, cx + r, cy + r]
-        if all(b[2] + 2 < o[0] or o[2] + 2 < b[0] or b[3] + 2 < o[1] or o[3] + 2 < b[1] for o in boxes):
-            boxes.append(b)
-    if len(boxes) < n:
-        raise RuntimeError("could not place shapes; use a larger image_size")
-    return boxes
+            return boxes
+        r = int(r * 0.85)
+    raise RuntimeError(f"could not place {n} shapes in {size} px; use a larger image_size")
 
 
 def _norm(box: list[int], size: int) -> str:
@@ -88,7 +91,7 @@ def render_sample(rng: random.Random, task: Task, cfg: ToyConfig) -> dict:
     img = Image.new("RGB", (size, size), (250, 250, 245))
     draw = ImageDraw.Draw(img)
     colours = list(COLOURS)[: lv["colours"]]
-    r = max(6, size // 14)
+    r = max(6, int(size * lv["radius"]))
     objects: list[tuple[str, str, list[int]]] = []  # (colour, shape, box)
     if task == "arithmetic":
         lo, hi = lv["digits"]
