@@ -205,8 +205,9 @@ def run_trainer(cfg: ClipTrainConfig, train_data: str, n_samples: int, work: Pat
 # ---------------------------------------------------------------- evaluation and calibration
 
 
-def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
+def roc_auc(pos, neg) -> float:
     """Probability that a positive outscores a negative (ties count half): the Mann-Whitney form of ROC-AUC."""
+    pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
     scores = np.concatenate([pos, neg])
     order = scores.argsort(kind="mergesort")
     ranks = np.empty(len(scores))
