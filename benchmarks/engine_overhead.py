@@ -15,12 +15,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import pyarrow as pa  # noqa: E402
 from curate_throughput import make_images, spec_for  # noqa: E402
 
 from pipelines.engines.beam import BeamEngine  # noqa: E402
 from pipelines.engines.spark import SparkEngine  # noqa: E402
-from pipelines.global_stage import best_survivor, bucket_candidates, bucket_schema, explode  # noqa: E402
+from pipelines.global_stage import dedup_in_process  # noqa: E402
 from pipelines.run import plan, run_pipeline  # noqa: E402
 
 
@@ -34,20 +33,10 @@ class InProcess:
 
     def reduce(self, runner, parts, k):
         op = runner.group(k)
-        keys = [b for p in parts for b in runner.read_keys(k, p.id)]
-        buckets: dict = {}
-        for b in keys:
-            for row in explode(op, None, b).to_pylist():
-                buckets.setdefault(row["bucket"], []).append(row)
-        schema = bucket_schema(runner.keys_schema(k))
-        losers: dict = {}
-        for rows in buckets.values():
-            for c in bucket_candidates(op, None, pa.Table.from_pylist(rows, schema=schema)).to_pylist():
-                losers.setdefault(c["key"], []).append(c)
+        losers = dedup_in_process(op, None, [b for p in parts for b in runner.read_keys(k, p.id)])
         by_part: dict = {}
-        for cands in losers.values():
-            best = best_survivor(pa.Table.from_pylist(cands)).to_pylist()[0]
-            by_part.setdefault(best["part"], []).append((best["key"], best["survivor"]))
+        for key, (part, survivor) in losers.items():
+            by_part.setdefault(part, []).append((key, survivor))
         for part, pairs in by_part.items():
             runner.write_losers(k, part, pairs)
         return len(losers)

@@ -8,8 +8,8 @@ from typing import Any, ClassVar
 import pyarrow as pa
 from PIL import Image
 
-from filters.decode import pixel_digest, to_rgb
 from pipelines.global_stage import DedupOperator
+from pipelines.imaging import pixel_digest, to_rgb
 from pipelines.operator import OperatorConfig
 from pipelines.schema import set_columns
 

@@ -10,8 +10,8 @@ import pyarrow as pa
 from PIL import Image
 from pydantic import Field
 
-from filters.decode import to_rgb
 from pipelines.global_stage import DedupOperator
+from pipelines.imaging import to_rgb
 from pipelines.operator import OperatorConfig
 from pipelines.schema import set_columns
 

@@ -78,7 +78,7 @@ def demo(
     """Build the demo corpus (tuxpaint stamps + injected faults) and curate it; check every fault landed in the ledger."""
     import pyarrow.parquet as pq
 
-    from synth.demo_corpus import build_demo_corpus, check_faults
+    from synth.demo_corpus import build_demo_corpus, check_faults, fault_rates
 
     manifest = build_demo_corpus(data)
     console.print(
@@ -89,10 +89,12 @@ def demo(
     rows = pq.read_table(Path(output) / "ledger.parquet").to_pylist()
     problems = check_faults(manifest, rows, f"{data}/corpus")
     table = Table(title="injected faults → ledger")
-    for col in ("fault", "samples", "stage", "status", "reason"):
+    for col in ("fault", "caught", "stage", "status", "reason"):
         table.add_column(col)
-    for fault in manifest.faults:
-        table.add_row(fault.kind, str(len(fault.files)), fault.stage, fault.status, fault.reason)
+    rates = fault_rates(manifest, rows, f"{data}/corpus")
+    for kind, (caught, total) in rates.items():
+        fault = next(f for f in manifest.faults if f.kind == kind)
+        table.add_row(kind, f"{caught}/{total}", fault.stage, fault.status, fault.reason)
     console.print(table)
     if problems:
         for p in problems:

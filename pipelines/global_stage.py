@@ -169,3 +169,23 @@ def best_survivor(candidates: pa.Table) -> pa.Table:
 def entries_of(op: CountOperator, keys: pa.RecordBatch) -> Iterator[str]:
     for entries in keys.column(op.entries_column).to_pylist():
         yield from set(entries or ())
+
+
+def dedup_in_process(op: DedupOperator, state: Any, keys: list[pa.RecordBatch]) -> dict[str, tuple[int, str]]:
+    """The whole dedup reduce in one process (small inputs, tests, baselines): loser key → (part, survivor)."""
+    if not keys:
+        return {}
+    by_bucket: dict[str, list[dict[str, Any]]] = {}
+    for batch in keys:
+        for row in explode(op, state, batch).to_pylist():
+            by_bucket.setdefault(row[BUCKET], []).append(row)
+    schema = bucket_schema(keys[0].schema)
+    candidates: dict[str, list[dict[str, Any]]] = {}
+    for members in by_bucket.values():
+        for c in bucket_candidates(op, state, pa.Table.from_pylist(members, schema=schema)).to_pylist():
+            candidates.setdefault(c["key"], []).append(c)
+    out = {}
+    for rows in candidates.values():
+        best = best_survivor(pa.Table.from_pylist(rows, schema=CANDIDATE_SCHEMA)).to_pylist()[0]
+        out[best["key"]] = (best["part"], best["survivor"])
+    return out

@@ -64,6 +64,11 @@ def finish(runner: PassRunner, parts: list[Part], markers: list[dict[str, Any]],
     stats["throughput_per_s"] = round(stats["inputs"] / seconds, 2) if seconds > 0 else None
     stats["fingerprint"] = fingerprint
     stats["worker_maxrss_kb"] = max((m.get("worker_maxrss_kb", 0) for m in markers), default=0)
+    kept_concepts = stats.pop("concepts_kept", {})
+    for k in range(runner.n_passes - 1):
+        if runner.group(k).reduce_kind == "count":
+            # Entry counts before balancing (the reduce's) and after it (over the kept samples).
+            stats["concepts"] = {"before": dict(sorted(runner.counts(k).items())), "after": kept_concepts}
     write_stats(layout, stats)
     layout.drop_spills()
     return stats

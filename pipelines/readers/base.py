@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -31,6 +33,11 @@ class ReaderConfig(BaseModel):
     image_column: str | None = Field(None, description="Parquet column with image bytes; default: first of image/jpg/png/img.")
     text_column: str | None = Field(None, description="Parquet column with the caption; default: first of text/caption/txt.")
     id_column: str | None = Field(None, description="Parquet column that identifies a row (default: the row number).")
+    fingerprint: Literal["content", "stat"] = Field(
+        "content",
+        description="What identifies an input for resume: a hash of its bytes (content) or its paths and sizes (stat, "
+        "cheaper on huge inputs). A rerun reuses finished work only when this and the recipe are unchanged.",
+    )
 
 
 class Part(BaseModel):
@@ -47,6 +54,7 @@ class Part(BaseModel):
     row_start: int = 0  # parquet: rows [row_start, row_end)
     row_end: int = 0
     size_hint: int = 0  # bytes of input behind this part
+    content_sha1: str | None = None  # hash of the bytes behind this part (reader.fingerprint = content)
 
 
 class BatchBuilder:
@@ -160,7 +168,27 @@ def plan_parts(inputs: list[str], config: ReaderConfig) -> list[Part]:
             parts.append(part)
     if not parts:
         raise InputError(f"no samples found in {', '.join(inputs)}")
+    if config.fingerprint == "content":
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            parts = list(pool.map(_with_content_hash, parts))
     return parts
+
+
+def _files_of(part: Part) -> list[str]:
+    if part.format == "folder":
+        return [storage.join(part.root, rel) for item in part.items for rel in item[1:] if rel]
+    return [part.path]
+
+
+def _with_content_hash(part: Part) -> Part:
+    """The part with a hash of every byte it reads (streamed: memory stays flat)."""
+    digest = hashlib.sha1()
+    for path in _files_of(part):
+        digest.update(storage.relpath(path, part.root).encode() + b"\0")
+        with storage.open_file(path) as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return part.model_copy(update={"content_sha1": digest.hexdigest()})
 
 
 def read_part(part: Part, config: ReaderConfig) -> Iterator[pa.RecordBatch]:

@@ -4,7 +4,7 @@ import pyarrow as pa
 from PIL import Image, ImageEnhance
 
 from filters.dedup_near import NearDedup
-from pipelines.global_stage import best_survivor, bucket_candidates, bucket_schema, explode, reduce_rows, reduce_schema
+from pipelines.global_stage import dedup_in_process, reduce_rows, reduce_schema
 from pipelines.schema import record_schema
 from tests.images import png_bytes
 
@@ -30,16 +30,7 @@ def _reduce(op, rows):
     schema = record_schema(["phash", "clip_score"])
     batch = op(pa.RecordBatch.from_pylist(rows, schema=schema))
     keys = reduce_rows(batch, op, reduce_schema(op, batch.schema))
-    exploded = explode(op, None, keys).to_pylist()
-    by_bucket: dict = {}
-    for r in exploded:
-        by_bucket.setdefault(r["bucket"], []).append(r)
-    cands: dict = {}
-    for members in by_bucket.values():
-        table = pa.Table.from_pylist(members, schema=bucket_schema(keys.schema))
-        for c in bucket_candidates(op, None, table).to_pylist():
-            cands.setdefault(c["key"], []).append(c)
-    return {k: best_survivor(pa.Table.from_pylist(v)).to_pylist()[0]["survivor"] for k, v in cands.items()}
+    return {k: survivor for k, (_, survivor) in dedup_in_process(op, None, [keys]).items()}
 
 
 def _row(key, data, score=None):
