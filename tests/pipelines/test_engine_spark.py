@@ -82,6 +82,14 @@ def test_shards_read_back_with_webdataset_and_carry_their_source(demo_run):
     assert len(with_translations) > len(samples) // 2
     stats = json.load(open(os.path.join(out, "stats.json")))
     assert stats["shards"]["samples"] == len(samples) and stats["histograms"]["width"]["n"] == len(samples)
+    # Concept balancing: the head shrinks toward t, every tail entry (count <= t) keeps all its samples.
+    before, after = stats["concepts"]["before"], stats["concepts"]["after"]
+    t = 12
+    head = max(before, key=before.get)
+    assert before[head] > 3 * t and after[head] < before[head]
+    tail = [e for e, n in before.items() if n <= t]
+    assert tail and all(after.get(e, 0) == before[e] for e in tail)
+    assert all(set(s["json"]["concepts"]) <= set(after) for s in samples)
 
 
 def test_a_second_run_gives_byte_identical_shards_and_ledger(demo_run, spark, tmp_path):
