@@ -275,8 +275,6 @@ def evaluate(op, samples: list[tuple[str, str, bytes, str]], heldout: list[bool]
 
 def train_clip(cfg: ClipTrainConfig, log=print) -> dict:
     """Split, train, save and calibrate; returns metrics.json's content."""
-    from filters.clip_score import ClipScore
-
     start = time.perf_counter()
     out = cfg.output
     out.mkdir(parents=True, exist_ok=True)
@@ -303,6 +301,19 @@ def train_clip(cfg: ClipTrainConfig, log=print) -> dict:
     shutil.copyfile(cfg.model_config_path, model_json)
     shutil.copyfile(work / "train.log", out / "train.log")
 
+    metrics = calibrate(cfg, samples, heldout, train_seconds, start)
+    shutil.rmtree(work, ignore_errors=True)
+    return metrics
+
+
+def calibrate(cfg: ClipTrainConfig, samples: list[tuple[str, str, bytes, str]], heldout: list[bool],
+              train_seconds: float | None = None, start: float | None = None) -> dict:
+    """Score the trained model in `cfg.output` on every pair; write threshold.json and metrics.json. Returns the metrics."""
+    from filters.clip_score import ClipScore
+
+    out = cfg.output
+    model_json = out / cfg.model_config_path.name
+    start = time.perf_counter() if start is None else start
     op = ClipScore(model=model_json.stem, pretrained=str(out / CHECKPOINT), model_config=str(model_json),
                    threshold=0.0, batch_size=cfg.eval_batch_size, device=cfg.device)
     op.setup()
@@ -318,8 +329,7 @@ def train_clip(cfg: ClipTrainConfig, log=print) -> dict:
         "samples": metrics["heldout" if cfg.calibrate_on == "heldout" else "all"]["samples"],
     }, indent=1) + "\n")
     metrics = {"model": model_json.stem, "checkpoint": CHECKPOINT, "threshold": round(threshold, 4),
-               "epochs": cfg.epochs, "seed": cfg.seed, "train_seconds": round(train_seconds, 1),
+               "epochs": cfg.epochs, "seed": cfg.seed, "train_seconds": round(train_seconds, 1) if train_seconds else None,
                "total_seconds": round(time.perf_counter() - start, 1), "config": cfg.model_dump(mode="json"), **metrics}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    shutil.rmtree(work, ignore_errors=True)
     return metrics
