@@ -25,6 +25,7 @@ class ExactDedup(DedupOperator):
     Config = ExactDedupConfig
     adds: ClassVar[tuple[str, ...]] = ("pixel_sha1",)
     key_columns: ClassVar[tuple[str, ...]] = ("pixel_sha1",)
+    bucket_column: ClassVar[str | None] = "pixel_sha1"
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         idx = batch.schema.get_field_index("pixel_sha1")

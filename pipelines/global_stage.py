@@ -46,6 +46,9 @@ class DedupOperator(GlobalOperator):
 
     reduce_kind = "dedup"
     order_columns: ClassVar[tuple[tuple[str, bool], ...]] = ()  # (column, descending)
+    # Set when the bucket is just this column and every pair in a bucket matches (exact dedup): engines may then
+    # reduce natively (a window per bucket) instead of calling `buckets`/`matches` in Python.
+    bucket_column: ClassVar[str | None] = None
     fit_sample: ClassVar[int] = 0  # > 0: `fit` sees up to this many key rows before bucketing
 
     def fit(self, sample: pa.Table) -> Any:

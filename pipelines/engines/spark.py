@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -129,6 +129,8 @@ class SparkEngine:
             runner.write_counts(k, [r["entry"] for r in counts], [r["count"] for r in counts])
             return len(counts)
         assert isinstance(op, DedupOperator)
+        if op.bucket_column is not None:
+            return self._write_losers(runner, k, self._exact_losers(keys, op))
         state = None
         if op.fit_sample:
             total = keys.count()
@@ -140,6 +142,20 @@ class SparkEngine:
             lambda table: bucket_candidates(op, state, table), from_arrow_schema(CANDIDATE_SCHEMA)
         )
         losers = candidates.groupBy("key").applyInArrow(best_survivor, from_arrow_schema(LOSER_SCHEMA))
+        return self._write_losers(runner, k, losers)
+
+    @staticmethod
+    def _exact_losers(keys: DataFrame, op: DedupOperator) -> DataFrame:
+        """Exact buckets, natively: rank rows in each bucket as `op.rank` does; all but the first lose to it."""
+        order = [F.col(c).desc_nulls_last() if desc else F.col(c).asc_nulls_last()
+                 for c, desc in op.order_columns if c in keys.columns]
+        window = Window.partitionBy(op.bucket_column).orderBy(*order, F.col("key").asc())
+        ranked = keys.select("key", "part", F.row_number().over(window).alias("rank"),
+                             F.first("key").over(window).alias("survivor"))
+        return ranked.where(F.col("rank") > 1).select("key", "part", "survivor")
+
+    @staticmethod
+    def _write_losers(runner: PassRunner, k: int, losers: DataFrame) -> int:
         by_part = losers.groupBy("part").agg(F.collect_list(F.struct("key", "survivor")).alias("losers"))
 
         def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

@@ -18,7 +18,7 @@ from pipelines.run import run_pipeline
 from pipelines.spec import load_spec
 from tests.images import jpeg_bytes
 
-DEMO = "configs/curate/demo.yaml"
+DEMO = "configs/curate/base.yaml"
 
 
 def test_flow_runs_on_spark_and_publishes_a_summary_artifact(prefect_server, spark, tmp_path):

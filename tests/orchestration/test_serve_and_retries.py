@@ -40,7 +40,7 @@ def test_serve_registers_the_schedule_and_runs_a_deployment_triggered_by_name(pr
     config = tmp_path / "serve.yaml"
     config.write_text(yaml.safe_dump({"deployments": [{
         "name": "tiny-nightly", "flow": "curate", "cron": "30 2 * * *",
-        "parameters": {"config": f"{REPO}/configs/curate/demo.yaml", "inputs": [str(src)], "output": str(tmp_path / "out")},
+        "parameters": {"config": f"{REPO}/configs/curate/base.yaml", "inputs": [str(src)], "output": str(tmp_path / "out")},
     }]}))
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     log = open(tmp_path / "serve.log", "w")

@@ -40,7 +40,7 @@ def test_curate_on_a_standalone_cluster_matches_local_mode(prefect_server, spark
         (src / f"{i:02d}.jpg").write_bytes(jpeg_bytes((90, 70), seed=i % 20))  # 4 exact duplicates
         (src / f"{i:02d}.txt").write_text(f"picture number {i}")
     sets = {"reader.part_size": 5}
-    spec = load_spec("configs/curate/demo.yaml", sets)
+    spec = load_spec("configs/curate/base.yaml", sets)
     run_pipeline(spec, [str(src)], str(tmp_path / "local"), SparkEngine(spec.engine, spark))
 
     port, ui_master, ui_worker = _free_port(), _free_port(), _free_port()

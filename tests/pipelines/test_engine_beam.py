@@ -22,8 +22,8 @@ def _tree(root):
 def test_spark_and_beam_give_the_same_ledger_and_byte_identical_shards(spark, demo_corpus, tmp_path):
     root, manifest = demo_corpus
     inputs = [str(root / "corpus")]
-    spark_spec = load_spec("configs/curate/demo.yaml")
-    beam_spec = load_spec("configs/curate/demo.yaml", {"engine.name": "beam"})
+    spark_spec = load_spec("configs/curate/base.yaml")
+    beam_spec = load_spec("configs/curate/base.yaml", {"engine.name": "beam"})
     run_pipeline(spark_spec, inputs, str(tmp_path / "spark"), SparkEngine(spark_spec.engine, spark))
     report = run_pipeline(beam_spec, inputs, str(tmp_path / "beam"), BeamEngine(beam_spec.engine))
     assert report.stats["engine"] == "beam"
@@ -39,11 +39,11 @@ def test_spark_and_beam_give_the_same_ledger_and_byte_identical_shards(spark, de
 
 
 def test_beam_runner_options_pass_through_unchanged():
-    spec = load_spec("configs/curate/demo.yaml", {
+    spec = load_spec("configs/curate/base.yaml", {
         "engine.name": "beam",
         "engine.beam_options": ["--runner=FlinkRunner", "--flink_master=localhost:8081", "--parallelism=4"],
     })
     opts = BeamEngine(spec.engine).options().get_all_options()
     assert opts["runner"] == "FlinkRunner" and opts["flink_master"] == "localhost:8081" and opts["parallelism"] == 4
-    default = BeamEngine(load_spec("configs/curate/demo.yaml", {"engine.name": "beam"}).engine).options()
+    default = BeamEngine(load_spec("configs/curate/base.yaml", {"engine.name": "beam"}).engine).options()
     assert default.get_all_options()["direct_running_mode"] == "multi_processing"

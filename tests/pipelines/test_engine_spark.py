@@ -19,7 +19,7 @@ from pipelines.spec import load_spec
 from synth.demo_corpus import check_faults
 from tests.images import jpeg_bytes, png_bytes
 
-DEMO = "configs/curate/demo.yaml"
+DEMO = "configs/curate/base.yaml"
 
 
 def _input_keys(spec, inputs):

@@ -74,7 +74,7 @@ def test_spark_retries_a_killed_worker_and_records_failing_rows(spark, tmp_path)
     src = _folder(tmp_path, poison={4})
     flag = tmp_path / "killed"
     spec = load_spec(
-        "configs/curate/demo.yaml",
+        "configs/curate/base.yaml",
         {
             "reader.part_size": 4,
             "stages": [

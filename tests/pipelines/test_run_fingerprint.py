@@ -9,7 +9,7 @@ def test_the_run_fingerprint_follows_content_and_config_not_timestamps(tmp_path)
     for i in range(4):
         (tmp_path / f"{i}.jpg").write_bytes(jpeg_bytes(seed=i))
         (tmp_path / f"{i}.txt").write_text(f"caption {i}")
-    spec = load_spec("configs/curate/demo.yaml")
+    spec = load_spec("configs/curate/base.yaml")
     _, first = plan(spec, [str(tmp_path)])
     os.utime(tmp_path / "2.jpg", (1, 1))  # only the timestamp changes
     assert plan(spec, [str(tmp_path)])[1] == first
@@ -18,8 +18,8 @@ def test_the_run_fingerprint_follows_content_and_config_not_timestamps(tmp_path)
     (tmp_path / "2.jpg").write_bytes(bytes(data))
     changed = plan(spec, [str(tmp_path)])[1]
     assert changed != first
-    assert plan(load_spec("configs/curate/demo.yaml", {"stages": [{"op": "decode"}]}), [str(tmp_path)])[1] != changed
-    stat = load_spec("configs/curate/demo.yaml", {"reader.fingerprint": "stat"})
+    assert plan(load_spec("configs/curate/base.yaml", {"stages": [{"op": "decode"}]}), [str(tmp_path)])[1] != changed
+    stat = load_spec("configs/curate/base.yaml", {"reader.fingerprint": "stat"})
     before = plan(stat, [str(tmp_path)])[1]
     (tmp_path / "2.jpg").write_bytes(bytes(data[:-1]) + b"\x00")
     assert plan(stat, [str(tmp_path)])[1] == before  # stat mode: same names and sizes, same fingerprint

@@ -45,7 +45,7 @@ def test_curate_reads_http_and_file_urls_and_writes_a_file_url(spark, tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/remote.tar"
-        spec = load_spec("configs/curate/demo.yaml")
+        spec = load_spec("configs/curate/base.yaml")
         out = f"file://{tmp_path}/out"
         report = run_pipeline(spec, [url, f"file://{local}"], out, SparkEngine(spec.engine, spark))
     finally:
