@@ -3,10 +3,13 @@ import pytest
 from pipelines.spec import SpecError, load_spec
 
 
-def test_demo_recipe_loads_and_builds_its_operators():
+def test_demo_and_base_recipes_load_and_build_their_operators():
     spec = load_spec("configs/curate/demo.yaml")
-    assert [op.name for op in spec.operators()] == ["decode", "heuristics", "exact_dedup"]
+    names = ["decode", "heuristics", "exact_dedup", "clip_score", "near_dedup", "concept_balance"]
+    assert [op.name for op in spec.operators()] == names
     assert spec.operators()[1].config.min_side == 24
+    base = load_spec("configs/curate/base.yaml")
+    assert [op.name for op in base.operators()] == [n for n in names if n != "clip_score"]
 
 
 def test_overrides_apply_by_dotted_path():
