@@ -59,6 +59,8 @@ class ClipScore(Operator):
     clip: LoadedClip | None = None
     threshold: float = 0.3
     _pool: ThreadPoolExecutor | None = None
+    _pil_steps: Any = None
+    _normalize: Any = None
 
     def setup(self) -> None:
         import torch
@@ -70,28 +72,56 @@ class ClipScore(Operator):
             checkpoint_threshold(cfg.pretrained, cfg.model_config_path) if cfg.threshold == "auto" else float(cfg.threshold)
         )
         self.clip = load_clip(cfg.model, cfg.pretrained, cfg.model_config_path, cfg.device, cfg.precision)
+        self._split_preprocess()
         self._pool = ThreadPoolExecutor(cfg.num_threads, thread_name_prefix="clip-decode")
 
     # -- decoding (runs on the pool, overlapping the model's forward on the previous sub-batch) --
 
+    def _split_preprocess(self) -> None:
+        """Split `Compose([...PIL steps, ToTensor, Normalize])` so the PIL steps run per image on the pool and
+        ToTensor + Normalize run once per sub-batch on a uint8 stack (per-image tensor ops cost more than the resize)."""
+        from torchvision import transforms as T
+
+        assert self.clip is not None
+        steps = getattr(self.clip.preprocess, "transforms", None)
+        self._pil_steps, self._normalize = None, None
+        if steps and len(steps) >= 2 and isinstance(steps[-2], T.ToTensor) and isinstance(steps[-1], T.Normalize):
+            self._pil_steps, self._normalize = T.Compose(steps[:-2]), steps[-1]
+
     def _pixels(self, data: bytes | None) -> Any:
-        """A preprocessed image tensor, or None when the bytes do not decode."""
+        """A preprocessed image (uint8 HWC array on the split path, else a tensor), or None when the bytes do not decode."""
         assert self.clip is not None
         try:
             with Image.open(io.BytesIO(data or b"")) as img:
                 img.load()
-                return self.clip.preprocess(to_rgb(img))
+                rgb = to_rgb(img)
+                if self._pil_steps is not None:
+                    return np.asarray(self._pil_steps(rgb), dtype=np.uint8)
+                return self.clip.preprocess(rgb)
         except Exception:  # noqa: BLE001 - any undecodable image becomes an error row, never an exception
             return None
 
-    def _prepare(self, images: list[bytes | None], texts: list[str | None]) -> tuple[Any, Any, list[bool]]:
+    def _stack(self, good: list[Any]) -> Any:
         import torch
 
+        if not isinstance(good[0], np.ndarray):
+            return torch.stack(good)
+        norm = self._normalize
+        if any(g.shape != good[0].shape for g in good):  # a PIL pipeline without a fixed crop: per image, then stack
+            from torchvision.transforms import functional as F
+
+            return torch.stack([norm(F.to_tensor(g)) for g in good])
+        x = torch.from_numpy(np.stack(good)).permute(0, 3, 1, 2).float().div_(255)  # [B, 3, H, W]
+        mean = torch.tensor(norm.mean, dtype=x.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(norm.std, dtype=x.dtype).view(1, -1, 1, 1)
+        return x.sub_(mean).div_(std)
+
+    def _prepare(self, images: list[bytes | None], texts: list[str | None]) -> tuple[Any, Any, list[bool]]:
         assert self.clip is not None and self._pool is not None
         pixels = list(self._pool.map(self._pixels, images)) if len(images) > 1 else [self._pixels(images[0])]
         ok = [p is not None for p in pixels]
         good = [p for p in pixels if p is not None]
-        x = torch.stack(good) if good else None
+        x = self._stack(good) if good else None
         tokens = self.clip.tokenizer([t or "" for t, o in zip(texts, ok, strict=True) if o]) if good else None
         return x, tokens, ok
 
@@ -166,7 +196,8 @@ class ClipScore(Operator):
         # Engines ship operators to workers by pickling: the model and pool are rebuilt there by setup().
         state = dict(self.__dict__)
         state.pop("clip", None)
-        state.pop("_pool", None)
+        for name in ("_pool", "_pil_steps", "_normalize"):
+            state.pop(name, None)
         return state
 
 
