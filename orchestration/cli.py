@@ -22,6 +22,9 @@ app = typer.Typer(
 console = Console()
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO / "configs" / "curate" / "demo.yaml"
+BASE_CONFIG = REPO / "configs" / "curate" / "base.yaml"
+CLIP_RECIPE = REPO / "configs" / "clip" / "demo_train.yaml"
+DEMO_CLIP = Path("models/clip-demo")
 
 
 def _parse_sets(values: list[str]) -> dict[str, Any]:
@@ -85,13 +88,27 @@ def demo(
         f"demo corpus: {manifest.clean_samples} tuxpaint stamps + {len(manifest.faults)} injected faults under {data}/corpus"
     )
     overrides = {"engine.master": master} if master else {}
+    if not (DEMO_CLIP / "clip.pt").exists():
+        # The CLIP filter is trained once, on the curated clean stamps, with open_clip's own trainer.
+        from train.clip import ClipTrainConfig, train_clip
+
+        console.print("training the demo's CLIP filter (once): curate the clean stamps, then open_clip_train")
+        _run_curate(BASE_CONFIG, [f"{data}/clean"], f"{output}-clean", overrides)
+        cfg = ClipTrainConfig.from_yaml(
+            CLIP_RECIPE, shards=str(Path(f"{output}-clean").resolve() / "shards" / "*.tar"), output=DEMO_CLIP.resolve()
+        )
+        metrics = train_clip(cfg, log=console.print)
+        console.print(f"CLIP filter: threshold {metrics['threshold']}, metrics in {DEMO_CLIP / 'metrics.json'}")
     _run_curate(DEMO_CONFIG, [f"{data}/corpus"], output, overrides)
     rows = pq.read_table(Path(output) / "ledger.parquet").to_pylist()
-    problems = check_faults(manifest, rows, f"{data}/corpus")
+    from pipelines.spec import load_spec
+
+    stages = [s.op for s in load_spec(DEMO_CONFIG).stages]
+    problems = check_faults(manifest, rows, f"{data}/corpus", stages)
     table = Table(title="injected faults → ledger")
     for col in ("fault", "caught", "stage", "status", "reason"):
         table.add_column(col)
-    rates = fault_rates(manifest, rows, f"{data}/corpus")
+    rates = fault_rates(manifest, rows, f"{data}/corpus", stages)
     for kind, (caught, total) in rates.items():
         fault = next(f for f in manifest.faults if f.kind == kind)
         table.add_row(kind, f"{caught}/{total}", fault.stage, fault.status, fault.reason)

@@ -7,7 +7,7 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from PIL import Image
 from pipelines.imaging import to_rgb
 
 STAMPS_DIR = "/usr/share/tuxpaint/stamps"
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 
 
 @dataclass
@@ -217,9 +217,20 @@ def inject_near_duplicates(f: FaultInjector) -> None:
                      "near_duplicate", min_rate=0.95)
 
 
+def inject_mismatched_pairs(f: FaultInjector) -> None:
+    """Real stamps (mirrored, so they are no duplicate of their original) captioned with another stamp's text."""
+    images = f.rng.sample(f.clean_images, 40)
+    for i, src in enumerate(images):
+        other = f.rng.choice([p for p in f.clean_images if f.caption_of(p) != f.caption_of(src)])
+        mirrored = _png(to_rgb(Image.open(src)).transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+        name = f.write(f"mismatched_{i:02d}.png", mirrored, f.caption_of(other))
+        # A model's verdict, not a rule's: the CLIP stage must catch at least 80% of them.
+        f.record("mismatched_pair", [name], "clip_score", "dropped", "clip_score_low", min_rate=0.8)
+
+
 INJECTORS: list[Callable[[FaultInjector], None]] = [
     inject_truncated, inject_zero_byte, inject_not_an_image, inject_bomb, inject_tiny,
-    inject_solid, inject_bad_captions, inject_duplicates, inject_near_duplicates,
+    inject_solid, inject_bad_captions, inject_duplicates, inject_near_duplicates, inject_mismatched_pairs,
 ]
 
 
@@ -266,22 +277,32 @@ def _caught(fault: Fault, rows: list[dict]) -> bool:
         return (r["stage"], r["status"]) == (fault.stage, fault.status) and (r["reason"] or "").startswith(fault.reason)
 
     if fault.kind in GROUP_KINDS:
+        # Caught when at most one member reaches the output and every member the dedup stage dropped lost to a
+        # member of the group; members an earlier stage dropped (a CLIP score too low) are gone upstream.
         keys = {r["key"] for r in rows}
-        lost = [r for r in rows if right(r) and r["reason"].split(":", 1)[-1] in keys]
-        return len(lost) == len(rows) - 1 and sum(r["status"] == "kept" for r in rows) <= 1
+        at_stage = [r for r in rows if r["stage"] == fault.stage]
+        return sum(r["status"] == "kept" for r in rows) <= 1 and all(
+            right(r) and r["reason"].split(":", 1)[-1] in keys for r in at_stage
+        )
     return all(right(r) for r in rows)
 
 
-def check_faults(manifest: Manifest, ledger_rows: list[dict], corpus: str | Path) -> list[str]:
+def check_faults(
+    manifest: Manifest, ledger_rows: list[dict], corpus: str | Path, stages: Iterable[str] | None = None
+) -> list[str]:
     """Every injected fault must sit in the ledger under its stage, status and reason. Returns the problems.
 
     Faults with `min_rate` < 1 (statistical ones) are judged per kind: that share of them must be caught.
+    With `stages` (the recipe's), faults for a stage the recipe does not run are not judged.
     """
     corpus = str(corpus)
     by_source = {os.path.relpath(r["source"], corpus): r for r in ledger_rows if r["source"]}
     problems = []
     tallies: dict[str, list] = {}
+    wanted = None if stages is None else {"read", *stages}
     for fault in manifest.faults:
+        if wanted is not None and fault.stage not in wanted:
+            continue
         rows = [by_source.get(f) for f in fault.files]
         if any(r is None for r in rows):
             problems.append(f"{fault.kind}: {fault.files} not all in the ledger")
@@ -302,12 +323,17 @@ def check_faults(manifest: Manifest, ledger_rows: list[dict], corpus: str | Path
     return problems
 
 
-def fault_rates(manifest: Manifest, ledger_rows: list[dict], corpus: str | Path) -> dict[str, tuple[int, int]]:
+def fault_rates(
+    manifest: Manifest, ledger_rows: list[dict], corpus: str | Path, stages: Iterable[str] | None = None
+) -> dict[str, tuple[int, int]]:
     """Per fault kind: (caught, injected)."""
     corpus = str(corpus)
     by_source = {os.path.relpath(r["source"], corpus): r for r in ledger_rows if r["source"]}
     out: dict[str, tuple[int, int]] = {}
+    wanted = None if stages is None else {"read", *stages}
     for fault in manifest.faults:
+        if wanted is not None and fault.stage not in wanted:
+            continue
         rows = [by_source.get(f) for f in fault.files]
         ok = all(r is not None for r in rows) and _caught(fault, rows)  # type: ignore[arg-type]
         c, t = out.get(fault.kind, (0, 0))

@@ -32,7 +32,7 @@ def test_spark_and_beam_give_the_same_ledger_and_byte_identical_shards(spark, de
     assert beam_ledger.equals(spark_ledger)
     kept = {r["key"] for r in beam_ledger.to_pylist() if r["status"] == "kept"}
     assert len(kept) > 600
-    assert check_faults(manifest, beam_ledger.to_pylist(), root / "corpus") == []
+    assert check_faults(manifest, beam_ledger.to_pylist(), root / "corpus", [s.op for s in beam_spec.stages]) == []
     spark_files, beam_files = _tree(tmp_path / "spark"), _tree(tmp_path / "beam")
     assert sorted(spark_files) == sorted(beam_files) and len(spark_files) > 10
     assert spark_files == beam_files  # every tar, sidecar and index.json byte for byte

@@ -54,10 +54,10 @@ def test_every_input_key_is_kept_dropped_or_error_exactly_once(demo_run):
 
 
 def test_every_injected_fault_is_in_the_ledger_under_its_stage_and_reason(demo_run):
-    _, root, manifest, out, _ = demo_run
+    spec, root, manifest, out, _ = demo_run
     ledger = pq.read_table(os.path.join(out, "ledger.parquet")).to_pylist()
     assert len(manifest.faults) >= 20
-    assert check_faults(manifest, ledger, root / "corpus") == []
+    assert check_faults(manifest, ledger, root / "corpus", [s.op for s in spec.stages]) == []
     dups = [r for r in ledger if (r["reason"] or "").startswith("exact_duplicate:")]
     survivors = {r["reason"].split(":", 1)[1] for r in dups}
     kept = {r["key"] for r in ledger if r["status"] == "kept"}
