@@ -1,50 +1,13 @@
-"""Mergeable statistics: counts by status/stage/reason and power-of-two histograms, per part then per run."""
+"""Mergeable statistics: counts by status/stage/reason and histograms, per part then per run."""
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from typing import Any
 
+from pipelines.inspect.histogram import ValueHistogram as Histogram  # the histogram `stats` merges too
+
 HISTOGRAM_FIELDS = ("width", "height", "caption_chars", "image_bytes")
-
-
-class Histogram:
-    """Counts per power-of-two bucket plus n/sum/min/max: small, exact to merge, fine for size distributions."""
-
-    def __init__(self, data: dict[str, Any] | None = None):
-        data = data or {}
-        self.buckets: Counter[int] = Counter({int(k): v for k, v in data.get("buckets", {}).items()})
-        self.n: int = data.get("n", 0)
-        self.sum: float = data.get("sum", 0.0)
-        self.min: float | None = data.get("min")
-        self.max: float | None = data.get("max")
-
-    def add(self, value: float) -> None:
-        self.buckets[0 if value < 1 else 1 << int(math.log2(value))] += 1
-        self.n += 1
-        self.sum += value
-        self.min = value if self.min is None else min(self.min, value)
-        self.max = value if self.max is None else max(self.max, value)
-
-    def merge(self, other: Histogram) -> Histogram:
-        self.buckets.update(other.buckets)
-        self.n += other.n
-        self.sum += other.sum
-        for attr, pick in (("min", min), ("max", max)):
-            values = [v for v in (getattr(self, attr), getattr(other, attr)) if v is not None]
-            setattr(self, attr, pick(values) if values else None)
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "n": self.n,
-            "sum": self.sum,
-            "mean": self.sum / self.n if self.n else None,
-            "min": self.min,
-            "max": self.max,
-            "buckets": {str(k): self.buckets[k] for k in sorted(self.buckets)},
-        }
 
 
 class RunStats:
