@@ -55,38 +55,32 @@ _opts = dict(
 )
 
 
-@app.command()
-def pretrain(
-    config: Path | None = _opts["config"], preset: str | None = _opts["preset"],
-    shards: list[str] | None = _opts["shards"], steps: int | None = _opts["steps"],
-    output: Path | None = _opts["output"],
-    seq_len: int | None = typer.Option(None, help="Tokens per packed row."),
-    rows: int | None = typer.Option(None, help="Packed rows per micro-batch."),
-    accum: int | None = typer.Option(None, help="Gradient accumulation steps."),
-    lr: float | None = typer.Option(None, help="Peak learning rate."),
-    workers: int | None = typer.Option(None, help="DataLoader workers."),
-    ckpt_every: int | None = typer.Option(None, help="Steps between checkpoints."),
-    no_progress: bool = typer.Option(False, help="Plain log lines instead of a progress bar."),
-) -> None:
-    """Pretraining: loss on captions (or the assistant turn of samples without one). Resumes from OUTPUT."""
-    _run("pretrain", config, preset, shards, steps, output, seq_len, rows, accum, lr, workers, ckpt_every, no_progress)
+def _stage_command(stage: str, doc: str):
+    """One command per training stage; both take the same options (typer reads them from the signature)."""
+
+    def command(
+        config: Path | None = _opts["config"], preset: str | None = _opts["preset"],
+        shards: list[str] | None = _opts["shards"], steps: int | None = _opts["steps"],
+        output: Path | None = _opts["output"],
+        seq_len: int | None = typer.Option(None, help="Tokens per packed row."),
+        rows: int | None = typer.Option(None, help="Packed rows per micro-batch."),
+        accum: int | None = typer.Option(None, help="Gradient accumulation steps."),
+        lr: float | None = typer.Option(None, help="Peak learning rate."),
+        workers: int | None = typer.Option(None, help="DataLoader workers."),
+        ckpt_every: int | None = typer.Option(None, help="Steps between checkpoints."),
+        no_progress: bool = typer.Option(False, help="Plain log lines instead of a progress bar."),
+    ) -> None:
+        _run(stage, config, preset, shards, steps, output, seq_len, rows, accum, lr, workers, ckpt_every, no_progress)
+
+    command.__doc__ = doc
+    command.__name__ = stage
+    return command
 
 
-@app.command()
-def sft(
-    config: Path | None = _opts["config"], preset: str | None = _opts["preset"],
-    shards: list[str] | None = _opts["shards"], steps: int | None = _opts["steps"],
-    output: Path | None = _opts["output"],
-    seq_len: int | None = typer.Option(None, help="Tokens per packed row."),
-    rows: int | None = typer.Option(None, help="Packed rows per micro-batch."),
-    accum: int | None = typer.Option(None, help="Gradient accumulation steps."),
-    lr: float | None = typer.Option(None, help="Peak learning rate."),
-    workers: int | None = typer.Option(None, help="DataLoader workers."),
-    ckpt_every: int | None = typer.Option(None, help="Steps between checkpoints."),
-    no_progress: bool = typer.Option(False, help="Plain log lines instead of a progress bar."),
-) -> None:
-    """SFT: loss on the last assistant turn of `messages`. --preset may be a pretraining run's OUTPUT/hf."""
-    _run("sft", config, preset, shards, steps, output, seq_len, rows, accum, lr, workers, ckpt_every, no_progress)
+pretrain = app.command("pretrain")(_stage_command(
+    "pretrain", "Pretraining: loss on captions (or the assistant turn of samples without one). Resumes from OUTPUT."))
+sft = app.command("sft")(_stage_command(
+    "sft", "SFT: loss on the last assistant turn of `messages`. --preset may be a pretraining run's OUTPUT/hf."))
 
 
 @app.command()
