@@ -110,6 +110,17 @@ class PassRunner:
 
     # --- reduce ---------------------------------------------------------------------------------------
 
+    def fit_sample(self, k: int, parts: list[Part], n: int) -> pa.Table:
+        """The first `n` key rows in part order: the same sample on every engine, so the fit agrees too."""
+        batches, rows = [], 0
+        for p in parts:
+            for b in self.read_keys(k, p.id):
+                batches.append(b)
+                rows += b.num_rows
+            if rows >= n:
+                break
+        return pa.Table.from_batches(batches, schema=self.keys_schema(k)).slice(0, n)
+
     def read_keys(self, k: int, part: int) -> Iterator[pa.RecordBatch]:
         """The reduce columns pass `k` left for `part`."""
         with storage.open_file(self.layout.keys_path(k, part)) as f:

@@ -73,15 +73,7 @@ class BeamEngine:
         op = runner.group(k)
         state = None
         if isinstance(op, DedupOperator) and op.fit_sample:
-            # The fit sees a deterministic sample: the first key rows of the parts, up to fit_sample.
-            batches, n = [], 0
-            for p in parts:
-                for b in runner.read_keys(k, p.id):
-                    batches.append(b)
-                    n += b.num_rows
-                if n >= op.fit_sample:
-                    break
-            state = op.fit(pa.Table.from_batches(batches, schema=runner.keys_schema(k)).slice(0, op.fit_sample))
+            state = op.fit(runner.fit_sample(k, parts, op.fit_sample))
         schema = runner.keys_schema(k)
         with self._pipeline() as pipeline:
             keys = (

@@ -133,9 +133,7 @@ class SparkEngine:
             return self._write_losers(runner, k, self._exact_losers(keys, op))
         state = None
         if op.fit_sample:
-            total = keys.count()
-            fraction = min(1.0, 2.0 * op.fit_sample / max(1, total))
-            state = op.fit(keys.sample(fraction=fraction, seed=0).limit(op.fit_sample).toArrow())
+            state = op.fit(runner.fit_sample(k, parts, op.fit_sample))
         schema = runner.keys_schema(k)
         exploded = keys.mapInArrow(lambda bs: (explode(op, state, b) for b in bs), from_arrow_schema(bucket_schema(schema)))
         candidates = exploded.groupBy(BUCKET).applyInArrow(
