@@ -58,7 +58,7 @@ def _run_curate(config: Path, inputs: list[str], output: str, overrides: dict[st
 def curate(
     input: Annotated[list[str], typer.Option("--input", "-i", help="Folder of images+.txt, WebDataset .tar(s), or .parquet; repeatable.")],
     output: Annotated[str, typer.Option("--output", "-o", help="Output folder: shards/, index.json, stats.json, ledger.parquet.")],
-    config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline recipe (YAML).")] = DEMO_CONFIG,
+    config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline recipe (YAML); the default needs no model weights.")] = BASE_CONFIG,
     master: Annotated[str | None, typer.Option(help="Spark master (local[N], spark://host:port, …); default from config.")] = None,
     engine: Annotated[str | None, typer.Option(help="spark or beam; default from config.")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override a config field: --set shards.max_samples=500.")] = [],  # noqa: B006

@@ -18,7 +18,9 @@ from pipelines.run import run_pipeline
 from pipelines.spec import load_spec
 from tests.images import jpeg_bytes
 
-DEMO = "configs/curate/base.yaml"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BASE = os.path.join(REPO, "configs", "curate", "base.yaml")
+DEMO = BASE
 
 
 def test_flow_runs_on_spark_and_publishes_a_summary_artifact(prefect_server, spark, tmp_path):
@@ -89,7 +91,7 @@ def test_killed_run_resumes_to_the_same_shards_as_an_uninterrupted_one(prefect_s
     assert n_parts >= 60
 
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "orchestration.cli", "curate", "-o", str(out)]
+    cmd = [sys.executable, "-m", "orchestration.cli", "curate", "-c", BASE, "-o", str(out)]
     for i in inputs:
         cmd += ["-i", i]
     for k, v in sets.items():

@@ -18,6 +18,7 @@ from pipelines.spec import load_spec
 from tests.images import jpeg_bytes
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BASE = os.path.join(REPO, "configs", "curate", "base.yaml")
 
 
 def _free_port() -> int:
@@ -61,7 +62,7 @@ def test_curate_on_a_standalone_cluster_matches_local_mode(prefect_server, spark
             time.sleep(1)
         assert alive, open(tmp_path / "cluster.log").read()[-3000:]
         out = tmp_path / "cluster"
-        cmd = [sys.executable, "-m", "orchestration.cli", "curate", "-i", str(src), "-o", str(out),
+        cmd = [sys.executable, "-m", "orchestration.cli", "curate", "-c", BASE, "-i", str(src), "-o", str(out),
                "--master", f"spark://127.0.0.1:{port}", "--set", "reader.part_size=5"]
         env = {**os.environ, "PREFECT_API_URL": prefect_server}
         done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -75,7 +76,7 @@ def test_curate_on_a_standalone_cluster_matches_local_mode(prefect_server, spark
             proc.wait(timeout=60)
     local_ledger = pq.read_table(tmp_path / "local" / "ledger.parquet")
     assert pq.read_table(out / "ledger.parquet").equals(local_ledger)
-    assert sum(r["status"] == "dropped" for r in local_ledger.to_pylist()) == 4
+    assert sum(r["stage"] == "exact_dedup" for r in local_ledger.to_pylist()) == 4
     names = sorted(os.listdir(tmp_path / "local" / "shards"))
     assert names == sorted(os.listdir(out / "shards"))
     for name in names:
