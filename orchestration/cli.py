@@ -93,7 +93,12 @@ def demo(
         from train.clip import ClipTrainConfig, train_clip
 
         console.print("training the demo's CLIP filter (once): curate the clean stamps, then open_clip_train")
-        _run_curate(BASE_CONFIG, [f"{data}/clean"], f"{output}-clean", overrides)
+        # Every clean stamp that passes the rule-based stages: the filter must know the corpus it will filter,
+        # so concept balancing (a random subsample) is left out here.
+        from pipelines.spec import load_spec as _load
+
+        stages = [s.model_dump() for s in _load(BASE_CONFIG).stages if s.op != "concept_balance"]
+        _run_curate(BASE_CONFIG, [f"{data}/clean"], f"{output}-clean", {**overrides, "stages": stages})
         cfg = ClipTrainConfig.from_yaml(
             CLIP_RECIPE, shards=str(Path(f"{output}-clean").resolve() / "shards" / "*.tar"), output=DEMO_CLIP.resolve()
         )
