@@ -99,9 +99,9 @@ def test_killed_run_resumes_to_the_same_shards_as_an_uninterrupted_one(prefect_s
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     parts_dir = out / "_work" / "parts"
-    deadline = time.time() + 300
+    deadline = time.monotonic() + 300
     done = 0
-    while time.time() < deadline and proc.poll() is None:
+    while time.monotonic() < deadline and proc.poll() is None:
         done = len(list(parts_dir.glob("*.json"))) if parts_dir.exists() else 0
         if done >= 3:
             os.killpg(proc.pid, signal.SIGKILL)

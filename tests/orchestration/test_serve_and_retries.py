@@ -48,8 +48,8 @@ def test_serve_registers_the_schedule_and_runs_a_deployment_triggered_by_name(pr
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deployment = None
-        deadline = time.time() + 180
-        while deployment is None and time.time() < deadline and proc.poll() is None:
+        deadline = time.monotonic() + 180
+        while deployment is None and time.monotonic() < deadline and proc.poll() is None:
             try:
                 deployment = _client_call(lambda c: c.read_deployment_by_name("curate/tiny-nightly"))
             except Exception:  # noqa: BLE001 - not registered yet

@@ -51,9 +51,9 @@ def test_curate_on_a_standalone_cluster_matches_local_mode(prefect_server, spark
     worker = _spark_class("org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}", "--host", "127.0.0.1",
                           "--cores", "2", "--memory", "2g", "--webui-port", str(ui_worker), log=log)
     try:
-        deadline = time.time() + 120
+        deadline = time.monotonic() + 120
         alive = []
-        while time.time() < deadline and not alive:
+        while time.monotonic() < deadline and not alive:
             try:
                 state = json.load(urllib.request.urlopen(f"http://127.0.0.1:{ui_master}/json/", timeout=2))
                 alive = [w for w in state.get("workers", []) if w.get("state") == "ALIVE"]
