@@ -150,9 +150,7 @@ class PassRunner:
         order = sorted(range(len(entries)), key=entries.__getitem__)
         table = pa.table({"entry": [entries[i] for i in order], "count": [counts[i] for i in order]},
                          schema=COUNT_SCHEMA)
-        with storage.open_file(_tmp(path), "wb") as f:
-            pq.write_table(table, f)
-        storage.replace(_tmp(path), path)
+        storage.write_parquet_atomic(path, table)
         _COUNTS_CACHE.pop(path, None)
 
     def losers(self, k: int, part: int) -> dict[str, str]:
@@ -170,9 +168,7 @@ class PassRunner:
         path = self.layout.losers_path(k, part)
         storage.makedirs(storage.dirname(path))
         keys, survivors = zip(*sorted(pairs), strict=True) if pairs else ((), ())
-        with storage.open_file(_tmp(path), "wb") as f:
-            pq.write_table(pa.table({"key": list(keys), "survivor": list(survivors)}, schema=LOSERS_SCHEMA), f)
-        storage.replace(_tmp(path), path)
+        storage.write_parquet_atomic(path, pa.table({"key": list(keys), "survivor": list(survivors)}, schema=LOSERS_SCHEMA))
 
     def reduce_done(self, k: int) -> bool:
         return storage.exists(self.layout.reduce_marker(k))

@@ -137,11 +137,7 @@ class PartWriter:
     def close(self) -> dict[str, Any]:
         shards = self.writer.close()
         frag = self.layout.ledger_fragment(self.part)
-        table = pa.Table.from_batches(self.ledger, schema=LEDGER_SCHEMA)
-        tmp = f"{frag}.tmp"
-        with storage.open_file(tmp, "wb") as f:
-            pq.write_table(table, f)
-        storage.replace(tmp, frag)
+        storage.write_parquet_atomic(frag, pa.Table.from_batches(self.ledger, schema=LEDGER_SCHEMA))
         marker = {
             "part": self.part,
             "shards": [s.__dict__ for s in shards],

@@ -126,16 +126,12 @@ class ShardWriter:
     def _write_embeddings(self, tar_path: str) -> None:
         """`NAME.embeddings.parquet` beside the shard: key and float16 vectors, in the tar's order."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         columns = {"key": [e["key"] for e in self._embeddings]}
         for name in EMBEDDING_COLUMNS:
             columns[name] = [e.get(name) for e in self._embeddings]
         table = pa.table(columns, schema=pa.schema([("key", pa.string())] + [(c, pa.list_(pa.float16())) for c in EMBEDDING_COLUMNS]))
-        path = tar_path[: -len(".tar")] + ".embeddings.parquet"
-        with storage.open_file(path + ".tmp", "wb") as f:
-            pq.write_table(table, f)
-        storage.replace(path + ".tmp", path)
+        storage.write_parquet_atomic(tar_path[: -len(".tar")] + ".embeddings.parquet", table)
         self._embeddings = []
 
     def write(self, sample: dict[str, bytes], embeddings: dict | None = None) -> None:

@@ -108,6 +108,16 @@ def write_atomic(path: str, data: bytes) -> None:
     replace(tmp, path)
 
 
+def write_parquet_atomic(path: str, table: Any) -> None:
+    """Write a pyarrow Table as Parquet under a temporary name, then move it into place."""
+    import pyarrow.parquet as pq
+
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open_file(tmp, "wb") as f:
+        pq.write_table(table, f)
+    replace(tmp, path)
+
+
 def replace(src: str, dst: str) -> None:
     """Move `src` over `dst`: an atomic rename on local disks, a move (whole-object put) on object stores."""
     if not is_url(src) and not is_url(dst):
