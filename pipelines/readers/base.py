@@ -169,8 +169,11 @@ def plan_parts(inputs: list[str], config: ReaderConfig) -> list[Part]:
     if not parts:
         raise InputError(f"no samples found in {', '.join(inputs)}")
     if config.fingerprint == "content":
+        # Each file is hashed once, even when several parts read it (Parquet row ranges).
+        files = sorted({path for part in parts for path in _files_of(part)})
         with ThreadPoolExecutor(max_workers=8) as pool:
-            parts = list(pool.map(_with_content_hash, parts))
+            digests = dict(zip(files, pool.map(_file_sha1, files), strict=True))
+        parts = [_with_content_hash(part, digests) for part in parts]
     return parts
 
 
@@ -180,14 +183,20 @@ def _files_of(part: Part) -> list[str]:
     return [part.path]
 
 
-def _with_content_hash(part: Part) -> Part:
-    """The part with a hash of every byte it reads (streamed: memory stays flat)."""
+def _file_sha1(path: str) -> str:
+    """Hash of a file's bytes, streamed: memory stays flat."""
+    digest = hashlib.sha1()
+    with storage.open_file(path) as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _with_content_hash(part: Part, digests: dict[str, str]) -> Part:
+    """The part with a hash of every file it reads (names relative to its input, and contents)."""
     digest = hashlib.sha1()
     for path in _files_of(part):
-        digest.update(storage.relpath(path, part.root).encode() + b"\0")
-        with storage.open_file(path) as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
+        digest.update(f"{storage.relpath(path, part.root)}\0{digests[path]}\0".encode())
     return part.model_copy(update={"content_sha1": digest.hexdigest()})
 
 
