@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pipelines.execute import PassRunner
@@ -31,7 +31,6 @@ class RunReport:
     parts_resumed: int
     seconds: float
     worker_maxrss_kb: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def plan(spec: PipelineSpec, inputs: list[str]) -> tuple[list[Part], str]:
