@@ -47,7 +47,8 @@ class SemanticDedup(DedupOperator):
         k = max(1, min(self.config.clusters, len(x) // 20))
         if k == 1:
             return x.mean(axis=0, keepdims=True)
-        kmeans = faiss.Kmeans(x.shape[1], k, niter=25, seed=self.config.seed, spherical=True, verbose=False)
+        # gpu=True: every GPU faiss-gpu sees (faiss-cpu sees none and trains on the CPU)
+        kmeans = faiss.Kmeans(x.shape[1], k, niter=25, seed=self.config.seed, spherical=True, verbose=False, gpu=True)
         kmeans.train(x)
         return kmeans.centroids.copy()
 

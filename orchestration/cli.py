@@ -81,7 +81,13 @@ def demo(
     """Build the demo corpus (tuxpaint stamps + injected faults) and curate it; check every fault landed in the ledger."""
     import pyarrow.parquet as pq
 
-    from synth.demo_corpus import build_demo_corpus, check_faults, fault_rates
+    from synth.demo_corpus import (
+        MAX_DISTINCT_DROPPED,
+        build_demo_corpus,
+        check_faults,
+        distinct_dropped,
+        fault_rates,
+    )
 
     manifest = build_demo_corpus(data)
     console.print(
@@ -118,6 +124,11 @@ def demo(
         fault = next(f for f in manifest.faults if f.kind == kind)
         table.add_row(kind, f"{caught}/{total}", fault.stage, fault.status, fault.reason)
     console.print(table)
+    spared, distinct = distinct_dropped(manifest, rows, f"{data}/corpus")
+    console.print(f"distinct stamps dropped as near-duplicates: {len(spared)}/{distinct} "
+                  f"({len(spared) / max(distinct, 1):.2%}, at most {MAX_DISTINCT_DROPPED:.0%}): {', '.join(sorted(spared))}")
+    if len(spared) > MAX_DISTINCT_DROPPED * distinct:
+        problems.append(f"{len(spared)} distinct stamps dropped as near-duplicates, more than {MAX_DISTINCT_DROPPED:.0%}")
     if problems:
         for p in problems:
             console.print(f"[red]fault not caught as expected:[/red] {p}")

@@ -15,7 +15,8 @@ from pipelines.shards import EMBEDDING_COLUMNS, ShardConfig, ShardInfo, ShardWri
 from pipelines.stats import RunStats
 
 # Fields of a record that are not copied into the sample's .json (stored elsewhere or engine-only).
-_NOT_IN_JSON = {"image", "text", "meta", "part", "ord", "keep", "error", "stage", "reason", *EMBEDDING_COLUMNS}
+_NOT_IN_JSON = {"image", "text", "meta", "part", "ord", "keep", "error", "stage", "reason", *EMBEDDING_COLUMNS,
+                "phash_crops", "thumbnail", "aspect"}  # near-dedup's working columns
 
 
 class OutputLayout:

@@ -16,7 +16,7 @@ from PIL import Image
 from pipelines.imaging import to_rgb
 
 STAMPS_DIR = "/usr/share/tuxpaint/stamps"
-BUILDER_VERSION = 3
+BUILDER_VERSION = 4
 
 
 @dataclass
@@ -191,14 +191,21 @@ def inject_duplicates(f: FaultInjector) -> None:
 
 
 def inject_near_duplicates(f: FaultInjector) -> None:
-    """Copies that are not byte- or pixel-identical: resized, re-encoded at low quality, brighter.
+    """Copies that are not byte- or pixel-identical: resized, re-encoded at low quality, brighter, cropped.
 
     Each pair (original, copy) must end with one of the two dropped as a near-duplicate of the other.
     """
     import numpy as np
     from PIL import ImageEnhance
 
+    def cropped(im: Image.Image) -> Image.Image:  # 5-10% off each side's length, anywhere
+        kx, ky = f.rng.uniform(0.90, 0.95), f.rng.uniform(0.90, 0.95)
+        w, h = round(im.width * kx), round(im.height * ky)
+        x, y = f.rng.randint(0, im.width - w), f.rng.randint(0, im.height - h)
+        return im.crop((x, y, x + w, y + h))
+
     edits = {
+        "cropped": cropped,
         "resized": lambda im: im.resize((max(8, im.width * 3 // 5), max(8, im.height * 3 // 5)), Image.Resampling.LANCZOS),
         "low_quality": lambda im: Image.open(io.BytesIO(_jpeg(im, quality=30))),
         "brighter": lambda im: ImageEnhance.Brightness(im).enhance(1.1),
@@ -212,7 +219,7 @@ def inject_near_duplicates(f: FaultInjector) -> None:
             data = _jpeg(image) if name == "low_quality" else _png(image)
             ext = "jpg" if name == "low_quality" else "png"
             copy = f.write(f"near_{name}_{j}.{ext}", data, f.caption_of(src))
-            # pHash misses some edits by design (a threshold that spares distinct images): 95% must be caught.
+            # A threshold that spares distinct images misses some edits by design: 95% must be caught.
             f.record("near_duplicate", [str(src.relative_to(f.corpus)), copy], "near_dedup", "dropped",
                      "near_duplicate", min_rate=0.95)
 
@@ -339,3 +346,20 @@ def fault_rates(
         c, t = out.get(fault.kind, (0, 0))
         out[fault.kind] = (c + int(ok), t + 1)
     return out
+
+
+DEDUP_STAGES = ("near_dedup", "semantic_dedup")
+MAX_DISTINCT_DROPPED = 0.01  # share of distinct images a near-duplicate stage may drop
+
+
+def distinct_dropped(manifest: Manifest, ledger_rows: list[dict], corpus: str | Path) -> tuple[list[str], int]:
+    """Stamps that are in no injected fault yet a near-duplicate stage dropped, and how many such stamps there are.
+
+    Tuxpaint has a few stamps that are one picture twice (the same fireman in two folders, `l` and `I` glyphs):
+    they count here too, as a user would count them.
+    """
+    corpus = str(corpus)
+    in_faults = {f for fault in manifest.faults for f in fault.files}
+    distinct = [r for r in ledger_rows if r["source"] and os.path.relpath(r["source"], corpus) not in in_faults]
+    dropped = [os.path.relpath(r["source"], corpus) for r in distinct if r["stage"] in DEDUP_STAGES and r["status"] == "dropped"]
+    return dropped, len(distinct)

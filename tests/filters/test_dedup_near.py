@@ -62,3 +62,35 @@ def test_without_scores_the_smallest_key_survives_and_bands_find_every_pair_with
     pairs = op.matches({"phash": "ffffffffffffffff"}, {"phash": "fffffffffffffc00"}, None)
     assert pairs  # 10 bits apart
     assert not op.matches({"phash": "ffffffffffffffff"}, {"phash": "fffffffffffff800"}, None)
+
+
+def _crop(img: Image.Image, left: float, top: float, keep_x: float, keep_y: float) -> Image.Image:
+    x, y = round(img.width * left), round(img.height * top)
+    return img.crop((x, y, x + round(img.width * keep_x), y + round(img.height * keep_y)))
+
+
+def _crop_reduce(op, rows):
+    schema = record_schema(["phash", "phash_crops", "thumbnail", "aspect", "clip_score"])
+    batch = op(pa.RecordBatch.from_pylist(rows, schema=schema))
+    keys = reduce_rows(batch, op, reduce_schema(op, batch.schema))
+    return {k: survivor for k, (_, survivor) in dedup_in_process(op, None, [keys]).items()}
+
+
+def test_small_crops_are_found_by_crop_hashes_and_aligned_correlation_and_distinct_images_are_spared():
+    originals = [_img(_smooth(s)).resize((240, 180), Image.Resampling.BICUBIC) for s in (10, 11, 12)]
+    rows = [_row(f"o{i}", _bytes(im), score=0.9) for i, im in enumerate(originals)]
+    cuts = [(0.02, 0.05, 0.93, 0.92), (0.06, 0.0, 0.92, 0.95), (0.0, 0.03, 0.96, 0.94)]  # 4-8% off, anywhere
+    rows += [_row(f"c{i}", _bytes(_crop(im, *cut)), score=0.5) for i, (im, cut) in enumerate(zip(originals, cuts, strict=True))]
+    rows += [_row(f"x{i}", _smooth(s)) for i, s in enumerate((20, 21, 22))]  # distinct pictures
+
+    plain = NearDedup()
+    assert plain.adds == ("phash",)  # no working columns unless asked
+    assert _reduce(plain, [r for r in rows if r["key"][0] in "oc"]) == {}  # pHash alone misses these crops
+
+    op = NearDedup(crops=True)
+    assert _crop_reduce(op, rows) == {"c0": "o0", "c1": "o1", "c2": "o2"}
+    # The correlation is what tells a crop from a look-alike: a crop of one picture is no duplicate of another.
+    keys = op(pa.RecordBatch.from_pylist(rows, schema=record_schema(["phash", "phash_crops", "thumbnail", "aspect", "clip_score"])))
+    as_rows = {r["key"]: r for r in keys.to_pylist()}
+    assert op.crop_correlation(as_rows["o0"], as_rows["c0"]) > 0.96
+    assert op.crop_correlation(as_rows["o1"], as_rows["c0"]) < 0.9
