@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from pipelines.operator import Operator, with_verdicts
 
 BUCKET = "bucket"
+PROBE = "probe"  # the row is in the bucket to look for matches only (compared with entries, never with other probes)
 CANDIDATE_SCHEMA = pa.schema(
     [("key", pa.string()), ("part", pa.int32()), ("survivor", pa.string()), ("survivor_rank", pa.string())]
 )
@@ -58,6 +59,12 @@ class DedupOperator(GlobalOperator):
     @abstractmethod
     def buckets(self, keys: pa.RecordBatch, state: Any) -> list[list[str]]:
         """The buckets of each key row."""
+
+    def probes(self, keys: pa.RecordBatch, state: Any) -> list[list[str]] | None:
+        """Buckets each key row only probes: LSH's query side. A probe is compared with the rows that are in the
+        bucket by `buckets`, never with another probe (a crop's hash looks for whole images, not for other crops).
+        None: no probes."""
+        return None
 
     def matches(self, a: dict[str, Any], b: dict[str, Any], state: Any) -> bool:
         """Whether two key rows of one bucket are duplicates (exact buckets: always)."""
@@ -132,26 +139,32 @@ def reduce_rows(batch: pa.RecordBatch, op: GlobalOperator, schema: pa.Schema) ->
 
 
 def bucket_schema(keys: pa.Schema) -> pa.Schema:
-    return pa.schema([pa.field(BUCKET, pa.string()), *keys])
+    return pa.schema([pa.field(BUCKET, pa.string()), pa.field(PROBE, pa.bool_()), *keys])
 
 
 def explode(op: DedupOperator, state: Any, keys: pa.RecordBatch) -> pa.RecordBatch:
-    """One row per (bucket, key row)."""
-    buckets = op.buckets(keys, state)
-    index = [i for i, bs in enumerate(buckets) for _ in bs]
-    flat = [b for bs in buckets for b in bs]
+    """One row per (bucket, key row), probes flagged."""
+    entries = [(i, b, False) for i, bs in enumerate(op.buckets(keys, state)) for b in bs]
+    entries += [(i, b, True) for i, bs in enumerate(op.probes(keys, state) or ()) for b in bs]
+    index = [i for i, _, _ in entries]
     taken = keys.take(pa.array(index, type=pa.int64())) if index else keys.slice(0, 0)
-    return pa.RecordBatch.from_arrays([pa.array(flat, type=pa.string()), *taken.columns],
-                                      schema=bucket_schema(keys.schema))
+    return pa.RecordBatch.from_arrays(
+        [pa.array([b for _, b, _ in entries], type=pa.string()), pa.array([p for _, _, p in entries], type=pa.bool_()),
+         *taken.columns],
+        schema=bucket_schema(keys.schema),
+    )
 
 
 def bucket_candidates(op: DedupOperator, state: Any, rows: pa.Table) -> pa.Table:
-    """Within one bucket: every row that matches a better-ranked row loses to the best such row."""
+    """Within one bucket: every row that matches a better-ranked row loses to the best such row (two probes are
+    never compared)."""
     members = sorted(rows.to_pylist(), key=op.rank)[: op.max_bucket()]
     out = []
     for i, row in enumerate(members):
         for better in members[:i]:
-            if better["key"] != row["key"] and op.matches(better, row, state):
+            if better["key"] == row["key"] or (row[PROBE] and better[PROBE]):
+                continue
+            if op.matches(better, row, state):
                 out.append({"key": row["key"], "part": row["part"], "survivor": better["key"],
                             "survivor_rank": json.dumps(op.rank(better))})
                 break
@@ -185,6 +198,8 @@ def dedup_in_process(op: DedupOperator, state: Any, keys: list[pa.RecordBatch]) 
     schema = bucket_schema(keys[0].schema)
     candidates: dict[str, list[dict[str, Any]]] = {}
     for members in by_bucket.values():
+        if len(members) < 2 or all(m[PROBE] for m in members):  # nothing to compare
+            continue
         for c in bucket_candidates(op, state, pa.Table.from_pylist(members, schema=schema)).to_pylist():
             candidates.setdefault(c["key"], []).append(c)
     out = {}

@@ -43,7 +43,7 @@ STAGE_FIELDS: dict[str, pa.Field] = {
         pa.field("text_embedding", pa.list_(pa.float16())),
         pa.field("phash", pa.string()),
         pa.field("phash_crops", pa.list_(pa.string())),  # near-dedup crop search: pHashes of a crop grid,
-        pa.field("thumbnail", pa.binary()),  # a small raw RGB thumbnail to align crops on,
+        pa.field("thumbnail", pa.binary()),  # a small JPEG thumbnail to align crops on,
         pa.field("aspect", pa.float32()),  # and width / height (working columns: not written to shards)
         pa.field("concepts", pa.list_(pa.string())),
         pa.field("ocr", pa.string()),

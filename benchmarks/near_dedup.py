@@ -1,0 +1,81 @@
+"""What the crop search costs: near_dedup with (b) `crops: true` against (a) plain pHash, on the demo's stamps.
+
+Map: the per-row hashing (and thumbnail) over --n rows from image bytes. Reduce: the whole dedup reduce in one
+process (buckets, candidate pairs, verification) over the distinct stamps. (a) and (b) alternate for --rounds
+rounds and the best round of each counts. Prints rates and b/a; there is no target, it is the price of crops.
+
+    .venv/bin/python benchmarks/near_dedup.py            # needs data/demo (make demo builds it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pyarrow as pa  # noqa: E402
+
+from filters.dedup_near import NearDedup  # noqa: E402
+from pipelines.global_stage import dedup_in_process, reduce_rows, reduce_schema  # noqa: E402
+from pipelines.schema import record_schema  # noqa: E402
+
+
+def batches(images: list[bytes], op: NearDedup, batch_size: int = 64) -> list[pa.RecordBatch]:
+    schema = record_schema([*op.adds])
+    out = []
+    for start in range(0, len(images), batch_size):
+        rows = [{"key": f"{i:08d}", "image": data, "text": "t", "source": str(i), "dataset": "d", "meta": "{}",
+                 "part": 0, "ord": i, "keep": True, "error": False}
+                for i, data in enumerate(images[start:start + batch_size], start)]
+        out.append(pa.RecordBatch.from_pylist(rows, schema=schema))
+    return out
+
+
+def run_map(op: NearDedup, inputs: list[pa.RecordBatch]) -> tuple[float, list[pa.RecordBatch]]:
+    start = time.perf_counter()
+    mapped = [op(b) for b in inputs]
+    return time.perf_counter() - start, mapped
+
+
+def run_reduce(op: NearDedup, mapped: list[pa.RecordBatch]) -> tuple[float, int]:
+    keys = [reduce_rows(b, op, reduce_schema(op, b.schema)) for b in mapped]
+    start = time.perf_counter()
+    losers = dedup_in_process(op, None, keys)
+    return time.perf_counter() - start, len(losers)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", default="data/demo/clean", help="Folder of PNG/JPEG images (the distinct set).")
+    parser.add_argument("--n", type=int, default=2000, help="Rows hashed in the map measurement (images repeat).")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+
+    files = sorted(p for p in Path(args.images).rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
+    if not files:
+        raise SystemExit(f"no images under {args.images}: run `make demo` first or pass --images")
+    distinct = [p.read_bytes() for p in files]
+    repeated = [distinct[i % len(distinct)] for i in range(args.n)]
+    ops = {"a": NearDedup(), "b": NearDedup(crops=True)}
+    best_map = {k: float("inf") for k in ops}
+    best_reduce = {k: float("inf") for k in ops}
+    dropped = {}
+    for _ in range(args.rounds):
+        for name, op in ops.items():
+            seconds, _ = run_map(op, batches(repeated, op))
+            best_map[name] = min(best_map[name], seconds)
+            _, mapped = run_map(op, batches(distinct, op))
+            seconds, dropped[name] = run_reduce(op, mapped)
+            best_reduce[name] = min(best_reduce[name], seconds)
+    rate = {k: args.n / v for k, v in best_map.items()}
+    print(f"{len(distinct)} distinct images from {args.images}; map over {args.n} rows, best of {args.rounds} rounds")
+    print(f"(a) plain pHash map {rate['a']:.1f} rows/s; reduce over {len(distinct)} rows {best_reduce['a']:.2f} s, {dropped['a']} dropped")
+    print(f"(b) crops map       {rate['b']:.1f} rows/s; reduce over {len(distinct)} rows {best_reduce['b']:.2f} s, {dropped['b']} dropped")
+    print(f"map b/a {rate['b'] / rate['a']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
