@@ -2,19 +2,21 @@
 
 With `crops` on, a copy cut from another image (a few percent off its borders) is found too. pHash alone
 misses most crops: the cut shifts and rescales every low frequency. So each image also hashes a grid of its own
-crops (`crop_scales` × 3×3 positions); a pair whose full hash lies within `crop_hamming_threshold` of one of the
-other's crop hashes is a candidate, and a candidate is a duplicate when one image, scaled into the other
-(aspect-consistent scales down to `crop_min_keep`, every offset), correlates at ≥ `crop_min_correlation`
-(OpenCV template matching on small JPEG thumbnails that travel with the keys).
+crops (`crop_scales` × 3×3 positions). The crop hashes probe the LSH bands of the whole-view hashes (never each
+other); a pair whose whole-view hash lies within `crop_hamming_threshold` of one of the other's crop hashes is a
+candidate, and a candidate is a duplicate when one image, scaled into the other (aspect-consistent scales down to
+`crop_min_keep`, every offset), correlates at ≥ `crop_min_correlation` (OpenCV template matching on small JPEG
+thumbnails that travel with the keys).
 
-Cost: every row goes to about a hundred LSH buckets with its thumbnail (about 2-3 kB at 64 px), and the map
-hashes 28 views. Meant for up to millions of images per run; beyond that, `semantic_dedup` with real CLIP
-embeddings is the scalable way to catch crops.
+Cost: every row goes to about a hundred LSH buckets with its thumbnail (2-3 kB at 64 px), the map hashes 28
+views, and candidate pairs grow with the square of the input (16-bit bands). Meant for runs of up to about 10⁵
+images; beyond that, `semantic_dedup` on real CLIP embeddings is the scalable way to catch crops.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -31,7 +33,7 @@ from pipelines.schema import set_columns
 
 HASH_BITS = 64
 _GRID = (0.0, 0.5, 1.0)  # crop positions along each axis: start, centre, end
-_MEMO = 200_000  # parsed grids and pair verdicts a reduce worker remembers at most
+_MEMO = 50_000  # pair verdicts, parsed grids, decoded thumbnails a reduce worker remembers at most (each)
 _HASH_SIDE = 256  # grid hashes are taken on a grayscale copy this large at most (pHash itself looks at 32×32)
 
 
@@ -39,9 +41,8 @@ class NearDedupConfig(OperatorConfig):
     hamming_threshold: int = Field(4, ge=0, le=32, description="Two images whose 64-bit pHashes differ in at most this many bits are near-duplicates.")
     bands: int | None = Field(
         None, ge=1, le=64,
-        description="LSH bands the hash is cut into; candidates share a band. None: threshold+1 (the crop threshold "
-        "when crops are on), which finds every pair within the threshold (pigeonhole); fewer bands cost less and may "
-        "miss some.",
+        description="LSH bands the pHash is cut into; candidates share a band. None: threshold+1, which finds every "
+        "pair within the threshold (pigeonhole); fewer bands cost less and may miss some.",
     )
     crops: bool = Field(False, description="Also find copies cut from another image (candidates by crop hashes, "
                                            "verified by aligned correlation). Keys grow by a JPEG thumbnail per row.")
@@ -162,12 +163,8 @@ class NearDedup(DedupOperator):
             return True
         if not self.config.crops:
             return False
-        pair = (a["key"], b["key"])
-        if pair not in self._verdicts:  # a pair meets again in every band it shares
-            if len(self._verdicts) > _MEMO:
-                self._verdicts.clear()
-            self._verdicts[pair] = self._crop_match(a, b)
-        return self._verdicts[pair]
+        # a pair meets again in every band it shares
+        return self._remember("verdicts", (a["key"], b["key"]), lambda: self._crop_match(a, b))
 
     def _crop_match(self, a: dict[str, Any], b: dict[str, Any]) -> bool:
         """One image's whole-view hash near one of the other's crop hashes, confirmed by aligned thumbnails."""
@@ -176,20 +173,20 @@ class NearDedup(DedupOperator):
         return bool(near) and self.crop_correlation(a, b) >= self.config.crop_min_correlation
 
     def _grid(self, row: dict[str, Any]) -> np.ndarray:
-        key = row["key"]
-        if key not in self._grids:
-            if len(self._grids) > _MEMO:
-                self._grids.clear()
-            self._grids[key] = np.array([int(h, 16) for h in row["phash_crops"]], dtype=np.uint64)
-        return self._grids[key]
+        return self._remember("grids", row["key"], lambda: np.array([int(h, 16) for h in row["phash_crops"]], dtype=np.uint64))
 
     @cached_property
-    def _grids(self) -> dict[str, np.ndarray]:
-        return {}
+    def _memo(self) -> dict[str, dict]:
+        return {"verdicts": {}, "grids": {}, "thumbs": {}}
 
-    @cached_property
-    def _verdicts(self) -> dict[tuple[str, str], bool]:
-        return {}
+    def _remember(self, store: str, key: Any, make: Callable[[], Any]) -> Any:
+        """Per-worker memo of reduce work, emptied when it grows past `_MEMO` entries."""
+        memo = self._memo[store]
+        if key not in memo:
+            if len(memo) >= _MEMO:
+                memo.clear()
+            memo[key] = make()
+        return memo[key]
 
     @cached_property
     def _keeps(self) -> np.ndarray:
@@ -198,18 +195,11 @@ class NearDedup(DedupOperator):
     def _thumb(self, row: dict[str, Any]) -> np.ndarray:
         import cv2
 
-        key = row["key"]
-        if key not in self._thumbs:
-            if len(self._thumbs) > _MEMO // 10:
-                self._thumbs.clear()
+        def load() -> np.ndarray:
             rgb = np.asarray(Image.open(io.BytesIO(row["thumbnail"])).convert("RGB"), dtype=np.float32)
-            # blurred: forgives the sub-pixel misalignment of a coarse search
-            self._thumbs[key] = cv2.GaussianBlur(rgb, (0, 0), self.config.thumbnail / 64)
-        return self._thumbs[key]
+            return cv2.GaussianBlur(rgb, (0, 0), self.config.thumbnail / 64)  # forgives a coarse search's misalignment
 
-    @cached_property
-    def _thumbs(self) -> dict[str, np.ndarray]:
-        return {}
+        return self._remember("thumbs", row["key"], load)
 
     def crop_correlation(self, a: dict[str, Any], b: dict[str, Any]) -> float:
         """Best normalised correlation of either thumbnail scaled into the other (the crop's place found by search)."""
