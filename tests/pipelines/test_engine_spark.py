@@ -1,5 +1,6 @@
 """The curate pipeline on a real Spark session (local mode) over real images."""
 
+import dataclasses
 import io
 import json
 import os
@@ -16,7 +17,7 @@ from pipelines.engines.spark import SparkEngine
 from pipelines.readers import plan_parts, read_part
 from pipelines.run import run_pipeline
 from pipelines.spec import load_spec
-from synth.demo_corpus import check_faults
+from synth.demo_corpus import MAX_DISTINCT_DROPPED, check_faults, distinct_dropped, fault_rates
 from tests.images import jpeg_bytes, png_bytes
 
 DEMO = "configs/curate/base.yaml"
@@ -62,6 +63,17 @@ def test_every_injected_fault_is_in_the_ledger_under_its_stage_and_reason(demo_r
     survivors = {r["reason"].split(":", 1)[1] for r in dups}
     kept = {r["key"] for r in ledger if r["status"] == "kept"}
     assert survivors <= kept  # a duplicate names a survivor that is really kept
+
+
+def test_cropped_copies_are_found_and_distinct_stamps_are_spared(demo_run):
+    spec, root, manifest, out, _ = demo_run
+    ledger = pq.read_table(os.path.join(out, "ledger.parquet")).to_pylist()
+    cropped = dataclasses.replace(manifest, faults=[f for f in manifest.faults if "near_cropped" in f.files[-1]])
+    caught, injected = fault_rates(cropped, ledger, root / "corpus")["near_duplicate"]
+    assert injected == 10 and caught >= 9  # pHash alone finds about 1 in 10 of these
+    spared, distinct = distinct_dropped(manifest, ledger, root / "corpus")
+    assert distinct > 700
+    assert len(spared) <= MAX_DISTINCT_DROPPED * distinct, spared
 
 
 def test_shards_read_back_with_webdataset_and_carry_their_source(demo_run):
