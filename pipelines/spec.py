@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -60,11 +61,32 @@ class PipelineSpec(BaseModel):
         return [build_operator(s.op, s.config) for s in self.stages]
 
     def fingerprint(self, parts_json: str) -> str:
-        """What decides the output: reader, stages, shards and the inputs; never the engine."""
+        """What decides the output: reader, stages, shards, the inputs and the code that runs them; never the engine.
+
+        The code counts so that a run resumed after an upgrade of vlmdata (or of a plug-in operator) starts over
+        instead of mixing parts made by two versions."""
         payload = json.dumps(
-            {"spec": self.model_dump(mode="json", exclude={"engine", "name"}), "parts": parts_json}, sort_keys=True
+            {"spec": self.model_dump(mode="json", exclude={"engine", "name"}), "parts": parts_json,
+             "code": code_identity(self.operators())},
+            sort_keys=True,
         )
         return hashlib.sha1(payload.encode()).hexdigest()[:20]
+
+
+def code_identity(ops: list[Operator]) -> str:
+    """A hash of the source that decides the output: the `pipelines` and `filters` packages and each operator's
+    module (plug-ins included)."""
+    root = Path(__file__).resolve().parent
+    files = {*root.rglob("*.py"), *(root.parent / "filters").rglob("*.py")}
+    for op in ops:
+        source = inspect.getsourcefile(type(op))
+        if source:
+            files.add(Path(source).resolve())
+    digest = hashlib.sha1()
+    for path in sorted(files):
+        digest.update(str(path.relative_to(root.parent)).encode() if path.is_relative_to(root.parent) else path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 class SpecError(ValueError):
