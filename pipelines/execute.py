@@ -8,7 +8,6 @@ survivor. Only key columns cross the engine, and a resumed run reuses every file
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,10 +24,6 @@ from pipelines.spec import PipelineSpec
 
 LOSERS_SCHEMA = pa.schema([("key", pa.string()), ("survivor", pa.string())])
 _COUNTS_CACHE: dict[str, dict[str, int]] = {}
-
-
-def _tmp(path: str) -> str:
-    return f"{path}.tmp-{os.getpid()}"
 
 
 def _read_stream(path: str) -> Iterator[pa.RecordBatch]:
@@ -92,15 +87,15 @@ class PassRunner:
         storage.makedirs(storage.dirname(spill))
         key_schema = self.keys_schema(k)
         n = 0
-        with storage.open_file(_tmp(spill), "wb") as sink, pa.ipc.new_stream(sink, steps[-1].schema) as rows, \
-                storage.open_file(_tmp(keys), "wb") as key_sink, pq.ParquetWriter(key_sink, key_schema) as key_writer:
+        with storage.open_file(storage.tmp_path(spill), "wb") as sink, pa.ipc.new_stream(sink, steps[-1].schema) as rows, \
+                storage.open_file(storage.tmp_path(keys), "wb") as key_sink, pq.ParquetWriter(key_sink, key_schema) as key_writer:
             for batch in run_steps(steps, self._input(k, part), self.result_for(k, part.id)):
                 rows.write_batch(batch)
                 key_writer.write_batch(reduce_rows(batch, group, key_schema))
                 n += batch.num_rows
         # The spill is renamed last: its presence is the proof that both files are complete.
-        storage.replace(_tmp(keys), keys)
-        storage.replace(_tmp(spill), spill)
+        storage.replace(storage.tmp_path(keys), keys)
+        storage.replace(storage.tmp_path(spill), spill)
         return {"part": part.id, "rows": n}
 
     def _input(self, k: int, part: Part) -> Iterator[pa.RecordBatch]:

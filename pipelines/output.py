@@ -166,7 +166,7 @@ def finalize(layout: OutputLayout, part_ids: list[int], name: str) -> dict[str, 
         raise RuntimeError(
             f"parts {missing[:10]} did not finish (no completion marker under {layout.parts_dir}); rerun the flow to resume"
         )
-    tmp = layout.ledger_path + ".tmp"
+    tmp = storage.tmp_path(layout.ledger_path)
     with storage.open_file(tmp, "wb") as f, pq.ParquetWriter(f, LEDGER_SCHEMA) as ledger:
         for p in part_ids:
             marker = layout.marker(p)

@@ -28,14 +28,6 @@ def fs_of(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fs, inner
 
 
-def _url(fs: fsspec.AbstractFileSystem, inner: str, like: str) -> str:
-    """Back from a filesystem path to the form the user gave (plain path or URL)."""
-    if not is_url(like):
-        return inner
-    protocol = like.split("://", 1)[0]
-    return fs.unstrip_protocol(inner) if protocol not in ("file", "local") else f"file://{inner}"
-
-
 def join(base: str, *names: str) -> str:
     return posixpath.join(base, *names) if is_url(base) else os.path.join(base, *names)
 
@@ -100,9 +92,14 @@ def read_bytes(path: str) -> bytes:
         return f.read()
 
 
+def tmp_path(path: str) -> str:
+    """Where a file is written before `replace` moves it to `path` (one name per process)."""
+    return f"{path}.tmp-{os.getpid()}"
+
+
 def write_atomic(path: str, data: bytes) -> None:
     """Write `data` so that readers see the old file or the whole new one, never a part."""
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = tmp_path(path)
     with open_file(tmp, "wb") as f:
         f.write(data)
     replace(tmp, path)
@@ -112,7 +109,7 @@ def write_parquet_atomic(path: str, table: Any) -> None:
     """Write a pyarrow Table as Parquet under a temporary name, then move it into place."""
     import pyarrow.parquet as pq
 
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = tmp_path(path)
     with open_file(tmp, "wb") as f:
         pq.write_table(table, f)
     replace(tmp, path)
