@@ -14,7 +14,7 @@ from orchestration.report import markdown_summary
 from pipelines.execute import PassRunner
 from pipelines.output import OutputLayout
 from pipelines.readers.base import Part
-from pipelines.run import Engine, RunReport, finish, plan, run_pass, run_reduce
+from pipelines.run import Engine, RunReport, finish, plan, run_reduce
 from pipelines.spec import PipelineSpec, load_spec
 
 TASK_RETRIES = 2
@@ -51,7 +51,7 @@ def start_engine(spec: PipelineSpec) -> tuple[Engine, float]:
 
 @task(cache_policy=NO_CACHE, retries=TASK_RETRIES, retry_delay_seconds=RETRY_DELAY_S)
 def pass_task(engine: Engine, runner: PassRunner, parts: list[Part], k: int) -> list[dict[str, Any]]:
-    results = run_pass(engine, runner, parts, k)
+    results = engine.run_pass(runner, parts, k)
     resumed = sum(1 for r in results if r.get("resumed"))
     get_run_logger().info("%s: %d parts (%d reused from a previous run)", runner.describe(k), len(parts), resumed)
     return results

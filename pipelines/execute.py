@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import storage
-from pipelines.global_stage import COUNT_SCHEMA, GlobalOperator, reduce_rows, reduce_schema
+from pipelines.global_stage import COUNT_SCHEMA, DedupOperator, GlobalOperator, reduce_rows, reduce_schema
 from pipelines.output import OutputLayout, write_part
 from pipelines.plan import Step, plan_passes, run_steps
 from pipelines.readers.base import Part, read_part
@@ -116,6 +116,13 @@ class PassRunner:
                 break
         return pa.Table.from_batches(batches, schema=self.keys_schema(k)).slice(0, n)
 
+    def fit_state(self, k: int, parts: list[Part]) -> Any:
+        """The bucketing state of the dedup reduce after pass `k`: its `fit` on the fit sample, or None."""
+        op = self.group(k)
+        if isinstance(op, DedupOperator) and op.fit_sample:
+            return op.fit(self.fit_sample(k, parts, op.fit_sample))
+        return None
+
     def read_keys(self, k: int, part: int) -> Iterator[pa.RecordBatch]:
         """The reduce columns pass `k` left for `part`."""
         with storage.open_file(self.layout.keys_path(k, part)) as f:
@@ -150,8 +157,6 @@ class PassRunner:
 
     def losers(self, k: int, part: int) -> dict[str, str]:
         """Keys of `part` that lost the reduce before pass `k`, mapped to their survivors."""
-        if k == 0:
-            return {}
         path = self.layout.losers_path(k - 1, part)
         if not storage.exists(path):
             return {}

@@ -40,10 +40,6 @@ def plan(spec: PipelineSpec, inputs: list[str]) -> tuple[list[Part], str]:
     return parts, spec.fingerprint(parts_json)
 
 
-def run_pass(engine: Engine, runner: PassRunner, parts: list[Part], k: int) -> list[dict[str, Any]]:
-    return engine.run_pass(runner, parts, k)
-
-
 def run_reduce(engine: Engine, runner: PassRunner, parts: list[Part], k: int) -> int | None:
     """The reduce after pass `k`; skipped (None) when a previous run completed it."""
     if runner.reduce_done(k):
@@ -81,7 +77,7 @@ def process(engine: Engine, spec: PipelineSpec, parts: list[Part], output: str, 
     start = time.perf_counter()
     markers: list[dict[str, Any]] = []
     for k in range(runner.n_passes):
-        markers = run_pass(engine, runner, parts, k)
+        markers = engine.run_pass(runner, parts, k)
         if k < runner.n_passes - 1:
             run_reduce(engine, runner, parts, k)
     seconds = time.perf_counter() - start

@@ -71,9 +71,7 @@ class BeamEngine:
 
     def reduce(self, runner: PassRunner, parts: list[Part], k: int) -> int:
         op = runner.group(k)
-        state = None
-        if isinstance(op, DedupOperator) and op.fit_sample:
-            state = op.fit(runner.fit_sample(k, parts, op.fit_sample))
+        state = runner.fit_state(k, parts)
         schema = runner.keys_schema(k)
         with self._pipeline() as pipeline:
             keys = (

@@ -131,9 +131,7 @@ class SparkEngine:
         assert isinstance(op, DedupOperator)
         if op.bucket_column is not None:
             return self._write_losers(runner, k, self._exact_losers(keys, op))
-        state = None
-        if op.fit_sample:
-            state = op.fit(runner.fit_sample(k, parts, op.fit_sample))
+        state = runner.fit_state(k, parts)
         schema = runner.keys_schema(k)
         exploded = keys.mapInArrow(lambda bs: (explode(op, state, b) for b in bs), from_arrow_schema(bucket_schema(schema)))
         candidates = exploded.groupBy(BUCKET).applyInArrow(
