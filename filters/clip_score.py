@@ -13,7 +13,7 @@ from PIL import Image
 from pydantic import Field
 
 from filters.clip_model import LoadedClip, checkpoint_threshold, load_clip
-from filters.decode import to_rgb
+from pipelines.imaging import to_rgb
 from pipelines.operator import Operator, OperatorConfig, with_verdicts
 
 DECODE_FAILED = "clip_decode_failed"

@@ -81,6 +81,7 @@ def demo(
     """Build the demo corpus (tuxpaint stamps + injected faults) and curate it; check every fault landed in the ledger."""
     import pyarrow.parquet as pq
 
+    from pipelines.spec import load_spec
     from synth.demo_corpus import (
         MAX_DISTINCT_DROPPED,
         build_demo_corpus,
@@ -101,9 +102,7 @@ def demo(
         console.print("training the demo's CLIP filter (once): curate the clean stamps, then open_clip_train")
         # Every clean stamp that passes the rule-based stages: the filter must know the corpus it will filter,
         # so concept balancing (a random subsample) is left out here.
-        from pipelines.spec import load_spec as _load
-
-        stages = [s.model_dump() for s in _load(BASE_CONFIG).stages if s.op != "concept_balance"]
+        stages = [s.model_dump() for s in load_spec(BASE_CONFIG).stages if s.op != "concept_balance"]
         _run_curate(BASE_CONFIG, [f"{data}/clean"], f"{output}-clean", {**overrides, "stages": stages})
         cfg = ClipTrainConfig.from_yaml(
             CLIP_RECIPE, shards=str(Path(f"{output}-clean").resolve() / "shards" / "*.tar"), output=DEMO_CLIP.resolve()
@@ -112,8 +111,6 @@ def demo(
         console.print(f"CLIP filter: threshold {metrics['threshold']}, metrics in {DEMO_CLIP / 'metrics.json'}")
     _run_curate(DEMO_CONFIG, [f"{data}/corpus"], output, overrides)
     rows = pq.read_table(Path(output) / "ledger.parquet").to_pylist()
-    from pipelines.spec import load_spec
-
     stages = [s.op for s in load_spec(DEMO_CONFIG).stages]
     problems = check_faults(manifest, rows, f"{data}/corpus", stages)
     table = Table(title="injected faults → ledger")

@@ -10,13 +10,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import storage
-from pipelines.schema import LEDGER_SCHEMA
+from pipelines.schema import LEDGER_SCHEMA, WORKING_COLUMNS
 from pipelines.shards import EMBEDDING_COLUMNS, ShardConfig, ShardInfo, ShardWriter, write_index
 from pipelines.stats import RunStats
 
 # Fields of a record that are not copied into the sample's .json (stored elsewhere or engine-only).
 _NOT_IN_JSON = {"image", "text", "meta", "part", "ord", "keep", "error", "stage", "reason", *EMBEDDING_COLUMNS,
-                "phash_crops", "thumbnail", "aspect"}  # near-dedup's working columns
+                *WORKING_COLUMNS}
 
 
 class OutputLayout:

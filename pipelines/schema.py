@@ -44,13 +44,16 @@ STAGE_FIELDS: dict[str, pa.Field] = {
         pa.field("phash", pa.string()),
         pa.field("phash_crops", pa.list_(pa.string())),  # near-dedup crop search: pHashes of a crop grid,
         pa.field("thumbnail", pa.binary()),  # a small JPEG thumbnail to align crops on,
-        pa.field("aspect", pa.float32()),  # and width / height (working columns: not written to shards)
+        pa.field("aspect", pa.float32()),  # and width / height (WORKING_COLUMNS)
         pa.field("concepts", pa.list_(pa.string())),
         pa.field("ocr", pa.string()),
         pa.field("boxes", pa.string()),
         pa.field("messages", pa.string()),
     )
 }
+
+# Stage columns that only a later stage of the same run needs: never written into a sample.
+WORKING_COLUMNS = ("phash_crops", "thumbnail", "aspect")
 
 LEDGER_SCHEMA = pa.schema(
     [

@@ -143,7 +143,7 @@ def _white_rgb_handler(key: str, data: bytes):
     """webdataset decoder handler: images → RGB with transparency over white, exactly as the clip_score filter sees them."""
     from PIL import Image
 
-    from filters.decode import to_rgb
+    from pipelines.imaging import to_rgb
 
     if key.rsplit(".", 1)[-1].lower() not in IMAGE_EXTS:
         return None
