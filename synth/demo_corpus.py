@@ -7,7 +7,7 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -294,6 +294,19 @@ def _caught(fault: Fault, rows: list[dict]) -> bool:
     return all(right(r) for r in rows)
 
 
+def _judged(
+    manifest: Manifest, ledger_rows: list[dict], corpus: str | Path, stages: Iterable[str] | None
+) -> Iterator[tuple[Fault, list[dict | None]]]:
+    """Each fault a recipe with `stages` can catch (all when None), with the ledger row of each of its files
+    (None where a file has none)."""
+    corpus = str(corpus)
+    by_source = {os.path.relpath(r["source"], corpus): r for r in ledger_rows if r["source"]}
+    wanted = None if stages is None else {"read", *stages}
+    for fault in manifest.faults:
+        if wanted is None or fault.stage in wanted:
+            yield fault, [by_source.get(f) for f in fault.files]
+
+
 def check_faults(
     manifest: Manifest, ledger_rows: list[dict], corpus: str | Path, stages: Iterable[str] | None = None
 ) -> list[str]:
@@ -302,15 +315,9 @@ def check_faults(
     Faults with `min_rate` < 1 (statistical ones) are judged per kind: that share of them must be caught.
     With `stages` (the recipe's), faults for a stage the recipe does not run are not judged.
     """
-    corpus = str(corpus)
-    by_source = {os.path.relpath(r["source"], corpus): r for r in ledger_rows if r["source"]}
     problems = []
     tallies: dict[str, list] = {}
-    wanted = None if stages is None else {"read", *stages}
-    for fault in manifest.faults:
-        if wanted is not None and fault.stage not in wanted:
-            continue
-        rows = [by_source.get(f) for f in fault.files]
+    for fault, rows in _judged(manifest, ledger_rows, corpus, stages):
         if any(r is None for r in rows):
             problems.append(f"{fault.kind}: {fault.files} not all in the ledger")
             continue
@@ -334,14 +341,8 @@ def fault_rates(
     manifest: Manifest, ledger_rows: list[dict], corpus: str | Path, stages: Iterable[str] | None = None
 ) -> dict[str, tuple[int, int]]:
     """Per fault kind: (caught, injected)."""
-    corpus = str(corpus)
-    by_source = {os.path.relpath(r["source"], corpus): r for r in ledger_rows if r["source"]}
     out: dict[str, tuple[int, int]] = {}
-    wanted = None if stages is None else {"read", *stages}
-    for fault in manifest.faults:
-        if wanted is not None and fault.stage not in wanted:
-            continue
-        rows = [by_source.get(f) for f in fault.files]
+    for fault, rows in _judged(manifest, ledger_rows, corpus, stages):
         ok = all(r is not None for r in rows) and _caught(fault, rows)  # type: ignore[arg-type]
         c, t = out.get(fault.kind, (0, 0))
         out[fault.kind] = (c + int(ok), t + 1)
