@@ -18,7 +18,6 @@ import random
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,23 +75,18 @@ class ClipTrainConfig(BaseModel):
 
 def iter_samples(pattern: str) -> Iterator[tuple[str, str, bytes, str]]:
     """(key, image extension, image bytes, caption) of every sample with an image and a caption, in shard order."""
+    from pipelines.inspect.tar_stream import TarSamples, open_url
+
     paths = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else _expand(pattern)
     if not paths:
         raise FileNotFoundError(f"no shards match {pattern!r}")
     for path in paths:
-        with tarfile.open(path) as tar:
-            current: dict[str, bytes] = {}
-            key = None
-            for member in tar:
-                if not member.isfile():
-                    continue
-                base, _, ext = member.name.rpartition(".")
-                if base != key:
-                    yield from _pair(key, current)
-                    key, current = base, {}
-                data = tar.extractfile(member)
-                current[ext.lower()] = data.read() if data else b""
-            yield from _pair(key, current)
+        with open_url(path) as stream:
+            samples = TarSamples(stream)
+            for sample in samples:
+                yield from _pair(sample)
+        if samples.error:
+            raise ValueError(f"{path}: {samples.error}")
 
 
 def _expand(pattern: str) -> list[str]:
@@ -101,10 +95,12 @@ def _expand(pattern: str) -> list[str]:
     return [p for p in braceexpand.braceexpand(pattern) if os.path.exists(p)]
 
 
-def _pair(key: str | None, sample: dict[str, bytes]) -> Iterator[tuple[str, str, bytes, str]]:
-    ext = next((e for e in IMAGE_EXTS if e in sample), None)
-    if key is not None and ext and "txt" in sample:
-        yield key.rsplit("/", 1)[-1], ext, sample[ext], sample["txt"].decode("utf-8", errors="replace").strip()
+def _pair(sample: dict[str, bytes | str]) -> Iterator[tuple[str, str, bytes, str]]:
+    files = {k.lower(): v for k, v in sample.items() if k != "__key__"}
+    ext = next((e for e in IMAGE_EXTS if e in files), None)
+    if ext and "txt" in files:
+        key = str(sample["__key__"]).rsplit("/", 1)[-1]
+        yield key, ext, files[ext], files["txt"].decode("utf-8", errors="replace").strip()  # type: ignore[union-attr]
 
 
 def is_heldout(key: str, fraction: float, seed: int) -> bool:
@@ -207,18 +203,10 @@ def run_trainer(cfg: ClipTrainConfig, train_data: str, n_samples: int, work: Pat
 
 def roc_auc(pos, neg) -> float:
     """Probability that a positive outscores a negative (ties count half): the Mann-Whitney form of ROC-AUC."""
+    from scipy.stats import rankdata
+
     pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
-    scores = np.concatenate([pos, neg])
-    order = scores.argsort(kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    i = 0
-    while i < len(scores):  # average ranks over ties
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
+    ranks = rankdata(np.concatenate([pos, neg]))  # ties get their average rank
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
