@@ -31,11 +31,16 @@ def draw(seed: int, key: str, entry: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
+def entry_probability(entry: str, counts: dict[str, int], t: int) -> float:
+    """p_i = t / max(c_i, t): 1 for tail entries (c_i ≤ t)."""
+    return t / max(counts.get(entry, 0), t)
+
+
 def keep_probability(entries: list[str], counts: dict[str, int], t: int) -> float:
-    """P(keep) = 1 − ∏(1 − p_i), p_i = t / max(c_i, t)."""
+    """P(keep) = 1 − ∏(1 − p_i)."""
     miss = 1.0
     for e in entries:
-        miss *= 1.0 - t / max(counts.get(e, 0), t)
+        miss *= 1.0 - entry_probability(e, counts, t)
     return 1.0 - miss
 
 
@@ -69,7 +74,7 @@ class ConceptBalance(CountOperator):
                 reason.append(None if kept else "no_concept")
                 continue
             # Kept when any matched entry passes its own Bernoulli(p_i) draw: P = 1 − ∏(1 − p_i).
-            kept = any(draw(seed, key, e) < t / max(counts.get(e, 0), t) for e in entries)
+            kept = any(draw(seed, key, e) < entry_probability(e, counts, t) for e in entries)
             keep.append(kept)
             reason.append(None if kept else f"concept_head:p={keep_probability(entries, counts, t):.3f}")
         return with_verdicts(batch, keep, reason)
