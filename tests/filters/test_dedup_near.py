@@ -27,10 +27,13 @@ def _smooth(seed: int) -> bytes:
 
 def _reduce(op, rows):
     """The whole dedup reduce in process: buckets → candidates → best survivor per loser."""
-    schema = record_schema(["phash", "clip_score"])
-    batch = op(pa.RecordBatch.from_pylist(rows, schema=schema))
+    batch = op(pa.RecordBatch.from_pylist(rows, schema=_schema(op)))
     keys = reduce_rows(batch, op, reduce_schema(op, batch.schema))
     return {k: survivor for k, (_, survivor) in dedup_in_process(op, None, [keys]).items()}
+
+
+def _schema(op):
+    return record_schema([*op.adds, "clip_score"])
 
 
 def _row(key, data, score=None):
@@ -69,13 +72,6 @@ def _crop(img: Image.Image, left: float, top: float, keep_x: float, keep_y: floa
     return img.crop((x, y, x + round(img.width * keep_x), y + round(img.height * keep_y)))
 
 
-def _crop_reduce(op, rows):
-    schema = record_schema(["phash", "phash_crops", "thumbnail", "aspect", "clip_score"])
-    batch = op(pa.RecordBatch.from_pylist(rows, schema=schema))
-    keys = reduce_rows(batch, op, reduce_schema(op, batch.schema))
-    return {k: survivor for k, (_, survivor) in dedup_in_process(op, None, [keys]).items()}
-
-
 def test_small_crops_are_found_by_crop_hashes_and_aligned_correlation_and_distinct_images_are_spared():
     originals = [_img(_smooth(s)).resize((240, 180), Image.Resampling.BICUBIC) for s in (10, 11, 12)]
     rows = [_row(f"o{i}", _bytes(im), score=0.9) for i, im in enumerate(originals)]
@@ -88,9 +84,9 @@ def test_small_crops_are_found_by_crop_hashes_and_aligned_correlation_and_distin
     assert _reduce(plain, [r for r in rows if r["key"][0] in "oc"]) == {}  # pHash alone misses these crops
 
     op = NearDedup(crops=True)
-    assert _crop_reduce(op, rows) == {"c0": "o0", "c1": "o1", "c2": "o2"}
+    assert _reduce(op, rows) == {"c0": "o0", "c1": "o1", "c2": "o2"}
     # The correlation is what tells a crop from a look-alike: a crop of one picture is no duplicate of another.
-    keys = op(pa.RecordBatch.from_pylist(rows, schema=record_schema(["phash", "phash_crops", "thumbnail", "aspect", "clip_score"])))
+    keys = op(pa.RecordBatch.from_pylist(rows, schema=_schema(op)))
     as_rows = {r["key"]: r for r in keys.to_pylist()}
     assert op.crop_correlation(as_rows["o0"], as_rows["c0"]) > 0.96
     assert op.crop_correlation(as_rows["o1"], as_rows["c0"]) < 0.9
