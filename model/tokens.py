@@ -10,9 +10,8 @@ IMAGE_END = "<|end_of_image|>"
 VIDEO = "<|video|>"
 VIDEO_BEGIN = "<|begin_of_video|>"
 VIDEO_END = "<|end_of_video|>"
-THINK_BEGIN, THINK_END = "<think>", "</think>"
-ANSWER_BEGIN, ANSWER_END = "<answer>", "</answer>"
-BOX_BEGIN, BOX_END = "<|begin_of_box|>", "<|end_of_box|>"
+# The answer-format tokens have one home, shared with synth/ and the verifiers.
+from pipelines.formats import ANSWER_BEGIN, ANSWER_END, BOX_BEGIN, BOX_END, THINK_BEGIN, THINK_END  # noqa: E402,F401
 USER, ASSISTANT, SYSTEM, OBSERVATION = "<|user|>", "<|assistant|>", "<|system|>", "<|observation|>"
 GMASK, SOP = "[gMASK]", "<sop>"
 

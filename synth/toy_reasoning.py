@@ -7,7 +7,6 @@ import io
 import json
 import os
 import random
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -22,7 +21,6 @@ COLOURS = {"red": (220, 40, 40), "blue": (40, 80, 220), "green": (40, 170, 60),
            "yellow": (230, 200, 30), "purple": (140, 60, 180), "orange": (240, 130, 20)}
 SHAPES = ("circle", "square", "triangle")
 FONT_PATH = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
-BOX_RE = re.compile(r"<\|begin_of_box\|>(.*?)<\|end_of_box\|>", re.S)
 
 
 class ToyConfig(BaseModel):
@@ -159,12 +157,6 @@ def render_sample(rng: random.Random, task: Task, cfg: ToyConfig) -> dict:
             {"role": "assistant", "content": content},
         ],
     }
-
-
-def extract_answer(text: str) -> str | None:
-    """The verifiable answer: the content of exactly one box, else None."""
-    found = BOX_RE.findall(text)
-    return found[0].strip() if len(found) == 1 else None
 
 
 def generate(cfg: ToyConfig) -> Iterator[dict]:

@@ -13,7 +13,7 @@ import webdataset as wds
 from PIL import Image
 
 from model.build import load
-from synth.toy_reasoning import extract_answer
+from pipelines.formats import extract_boxed as extract_answer
 from train.data.counters import SkipCounter
 from train.data.encode import IMAGE_KEYS
 from train.data.shards import expand_urls

@@ -6,7 +6,8 @@ import tarfile
 
 import webdataset as wds
 
-from synth.toy_reasoning import TASKS, ToyConfig, answer_space, extract_answer, render_sample, write_shards
+from pipelines.formats import extract_boxed as extract_answer
+from synth.toy_reasoning import TASKS, ToyConfig, answer_space, render_sample, write_shards
 
 
 def test_answers_are_boxed_once_and_consistent_with_the_scene():
