@@ -26,10 +26,10 @@ from rich.console import Console
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipelines.inspect.config import InspectConfig  # noqa: E402
-from pipelines.inspect.summary import summarise  # noqa: E402
-from pipelines.inspect.tables import print_summary  # noqa: E402
-from pipelines.inspect.tar_stream import TarSamples, open_url  # noqa: E402
+from orchestration.shardstats.config import InspectConfig  # noqa: E402
+from orchestration.shardstats.summary import summarise  # noqa: E402
+from orchestration.shardstats.tables import print_summary  # noqa: E402
+from pipelines.codec import TarSamples, open_url  # noqa: E402
 from pipelines.shard_stats import ShardStats  # noqa: E402
 
 

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pipelines.inspect.config import InspectConfig
+from orchestration.shardstats.config import InspectConfig
 
 _DEFAULTS = {name: f.default for name, f in InspectConfig.model_fields.items()}
 
@@ -30,9 +30,9 @@ def stats(
 ) -> None:
     """Summarise shards: samples and bytes per shard, kept/dropped/error by stage, size and score distributions,
     task mix, top concepts, broken input. Uses per-shard sidecar stats where present, else scans in parallel."""
-    from pipelines.inspect.sources import SourceError
-    from pipelines.inspect.summary import summarise
-    from pipelines.inspect.tables import print_summary
+    from orchestration.shardstats.sources import SourceError
+    from orchestration.shardstats.summary import summarise
+    from orchestration.shardstats.tables import print_summary
 
     console = Console(stderr=as_json)
     options = {"use_sidecars": not rescan, "browse_per_shard": browse_per_shard, "browse_max": browse_max,
@@ -61,7 +61,7 @@ def stats(
     else:
         print_summary(report.data, console, cfg.max_shard_rows)
     if html is not None:
-        from pipelines.inspect.html_report import write_html
+        from orchestration.shardstats.html_report import write_html
 
         write_html(report, html, cfg)
         console.print(f"report: {html} ({html.stat().st_size / 1e6:.1f} MB, {len(report.samples)} samples browsable)")

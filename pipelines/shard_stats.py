@@ -5,12 +5,12 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 from PIL import Image
 
-from pipelines.inspect.histogram import ValueHistogram
-from pipelines.inspect.sample_fields import image_extension, numeric_leaves, task_of
+from pipelines.stats import ValueHistogram
 
 SIDECAR_SUFFIX = ".stats.json"
 SIDECAR_VERSION = 2
@@ -18,6 +18,72 @@ SIZE_FIELDS = ("caption_chars", "image_width", "image_height", "image_bytes")
 MAX_FIELDS = 64  # distinct numeric json paths histogrammed per shard; the rest are counted, not binned
 MAX_EXAMPLES = 5  # problem examples kept per shard (the counts are always complete)
 _IMAGE_SIZE_FIELDS = frozenset({"width", "height"})  # img2dataset's stored-image size: counted as image_width/height
+IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm", "pnm"})
+MAX_DEPTH = 3  # numeric leaves deeper than this are not histogrammed (meta blobs can be arbitrarily deep)
+
+
+# What a sample's .json says, read leniently (any WebDataset, not only ours): its image, task and numeric fields.
+
+
+def image_extension(sample: dict[str, Any]) -> str | None:
+    for ext in sample:
+        if ext.lower() in IMAGE_EXTENSIONS:
+            return ext
+    return None
+
+
+def _texts(messages: Any) -> Iterator[str]:
+    for message in messages if isinstance(messages, list) else ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            yield content
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    yield part["text"]
+
+
+def task_of(fields: dict[str, Any]) -> str:
+    """The sample's `task` field when present; else boxes → grounding, ocr → ocr, `<think>` → cot, else caption."""
+    task = fields.get("task")
+    if isinstance(task, str) and task:
+        return task
+    if fields.get("boxes"):
+        return "grounding"
+    if fields.get("ocr"):
+        return "ocr"
+    if any("<think>" in text for text in _texts(fields.get("messages"))):
+        return "cot"
+    return "caption"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def numeric_leaves(fields: dict[str, Any], skip: frozenset[str] = frozenset()) -> Iterator[tuple[str, float]]:
+    """(path, value) for every number in the json: `clip_score`, `meta.aesthetic`, `ocr[].score`.
+
+    Lists of plain numbers (box coordinates, embeddings) are not scores and are skipped.
+    """
+
+    def walk(value: Any, path: str, depth: int) -> Iterator[tuple[str, float]]:
+        if _is_number(value):
+            if isinstance(value, float) or abs(value) < 1 << 1000:  # a float cannot hold a larger int
+                yield path, float(value)
+        elif depth >= MAX_DEPTH:
+            return
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                yield from walk(v, f"{path}.{k}", depth + 1)
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, dict):
+                    yield from walk(item, f"{path}[]", depth + 1)
+
+    for name, value in fields.items():
+        if name not in skip:
+            yield from walk(value, name, 0)
 
 
 def sidecar_path(tar_path: str) -> str:

@@ -1,45 +1,19 @@
-"""WebDataset shard writer: roll-over by sample count and bytes, temp name then rename, deterministic bytes."""
+"""WebDataset shard writer: roll-over by sample count and bytes, temp name then rename, deterministic bytes (the
+codec's TarWriter), per-shard statistics and sidecar Parquet files beside each shard."""
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines import storage
+from pipelines.codec import TarWriter, member_bytes
 from pipelines.shard_stats import ShardStats
-
-EMBEDDING_COLUMNS = ("image_embedding", "text_embedding")
-TAR_BLOCK = 512
-FIXED_MTIME = 0  # same input → byte-identical tars
-OWNER = "vlmdata"
-
-
-class TarSampleWriter:
-    """Writes samples as webdataset does (`{key}.{ext}` members, extensions sorted) with fixed metadata.
-
-    The stdlib tarfile, not webdataset's TarWriter: importing webdataset imports torch, which would add
-    ~650 MB and a second of start-up to every engine worker that writes shards.
-    """
-
-    def __init__(self, stream):
-        self.tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.USTAR_FORMAT)
-
-    def write(self, sample: dict[str, bytes]) -> None:
-        key = sample["__key__"]
-        for ext in sorted(k for k in sample if not k.startswith("__")):
-            data = sample[ext]
-            info = tarfile.TarInfo(f"{key}.{ext}")
-            info.size, info.mtime, info.mode = len(data), FIXED_MTIME, 0o444
-            info.uname = info.gname = OWNER
-            self.tar.addfile(info, io.BytesIO(data))
-
-    def close(self) -> None:
-        self.tar.close()
 
 
 class ShardConfig(BaseModel):
@@ -49,7 +23,6 @@ class ShardConfig(BaseModel):
     max_bytes: int = Field(1 << 30, ge=1 << 16, description="Bytes per shard at most (tar headers included).")
 
 
-
 @dataclass
 class ShardInfo:
     url: str  # file name relative to the shards folder (wids resolves it against index.json)
@@ -57,16 +30,13 @@ class ShardInfo:
     filesize: int
 
 
-def sample_bytes(sample: dict[str, bytes]) -> int:
-    """Bytes a sample takes in a tar: a header block per member plus the data padded to blocks."""
-    return sum(TAR_BLOCK + -(-len(v) // TAR_BLOCK) * TAR_BLOCK for k, v in sample.items() if not k.startswith("__"))
-
-
 class ShardWriter:
-    """Writes samples into `{prefix}-{n:04d}.tar` under `out_dir`, each first written under `tmp_dir`.
+    """Writes samples into `{prefix}-{n:04d}.tar` (`name`) under `out_dir`, each first written under `tmp_dir`.
 
-    A shard becomes visible in `out_dir` only when complete (an atomic rename), so a reader never
-    sees a partial tar, and a killed run leaves only whole shards behind.
+    A shard becomes visible in `out_dir` only when complete (an atomic rename), so a reader never sees a partial
+    tar, and a killed run leaves only whole shards behind. Beside each shard land, before it: `NAME.stats.json`
+    (its statistics, what `vlmdata stats` merges) and `NAME.<sidecar>.parquet` per sidecar its samples carry
+    (key + the sidecar's columns, in the tar's order; `sidecar_schemas` gives their types, else Arrow infers them).
     """
 
     def __init__(
@@ -78,15 +48,20 @@ class ShardWriter:
         max_bytes: int,
         on_shard: Callable[[ShardInfo], None] | None = None,
         with_stats: bool = True,
+        sidecar_schemas: Mapping[str, pa.Schema] | None = None,
+        name: str = "{prefix}-{n:04d}.tar",
     ):
-        self.out_dir, self.tmp_dir, self.prefix = out_dir, tmp_dir, prefix
+        self.out_dir, self.tmp_dir, self.prefix, self.name = out_dir, tmp_dir, prefix, name
         self.max_samples, self.max_bytes = max_samples, max_bytes
         self.on_shard = on_shard
         self.with_stats = with_stats
-        self._stats: ShardStats | None = None
+        self.sidecar_schemas = dict(sidecar_schemas or {})
+        self.stats = ShardStats()  # of every shard closed so far: what the run's statistics merge
         self.shards: list[ShardInfo] = []
+        self._shard_stats: ShardStats | None = None
+        self._sidecars: dict[str, list[dict[str, Any]]] = {}
         self._stream = None
-        self._tar: TarSampleWriter | None = None
+        self._tar: TarWriter | None = None
         self._count = 0
         self._bytes = 0
         storage.makedirs(out_dir)
@@ -94,14 +69,14 @@ class ShardWriter:
 
     @property
     def _name(self) -> str:
-        return f"{self.prefix}-{len(self.shards):04d}.tar"
+        return self.name.format(prefix=self.prefix, n=len(self.shards))
 
     def _open(self) -> None:
         self._stream = storage.open_file(storage.join(self.tmp_dir, self._name), "wb")
-        self._tar = TarSampleWriter(self._stream)
+        self._tar = TarWriter(self._stream)
         self._count = self._bytes = 0
-        self._stats = ShardStats() if self.with_stats else None
-        self._embeddings: list[dict] = []
+        self._shard_stats = ShardStats() if self.with_stats else None
+        self._sidecars = {}
 
     def _close(self) -> None:
         if self._tar is None:
@@ -112,40 +87,37 @@ class ShardWriter:
         name = self._name
         tmp, final = storage.join(self.tmp_dir, name), storage.join(self.out_dir, name)
         info = ShardInfo(url=name, nsamples=self._count, filesize=storage.getsize(tmp))
-        if self._stats is not None:
-            # Sidecars land before the tar: a visible shard always has its statistics (and embeddings).
-            self._stats.write(final)
-        if self._embeddings:
-            self._write_embeddings(final)
+        # Sidecars land before the tar: a visible shard always has its statistics (and sidecar columns).
+        if self._shard_stats is not None:
+            self._shard_stats.write(final)
+            self.stats.merge(self._shard_stats)
+        for sidecar, rows in self._sidecars.items():
+            self._write_sidecar(final, sidecar, rows)
         storage.replace(tmp, final)
         self.shards.append(info)
         self._tar = self._stream = None
         if self.on_shard:
             self.on_shard(info)
 
-    def _write_embeddings(self, tar_path: str) -> None:
-        """`NAME.embeddings.parquet` beside the shard: key and float16 vectors, in the tar's order."""
-        import pyarrow as pa
+    def _write_sidecar(self, tar_path: str, sidecar: str, rows: list[dict[str, Any]]) -> None:
+        """`NAME.<sidecar>.parquet` beside the shard: key and the sidecar's columns, in the tar's order."""
+        schema = self.sidecar_schemas.get(sidecar)
+        table = pa.Table.from_pylist(rows, schema=schema)
+        storage.write_parquet_atomic(sidecar_file(tar_path, sidecar), table)
 
-        columns = {"key": [e["key"] for e in self._embeddings]}
-        for name in EMBEDDING_COLUMNS:
-            columns[name] = [e.get(name) for e in self._embeddings]
-        table = pa.table(columns, schema=pa.schema([("key", pa.string())] + [(c, pa.list_(pa.float16())) for c in EMBEDDING_COLUMNS]))
-        storage.write_parquet_atomic(tar_path[: -len(".tar")] + ".embeddings.parquet", table)
-        self._embeddings = []
-
-    def write(self, sample: dict[str, bytes], embeddings: dict | None = None) -> None:
-        size = sample_bytes(sample)
+    def write(self, sample: dict[str, bytes], sidecars: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        """One sample; `sidecars` are its values per sidecar name (`{"embeddings": {"image_embedding": …}}`)."""
+        size = member_bytes(sample)
         if self._tar is not None and (self._count >= self.max_samples or self._bytes + size > self.max_bytes):
             self._close()
         if self._tar is None:
             self._open()
         assert self._tar is not None
         self._tar.write(sample)
-        if self._stats is not None:
-            self._stats.add(sample)
-        if embeddings:
-            self._embeddings.append({"key": sample["__key__"], **embeddings})
+        if self._shard_stats is not None:
+            self._shard_stats.add(sample)
+        for sidecar, values in (sidecars or {}).items():
+            self._sidecars.setdefault(sidecar, []).append({"key": sample["__key__"], **values})
         self._count += 1
         self._bytes += size
 
@@ -154,8 +126,13 @@ class ShardWriter:
         return self.shards
 
 
+def sidecar_file(tar_path: str, sidecar: str) -> str:
+    """`NAME.<sidecar>.parquet` beside `NAME.tar`."""
+    return tar_path.removesuffix(".tar") + f".{sidecar}.parquet"
+
+
 def write_index(shards_dir: str, shards: list[ShardInfo], name: str) -> str:
-    """A wids-compatible `index.json` listing every shard with its sample count."""
+    """A wids-compatible `index.json` listing every shard with its sample count and file size."""
     index = {
         "__kind__": "wids-shard-index-v1",
         "wids_version": 1,

@@ -4,8 +4,9 @@ import tarfile
 
 import webdataset as wds
 
+from pipelines.codec import member_bytes
 from pipelines.shard_stats import sidecar_path
-from pipelines.shards import ShardWriter, sample_bytes, write_index
+from pipelines.shards import ShardWriter, write_index
 from tests.images import jpeg_bytes
 
 
@@ -20,7 +21,7 @@ def _samples(n, size=2000):
 
 def test_rolls_over_by_count_and_bytes_and_reads_back_with_webdataset(tmp_path):
     samples = _samples(25)
-    per_sample = sample_bytes(samples[0])
+    per_sample = member_bytes(samples[0])
     writer = ShardWriter(str(tmp_path / "shards"), str(tmp_path / "tmp"), "00000", max_samples=10,
                          max_bytes=per_sample * 7 + 100)
     for s in samples:

@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.inspect.histogram import ValueHistogram
+from pipelines.stats import ValueHistogram
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 SPARK_BINS = 12

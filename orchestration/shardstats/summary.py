@@ -12,12 +12,11 @@ from typing import Any
 
 import fsspec
 
-from pipelines.inspect.config import InspectConfig
-from pipelines.inspect.histogram import ValueHistogram
-from pipelines.inspect.scan import scan_shards
-from pipelines.inspect.sources import resolve
+from orchestration.shardstats.config import InspectConfig
+from orchestration.shardstats.scan import scan_shards
+from orchestration.shardstats.sources import resolve
 from pipelines.shard_stats import ShardStats
-from pipelines.stats import RunStats
+from pipelines.stats import RunStats, ValueHistogram
 
 QUANTILES = (0.1, 0.5, 0.9)
 

@@ -17,9 +17,9 @@ import pytest
 import webdataset as wds
 from PIL import Image, ImageDraw
 
-from pipelines.inspect.config import InspectConfig
-from pipelines.inspect.sources import SourceError, resolve
-from pipelines.inspect.summary import summarise
+from orchestration.shardstats.config import InspectConfig
+from orchestration.shardstats.sources import SourceError, resolve
+from orchestration.shardstats.summary import summarise
 
 
 def image_bytes(width: int, height: int, fmt: str = "PNG", seed: int = 0) -> bytes:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import functools
 import io
+from collections.abc import Callable
 from typing import Any
 
+from matplotlib import rc_context
 from matplotlib.figure import Figure
 
-from pipelines.inspect.histogram import ValueHistogram
+from pipelines.stats import ValueHistogram
 
 FIG_SIZE = (4.6, 2.8)
 DPI = 90
@@ -17,12 +20,25 @@ COLOR = "#3b6ea8"
 MAX_BARS = 25
 
 
+def _plain_text(draw: Callable[..., str]) -> Callable[..., str]:
+    """Field names, tasks and labels come from the data: drawn as plain text, never as mathtext (`$x$` would be
+    parsed, and raise on anything that is not valid TeX). Texts read the setting when they are made."""
+
+    @functools.wraps(draw)
+    def wrapper(*args: Any, **kwargs: Any) -> str:
+        with rc_context({"text.parse_math": False, "text.usetex": False}):
+            return draw(*args, **kwargs)
+
+    return wrapper
+
+
 def _png(fig: Figure) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+@_plain_text
 def histogram_png(name: str, hist: dict[str, Any]) -> str:
     h = ValueHistogram(hist)
     edges, counts = h.bins(BINS)
@@ -38,6 +54,7 @@ def histogram_png(name: str, hist: dict[str, Any]) -> str:
     return _png(fig)
 
 
+@_plain_text
 def bars_png(title: str, items: list[tuple[str, float]], colors: list[str] | None = None) -> str:
     items = items[:MAX_BARS]
     fig = Figure(figsize=(FIG_SIZE[0], max(1.6, 0.22 * len(items) + 0.8)))

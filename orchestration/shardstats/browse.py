@@ -9,7 +9,8 @@ from typing import Any
 
 from PIL import Image
 
-from pipelines.inspect.sample_fields import boxes_of, image_extension, task_of
+from orchestration.shardstats.sample_fields import boxes_of
+from pipelines.shard_stats import image_extension, task_of
 
 THUMB_QUALITY = 82
 MAX_CAPTION_CHARS = 400

@@ -4,15 +4,16 @@ browser whose thumbnails carry their grounding/OCR boxes; a click shows the samp
 from __future__ import annotations
 
 import json
+import math
 import os
 from html import escape
 from pathlib import Path
 from typing import Any
 
-from pipelines.inspect.config import InspectConfig
-from pipelines.inspect.plots import figures
-from pipelines.inspect.summary import Report
-from pipelines.inspect.tables import human_bytes, num
+from orchestration.shardstats.config import InspectConfig
+from orchestration.shardstats.plots import figures
+from orchestration.shardstats.summary import Report
+from orchestration.shardstats.tables import human_bytes, num
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d232b;background:#f6f7f9}
@@ -169,6 +170,23 @@ JS = r"""
 """
 
 
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def script_json(value: Any) -> str:
+    """`value` as JSON that is safe inside a <script> element whatever the text: no NaN (JSON.parse rejects it),
+    and no `<`, `>` or `&` (`</script>` or `<!--<script>` would change how the page parses), as \\u escapes."""
+    text = json.dumps(_finite(value), ensure_ascii=False, allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 def _table(headers: list[str], rows: list[list[Any]], numeric: set[int] | None = None,
            row_classes: list[str] | None = None, table_id: str = "") -> str:
     numeric = numeric or set()
@@ -284,8 +302,7 @@ def render_html(report: Report, cfg: InspectConfig | None = None, title: str = "
     sections.append(("browser", "Samples", browser))
     nav = "".join(f'<a href="#{sid}">{escape(stitle)}</a>' for sid, stitle, _ in sections)
     body = "".join(f'<section id="{sid}"><h2>{escape(stitle)}</h2>{html}</section>' for sid, stitle, html in sections)
-    # "</" inside a <script> would end it early; "<\/" is the same JSON string.
-    samples_json = json.dumps(report.samples, ensure_ascii=False).replace("</", "<\\/")
+    samples_json = script_json(report.samples)
     inputs = ", ".join(data["inputs"])
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from orchestration.cli import app
-from tests.pipelines.test_inspect_scan import write_shards
+from tests.orchestration.test_shardstats_scan import write_shards
 
 RUN_STATS = {
     "status": {"kept": 20, "dropped": 5, "error": 2},

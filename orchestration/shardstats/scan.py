@@ -14,9 +14,9 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from pipelines.inspect.browse import browse_record
-from pipelines.inspect.config import InspectConfig
-from pipelines.inspect.tar_stream import READ_ERRORS, TarSamples, open_url
+from orchestration.shardstats.browse import browse_record
+from orchestration.shardstats.config import InspectConfig
+from pipelines.codec import READ_ERRORS, TarSamples, open_url
 from pipelines.shard_stats import ShardStats, sidecar_path
 
 
@@ -70,6 +70,10 @@ def inspect_shard(task: ShardTask) -> dict[str, Any]:
                     except Exception as exc:  # noqa: BLE001 - one odd sample must not hide the rest of the shard
                         stats.problem("sample_unreadable", str(sample.get("__key__")), f"{type(exc).__name__}: {exc}")
                 error = reader.error
+                if error and reader.lost:
+                    error += f" (sample {reader.lost!r} lost a member)"
+                for problem in reader.problems if scanning else ():
+                    stats.problem("tar_member_odd", os.path.basename(task.url), problem)
         except READ_ERRORS as exc:
             error = f"cannot open: {type(exc).__name__}: {exc}"
     status = "ok"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.inspect.tar_stream import TarSamples, open_url
+from pipelines.codec import TarSamples, open_url
 
 MEMBERS = {
     "a/000001.jpg": b"\xff\xd8" + b"j" * 700,

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from pipelines.inspect.config import InspectConfig
-from pipelines.inspect.histogram import ValueHistogram, bucket_key, bucket_span
-from pipelines.inspect.summary import summarise
+from orchestration.shardstats.config import InspectConfig
+from orchestration.shardstats.summary import summarise
 from pipelines.shard_stats import ShardStats, sidecar_path
 from pipelines.shards import ShardWriter
-from tests.pipelines.test_inspect_scan import KINDS, make_sample
+from pipelines.stats import ValueHistogram, bucket_key, bucket_span
+from tests.orchestration.test_shardstats_scan import KINDS, make_sample
 
 
 def test_sidecar_path():

@@ -10,11 +10,11 @@ from playwright.sync_api import sync_playwright
 from typer.testing import CliRunner
 
 from orchestration.cli import app
-from pipelines.inspect.config import InspectConfig
-from pipelines.inspect.html_report import render_html
-from pipelines.inspect.summary import summarise
-from tests.pipelines.test_inspect_cli import RUN_STATS
-from tests.pipelines.test_inspect_scan import count_samples, make_sample, write_shards, write_tar
+from orchestration.shardstats.config import InspectConfig
+from orchestration.shardstats.html_report import render_html
+from orchestration.shardstats.summary import summarise
+from tests.orchestration.test_shardstats_cli import RUN_STATS
+from tests.orchestration.test_shardstats_scan import count_samples, make_sample, write_shards, write_tar
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
