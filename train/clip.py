@@ -75,7 +75,7 @@ class ClipTrainConfig(BaseModel):
 
 def iter_samples(pattern: str) -> Iterator[tuple[str, str, bytes, str]]:
     """(key, image extension, image bytes, caption) of every sample with an image and a caption, in shard order."""
-    from pipelines.inspect.tar_stream import TarSamples, open_url
+    from pipelines.codec import TarSamples, open_url
 
     paths = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else _expand(pattern)
     if not paths:
