@@ -4,16 +4,18 @@ verifiable answers, written as WebDataset shards in the long-CoT answer format."
 from __future__ import annotations
 
 import io
-import json
 import os
 import random
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-import webdataset as wds
 from PIL import Image, ImageDraw, ImageFont
 from pydantic import BaseModel, Field
+
+from pipelines.codec import encode_json
+from pipelines.shards import ShardWriter, write_index
 
 Task = Literal["count", "colour", "position", "arithmetic"]
 TASKS: tuple[Task, ...] = ("count", "colour", "position", "arithmetic")
@@ -166,35 +168,19 @@ def generate(cfg: ToyConfig) -> Iterator[dict]:
 
 
 def write_shards(cfg: ToyConfig, out_dir: str | Path, name: str = "toy") -> list[Path]:
-    """Write `{key}.png/.txt/.json` shards plus a wids-style index.json; each shard is renamed into
-    place only when complete."""
+    """Write `{key}.png/.txt/.json` shards (`NAME-00000.tar` …, each with its `.stats.json`) plus a wids index.json
+    with sizes, through the project's shard writer: each shard is renamed into place only when complete."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    shards: list[tuple[Path, int]] = []
-    writer: wds.TarWriter | None = None
-    tmp = path = None
-    count = 0
+    tmp = out / ".tmp"
+    writer = ShardWriter(str(out), str(tmp), name, cfg.shard_size, 1 << 40, name="{prefix}-{n:05d}.tar")
     for i, s in enumerate(generate(cfg)):
-        if writer is None or count == cfg.shard_size:
-            if writer is not None:
-                writer.close()
-                os.replace(tmp, path)
-                shards.append((path, count))
-            path = out / f"{name}-{len(shards):05d}.tar"
-            tmp = path.with_suffix(".tar.tmp")
-            writer, count = wds.TarWriter(str(tmp)), 0
         buf = io.BytesIO()
         s["image"].save(buf, format="PNG")
         meta = {k: v for k, v in s.items() if k not in ("image", "caption")}
         meta.update(width=cfg.image_size, height=cfg.image_size, dataset=name, source=f"toy_reasoning:seed={cfg.seed}:{i}")
-        writer.write({"__key__": f"{name}{cfg.seed:04d}{i:07d}", "png": buf.getvalue(), "txt": s["caption"],
-                      "json": json.dumps(meta).encode()})
-        count += 1
-    if writer is not None:
-        writer.close()
-        os.replace(tmp, path)
-        shards.append((path, count))
-    index = {"wids_version": 1, "name": name,
-             "shardlist": [{"url": p.name, "nsamples": n} for p, n in shards]}
-    (out / "index.json").write_text(json.dumps(index, indent=1))
-    return [p for p, _ in shards]
+        writer.write({"__key__": f"{name}{cfg.seed:04d}{i:07d}", "png": buf.getvalue(), "txt": s["caption"].encode(),
+                      "json": encode_json(meta)})
+    shards = writer.close()
+    write_index(str(out), shards, name)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return [out / s.url for s in shards]

@@ -52,6 +52,7 @@ def test_shards_read_back_with_index(tmp_path):
     assert [p.name for p in paths] == ["toy-00000.tar", "toy-00001.tar", "toy-00002.tar"]
     index = json.loads((tmp_path / "index.json").read_text())
     assert [s["nsamples"] for s in index["shardlist"]] == [10, 10, 5]
+    assert [s["filesize"] for s in index["shardlist"]] == [p.stat().st_size for p in paths]
     assert not list(tmp_path.glob("*.tmp"))
     with tarfile.open(paths[0]) as tf:
         names = tf.getnames()
