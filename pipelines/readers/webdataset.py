@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import json
-import re
-import tarfile
-import zlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from pipelines import storage
+from pipelines.codec import READ_ERRORS, TarSamples, decompressed
 from pipelines.readers.base import IMAGE_EXTENSIONS, decode_caption
 
 if TYPE_CHECKING:
     from pipelines.readers.base import BatchBuilder, Part, ReaderConfig
 
-# webdataset's convention: the sample key is everything up to the first dot of the basename.
-_KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
 _IMAGE_EXTS = tuple(e.lstrip(".") for e in IMAGE_EXTENSIONS)
 
 
@@ -53,34 +49,22 @@ def _sample_row(rel: str, tar: str, key: str, files: dict[str, bytes]) -> tuple:
 
 def read(part: Part, config: ReaderConfig, out: BatchBuilder) -> Iterator[pa.RecordBatch]:
     rel = storage.relpath(part.path, part.root)
-    key: str | None = None
-    files: dict[str, bytes] = {}
+    count = 0
     try:
-        with storage.open_file(part.path) as raw, tarfile.open(fileobj=raw, mode="r|*") as tf:
-            for member in tf:
-                if not member.isfile():
-                    continue
-                m = _KEY_EXT.match(member.name)
-                if not m:
-                    continue
-                mkey, ext = m.group(1), m.group(2).lower()
-                if mkey != key and key is not None:
-                    yield from out.add(*_sample_row(rel, part.path, key, files))
-                    files = {}
-                key = mkey
-                f = tf.extractfile(member)
-                files[ext] = f.read() if f else b""
-            end = tf.offset
-        if key is not None:
-            yield from out.add(*_sample_row(rel, part.path, key, files))
-        else:
-            yield from out.add(f"{rel}::", part.path, None, None, None, "tar_empty")
-        if storage.getsize(part.path) < end + 2 * tarfile.BLOCKSIZE and not part.path.endswith((".gz", ".tgz")):
-            # Cut exactly at a member boundary: tarfile sees a clean end, but the end-of-archive blocks are missing.
-            yield from out.add(f"{rel}::<rest>", part.path, None, None, None, "tar_broken:no end-of-archive marker (truncated?)")
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        detail = str(exc).strip() or exc.__class__.__name__
-        if key is not None:
-            yield from out.add(f"{rel}::{key}", f"{part.path}::{key}", None, None, None, f"tar_truncated:{detail}")
+        with decompressed(storage.open_file(part.path)) as stream:
+            reader = TarSamples(stream)
+            for sample in reader:
+                key = sample.pop("__key__")
+                count += 1
+                yield from out.add(*_sample_row(rel, part.path, key, sample))
+    except READ_ERRORS as exc:
+        yield from out.add(f"{rel}::<rest>", part.path, None, None, None, f"tar_broken:{str(exc).strip() or type(exc).__name__}")
+        return
+    if reader.lost is not None:
+        yield from out.add(f"{rel}::{reader.lost}", f"{part.path}::{reader.lost}", None, None, None,
+                           f"tar_truncated:{reader.error}")
+    if reader.error is not None and reader.error != "empty file":
         # The rest of the tar cannot be read: one row stands for it so the loss is visible.
-        yield from out.add(f"{rel}::<rest>", part.path, None, None, None, f"tar_broken:{detail}")
+        yield from out.add(f"{rel}::<rest>", part.path, None, None, None, f"tar_broken:{reader.error}")
+    elif not count:
+        yield from out.add(f"{rel}::", part.path, None, None, None, "tar_empty")
