@@ -113,3 +113,45 @@ def test_shard_table_is_bounded_but_keeps_broken_shards(tmp_path):
     assert "00005.tar" in rows and 'class="unreadable"' in rows
     assert "5 more shards, all ok, are left out" in html
     assert f'data-count="{report.data["totals"]["samples"]}"' in html
+
+
+def test_dollar_signs_in_field_names_and_tasks_are_plain_text(tmp_path):
+    """matplotlib would parse `$…$` as mathtext and raise on what is not TeX; labels are drawn as given."""
+    samples = []
+    for i in range(4):
+        sample = make_sample(i)
+        fields = json.loads(sample["json"])
+        fields["$\\frac{score$"] = 0.1 * i
+        fields["task"] = "$\\alpha_{$ price in $"
+        sample["json"] = json.dumps(fields).encode()
+        samples.append(sample)
+    write_tar(tmp_path / "shards" / "00000.tar", samples)
+    report = summarise([str(tmp_path / "shards")], InspectConfig(workers=1))
+    html = render_html(report)
+    assert "<figcaption>$\\frac{score$</figcaption>" in html
+    assert "$\\alpha_{$ price in $" in html.split('id="tasks-table"')[1]
+
+
+def test_browser_shows_samples_whatever_their_text(tmp_path):
+    """A caption `<!--<script>` and a NaN inside third-party `messages` must not leave the browser empty."""
+    samples = [make_sample(i, "cot") for i in range(3)]
+    samples[0]["txt"] = b"<!--<script> caption"
+    fields = json.loads(samples[1]["json"])
+    fields["messages"][0]["score"] = float("nan")
+    samples[1]["json"] = json.dumps(fields).encode()  # Python writes NaN, as third-party shards do
+    write_tar(tmp_path / "shards" / "00000.tar", samples)
+    report = summarise([str(tmp_path / "shards")], InspectConfig(workers=1), browse=True)
+    (tmp_path / "r.html").write_text(render_html(report), encoding="utf-8")
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto((tmp_path / "r.html").as_uri())
+        page.wait_for_load_state("load")
+        assert page.locator(".sample").count() == 3
+        assert page.locator('.sample[data-key="s00000"] .cap').inner_text() == "<!--<script> caption"
+        page.locator('.sample[data-key="s00001"]').click()
+        assert "How many shapes?" in page.locator("dialog#detail .msg").first.inner_text()
+        browser.close()
+    assert errors == []

@@ -211,3 +211,14 @@ def test_browser_selection_is_bounded_but_counts_are_full(tmp_path):
                      if s["task"] == "grounding")
     assert [b["label"] for b in grounding["boxes"]] == ["red square", "blue disc"]
     assert grounding["width"] == json.loads(grounding["json"])["width"]
+
+
+def test_a_cut_member_loses_only_its_own_sample(tmp_path):
+    """The sample before a cut member is complete: it is counted (and the cut one reported)."""
+    path = write_tar(tmp_path / "shards" / "00000.tar", [make_sample(i) for i in range(5)])
+    with tarfile.open(path) as tf:
+        first_of_4th = next(m for m in tf if m.name.startswith("s00003."))
+    path.write_bytes(path.read_bytes()[: first_of_4th.offset_data + 50])
+    data = summarise([str(path)], InspectConfig(workers=1)).data
+    assert data["totals"]["samples"] == 3 and data["totals"]["truncated"] == 1
+    assert "s00003" in data["shards"][0]["error"]
