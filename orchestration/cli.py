@@ -183,5 +183,9 @@ from orchestration.serve_model_cli import serve_model as _serve_model  # noqa: E
 
 app.command(name="serve-model")(_serve_model)
 
+from orchestration.reward_cli import reward as _reward  # noqa: E402
+
+app.command(name="reward")(_reward)
+
 if __name__ == "__main__":
     app()
