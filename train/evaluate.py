@@ -9,10 +9,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-import webdataset as wds
 from PIL import Image
 
 from model.build import load
+from pipelines.codec import tarfile_samples
 from pipelines.formats import extract_boxed as extract_answer
 from train.data.counters import SkipCounter
 from train.data.encode import IMAGE_KEYS
@@ -23,7 +23,7 @@ def read_eval_samples(shards: str, limit: int) -> list[tuple[Image.Image, list[d
     """(image, prompt messages, reference answer, task) of the first `limit` usable samples."""
     counter = SkipCounter()
     out = []
-    for s in wds.WebDataset(expand_urls(shards), shardshuffle=False, handler=counter.handler, empty_check=False):
+    for s in tarfile_samples(expand_urls(shards), handler=counter.handler):
         try:
             meta = json.loads(s["json"])
             image = Image.open(io.BytesIO(next(s[k] for k in IMAGE_KEYS if k in s))).convert("RGB")
