@@ -63,6 +63,11 @@ _PAGINATE = """([pageH, marginY]) => {
 }"""
 
 
+class PageVerifyConfig(VerifyConfig):
+    max_cer: float = Field(0.3, ge=0.0, description="Pages whose read-back CER is above this are dropped (math is "
+                           "read as glyphs, so the bar is looser than for plain text).")
+
+
 class AcademicConfig(OperatorConfig):
     sources: list[str] = Field([str(DEMO_SOURCES)], description="Folders or files of .md/.tex sources that seed rows "
                                "(count:N) draw from, seed i → source i mod n. Rows with text render their text.")
@@ -75,8 +80,8 @@ class AcademicConfig(OperatorConfig):
     max_pages: int = Field(20, ge=1, description="Pages past this are not rendered.")
     timeout_ms: int = Field(20000, ge=1000, description="Time a page may take to load and typeset.")
     chromium: str = Field("/usr/bin/chromium", description="Chromium executable (Debian's package).")
-    verify: VerifyConfig = Field(VerifyConfig(max_cer=0.3), description="PP-OCR read-back of the page's visible "
-                                 "text (math is read as glyphs, so the bar is looser than for plain text).")
+    verify: PageVerifyConfig = Field(default_factory=PageVerifyConfig,
+                                     description="PP-OCR read-back of the page's visible text.")
 
 
 def _source_files(paths: list[str]) -> list[Path]:
@@ -112,6 +117,7 @@ class AcademicPages(Generator):
         pa.field("font_size", pa.int32()),
         pa.field("cer", pa.float32()),
         pa.field("ocr_read", pa.string()),
+        pa.field("visible_text", pa.string()),  # the page's text as a reader sees it (what the CER compares to)
     )
 
     def setup(self) -> None:
@@ -129,7 +135,8 @@ class AcademicPages(Generator):
         self.page = self.browser.new_page(viewport={"width": cfg.page_width, "height": cfg.page_height})
         self.page.route("**/*", self._serve)  # the vendored fonts; nothing else leaves the page
         atexit.register(self.close)
-        self.ocr = OcrEngine(cfg.verify.backend, cfg.verify.threads, cfg.verify.min_score, cfg.verify.det_side) \
+        self.ocr = OcrEngine(cfg.verify.backend, cfg.verify.threads, cfg.verify.min_score, cfg.verify.det_side,
+                             cfg.verify.use_cls) \
             if cfg.verify.enabled else None
 
     def _serve(self, route: Any) -> None:
@@ -224,6 +231,7 @@ class AcademicPages(Generator):
             visible = "\n".join(lay["text"] for _, lay in on_page)
             read = read_text(self.ocr.read(Image.open(io.BytesIO(png))))
             out["ocr_read"] = read
+            out["visible_text"] = visible
             out["cer"] = round(cer(read, visible), 4)
             if out["cer"] > cfg.verify.max_cer:
                 out.update(keep=False, reason=f"cer_too_high:{out['cer']:.2f}")

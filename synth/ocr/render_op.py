@@ -35,6 +35,7 @@ class VerifyConfig(OperatorConfig):
     threads: int = Field(1, ge=0, description="onnxruntime threads per worker (0: all cores).")
     min_score: float = Field(0.5, ge=0.0, le=1.0, description="Recognitions below this score are ignored.")
     det_side: int = Field(960, ge=32, description="Detection input: the long side is scaled down to this, never up.")
+    use_cls: bool = Field(False, description="Run PP-OCR's 180° line classifier (it misfires on upright text).")
 
 
 class RenderConfig(OperatorConfig):
@@ -119,7 +120,7 @@ class RenderDocs(Generator):
             except FontError as exc:
                 self.faces[spec] = exc  # recorded on every sample that draws this font
         self.ocr = OcrEngine(cfg.verify.backend, cfg.verify.threads, cfg.verify.min_score,
-                                                     cfg.verify.det_side) if cfg.verify.enabled \
+                                                     cfg.verify.det_side, cfg.verify.use_cls) if cfg.verify.enabled \
             else None
 
     # -- choices ---------------------------------------------------------------------------------------------

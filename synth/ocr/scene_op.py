@@ -30,6 +30,8 @@ class SceneConfig(OperatorConfig):
     backend: Literal["rapidocr", "paddleocr"] = Field("rapidocr", description="PP-OCR runtime.")
     threads: int = Field(1, ge=0, description="onnxruntime threads per worker (0: all cores).")
     det_side: int = Field(960, ge=32, description="Detection input: the long side is scaled down to this.")
+    use_cls: bool = Field(False, description="Run PP-OCR's 180° line classifier (for upside-down text; it "
+                          "misfires on upright lines).")
 
 
 class SceneText(Generator):
@@ -51,7 +53,7 @@ class SceneText(Generator):
     def setup(self) -> None:
         cfg = self.config
         # Low-scoring lines are still read (so `min_score` decides, not the engine's own cut-off).
-        self.ocr = OcrEngine(cfg.backend, cfg.threads, min_score=0.0, det_side=cfg.det_side)
+        self.ocr = OcrEngine(cfg.backend, cfg.threads, min_score=0.0, det_side=cfg.det_side, use_cls=cfg.use_cls)
         self._memo: OrderedDict[str, list[Detection]] = OrderedDict()
 
     def _read(self, data: bytes) -> tuple[Image.Image, str | None, list[Detection]]:

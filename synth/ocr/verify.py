@@ -27,8 +27,12 @@ class Detection:
 class OcrEngine:
     """PP-OCR detection + recognition. `threads` bounds onnxruntime's pool (0: its default, every core)."""
 
-    def __init__(self, backend: str = "rapidocr", threads: int = 1, min_score: float = 0.5, det_side: int = 960):
+    def __init__(self, backend: str = "rapidocr", threads: int = 1, min_score: float = 0.5, det_side: int = 960,
+                 use_cls: bool = False):
         self.backend = backend
+        # The 180° line classifier flips upright lines now and then (a rendered English line read as garbage);
+        # rendered and printed text is upright, so it is off unless asked for.
+        self.use_cls = use_cls
         if backend == "rapidocr":
             from rapidocr import RapidOCR
 
@@ -56,7 +60,7 @@ class OcrEngine:
         """Detected text lines in the engine's reading order (top to bottom, then left to right)."""
         arr = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
         if self.backend == "rapidocr":
-            out = self._engine(arr[:, :, ::-1].copy())  # rapidocr takes OpenCV's BGR order
+            out = self._engine(arr[:, :, ::-1].copy(), use_cls=self.use_cls)  # rapidocr takes OpenCV's BGR order
             if out.txts is None:
                 return []
             dets = [Detection(t, [[float(x), float(y)] for x, y in q], float(s))
