@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import webdataset as wds
 from PIL import Image, ImageDraw
 from rich.console import Console
 
@@ -29,7 +28,7 @@ sys.path.insert(0, str(REPO))
 from orchestration.shardstats.config import InspectConfig  # noqa: E402
 from orchestration.shardstats.summary import summarise  # noqa: E402
 from orchestration.shardstats.tables import print_summary  # noqa: E402
-from pipelines.codec import TarSamples, open_url  # noqa: E402
+from pipelines.codec import TarSamples, TarWriter, open_url  # noqa: E402
 from pipelines.shard_stats import ShardStats  # noqa: E402
 
 
@@ -56,7 +55,7 @@ def write_shards(folder: Path, nshards: int, per_shard: int) -> int:
     images = jpegs(16, seed=0)
     rng = random.Random(1)
     for s in range(nshards):
-        with wds.TarWriter(str(folder / f"{s:05d}.tar"), encoder=False) as sink:
+        with open(folder / f"{s:05d}.tar", "wb") as f, TarWriter(f) as sink:
             for i in range(per_shard):
                 data, w, h = images[(s * per_shard + i) % len(images)]
                 key = f"{s:05d}{i:04d}"
