@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image
 from pydantic import Field
 
 from filters.clip_model import LoadedClip, checkpoint_threshold, load_clip
-from pipelines.imaging import to_rgb
+from pipelines.imaging import decode_rgb
 from pipelines.operator import Operator, OperatorConfig, with_verdicts
 
 DECODE_FAILED = "clip_decode_failed"
@@ -92,12 +90,10 @@ class ClipScore(Operator):
         """A preprocessed image (uint8 HWC array on the split path, else a tensor), or None when the bytes do not decode."""
         assert self.clip is not None
         try:
-            with Image.open(io.BytesIO(data or b"")) as img:
-                img.load()
-                rgb = to_rgb(img)
-                if self._pil_steps is not None:
-                    return np.asarray(self._pil_steps(rgb), dtype=np.uint8)
-                return self.clip.preprocess(rgb)
+            rgb = decode_rgb(data or b"")
+            if self._pil_steps is not None:
+                return np.asarray(self._pil_steps(rgb), dtype=np.uint8)
+            return self.clip.preprocess(rgb)
         except Exception:  # noqa: BLE001 - any undecodable image becomes an error row, never an exception
             return None
 

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import io
-import warnings
 from typing import ClassVar, Literal
 
 import pyarrow as pa
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from pydantic import Field
 
-from pipelines.imaging import color_spread, pixel_digest, to_rgb
+from pipelines.imaging import DecodeError, color_spread, open_image, orientation, pixel_digest, to_rgb
 from pipelines.operator import Operator, OperatorConfig, with_verdicts
 
-_ORIENTATION_TAG = 0x0112
 _FORMATS = {"JPEG": "jpeg", "PNG": "png"}
 
 
@@ -26,36 +24,6 @@ class DecodeConfig(OperatorConfig):
     thumb_side: int = Field(32, ge=2, description="Side of the pixel grid whose colour spread detects solid images.")
 
 
-class DecodeError(Exception):
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _open(data: bytes, max_pixels: int) -> Image.Image:
-    if not data:
-        raise DecodeError("empty_file")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(io.BytesIO(data))
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise DecodeError("decompression_bomb") from exc
-        except UnidentifiedImageError as exc:
-            raise DecodeError("not_an_image") from exc
-    w, h = img.size
-    if w * h > max_pixels:
-        raise DecodeError(f"decompression_bomb:{w}x{h}")
-    try:
-        img.load()
-    except OSError as exc:
-        msg = str(exc)
-        raise DecodeError("truncated" if "truncat" in msg or "broken data stream" in msg else f"decode_failed:{msg[:80]}") from exc
-    except (ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DecodeError(f"decode_failed:{str(exc)[:80]}") from exc
-    return img
-
-
 class Decode(Operator):
     """Decodes every image once; later stages use the columns it adds instead of decoding again."""
 
@@ -65,17 +33,15 @@ class Decode(Operator):
 
     def decode_one(self, data: bytes) -> tuple[bytes, int, int, str, str, float]:
         cfg = self.config
-        img = _open(data, cfg.max_pixels)
+        img = open_image(data, max_pixels=cfg.max_pixels)
         source_format = img.format
-        orientation = img.getexif().get(_ORIENTATION_TAG, 1) if source_format in ("JPEG", "PNG", "WEBP", "TIFF") else 1
-        if orientation not in (1, None):
-            img = ImageOps.exif_transpose(img)
-        rgb = to_rgb(img)
+        upright = orientation(img) == 1
+        rgb = to_rgb(img)  # the picture later stages and the trainer see (pipelines.imaging.decode_rgb)
         w, h = rgb.size
         pixel_sha1 = pixel_digest(rgb)
         color_std = color_spread(rgb, cfg.thumb_side)
         too_big = cfg.max_side is not None and max(w, h) > cfg.max_side
-        if source_format in cfg.keep_formats and source_format in _FORMATS and orientation in (1, None) and not too_big:
+        if source_format in cfg.keep_formats and source_format in _FORMATS and upright and not too_big:
             return data, w, h, _FORMATS[source_format], pixel_sha1, color_std
         if too_big:
             assert cfg.max_side is not None

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any, ClassVar
 
 import pyarrow as pa
-from PIL import Image
 
 from pipelines.global_stage import DedupOperator
-from pipelines.imaging import pixel_digest, to_rgb
+from pipelines.imaging import decode_rgb, pixel_digest
 from pipelines.operator import OperatorConfig
 from pipelines.schema import set_columns
 
@@ -36,7 +34,7 @@ class ExactDedup(DedupOperator):
         images = batch.column("image").to_pylist()
         for i, h in enumerate(hashes):
             if h is None and images[i]:
-                hashes[i] = pixel_digest(to_rgb(Image.open(io.BytesIO(images[i]))))
+                hashes[i] = pixel_digest(decode_rgb(images[i]))
         return set_columns(batch, {"pixel_sha1": hashes})
 
     def buckets(self, keys: pa.RecordBatch, state: Any) -> list[list[str]]:

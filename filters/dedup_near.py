@@ -27,7 +27,7 @@ from PIL import Image
 from pydantic import Field
 
 from pipelines.global_stage import DedupOperator
-from pipelines.imaging import to_rgb
+from pipelines.imaging import decode_rgb
 from pipelines.operator import OperatorConfig
 from pipelines.schema import set_columns
 
@@ -100,7 +100,7 @@ class NearDedup(DedupOperator):
         cols: dict[str, list] = {name: [] for name in self.key_columns}
         for data in batch.column("image").to_pylist():
             try:
-                values = self._keys(to_rgb(Image.open(io.BytesIO(data))))
+                values = self._keys(decode_rgb(data))
             except Exception:  # noqa: BLE001 - no hash, no near-duplicate search; decode already vetted the bytes
                 values = dict.fromkeys(cols)
             for name in cols:
@@ -196,7 +196,7 @@ class NearDedup(DedupOperator):
         import cv2
 
         def load() -> np.ndarray:
-            rgb = np.asarray(Image.open(io.BytesIO(row["thumbnail"])).convert("RGB"), dtype=np.float32)
+            rgb = np.asarray(decode_rgb(row["thumbnail"]), dtype=np.float32)
             return cv2.GaussianBlur(rgb, (0, 0), self.config.thumbnail / 64)  # forgives a coarse search's misalignment
 
         return self._remember("thumbs", row["key"], load)

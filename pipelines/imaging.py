@@ -1,11 +1,116 @@
-"""Image helpers shared by operators and data builders: the RGB view a viewer sees, pixel hashes, colour spread."""
+"""The one picture every stage and the trainer see (`decode_rgb`: stored bytes → upright 8-bit RGB, transparency
+over white), plus pixel hashes and colour spread of that picture."""
 
 from __future__ import annotations
 
 import hashlib
+import io
+import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+ORIENTATION_TAG = 0x0112  # EXIF Orientation: 1 = upright, 2..8 = mirrored and/or rotated
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+_WIDE = (*_SIXTEEN_BIT, "I", "F")  # modes whose samples do not fit in 8 bits
+_WHITE = (255, 255, 255, 255)
+
+
+class DecodeError(Exception):
+    """Bytes that are no usable picture; `reason` is short and machine-readable (it becomes a ledger reason)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def open_image(data: bytes, *, max_pixels: int | None = None, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """The stored picture opened and fully loaded, still in its own mode and orientation.
+
+    max_pixels: more pixels than this is a decompression bomb (None: Pillow's limit, `Image.MAX_IMAGE_PIXELS`).
+    draft_size: JPEG only, decode at the smallest 1/2, 1/4 or 1/8 scale still at least this large (Pillow's draft).
+    Raises DecodeError with reason empty_file | not_an_image | decompression_bomb[:WxH] | truncated | decode_failed:….
+    """
+    if not data:
+        raise DecodeError("empty_file")
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    with warnings.catch_warnings():
+        # Pillow warns above its own limit; ours (`limit`) decides below, so a caller may allow more or less.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as exc:
+            raise DecodeError("decompression_bomb") from exc
+        except UnidentifiedImageError as exc:
+            raise DecodeError("not_an_image") from exc
+    w, h = img.size
+    if limit is not None and w * h > limit:
+        raise DecodeError(f"decompression_bomb:{w}x{h}")
+    if draft_size is not None:
+        img.draft(None, draft_size)  # a no-op for formats other than JPEG
+    try:
+        img.load()
+    except OSError as exc:
+        msg = str(exc)
+        raise DecodeError("truncated" if "truncat" in msg or "broken data stream" in msg else f"decode_failed:{msg[:80]}") from exc
+    except (ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DecodeError(f"decode_failed:{str(exc)[:80]}") from exc
+    return img
+
+
+def orientation(img: Image.Image) -> int:
+    """EXIF orientation of an opened image (1 when it has none)."""
+    return int(img.getexif().get(ORIENTATION_TAG) or 1)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """The picture a viewer shows, as 8-bit RGB: EXIF orientation applied; 16-bit, 32-bit and float samples scaled
+    (not clipped) to 8 bits; every kind of transparency composited over white; other modes converted (CMYK as
+    viewers show untagged CMYK: (255 − C)·(255 − K)/255 per channel, which is Pillow's own conversion)."""
+    if orientation(img) in range(2, 9):
+        img = ImageOps.exif_transpose(img)
+    if img.mode == "RGB" and "transparency" not in img.info:
+        return img
+    if img.mode in _WIDE:
+        return _wide_to_rgb(img)
+    if img.mode == "LAB":  # Pillow's plain convert() does not map CIELab to RGB; littlecms does
+        srgb = ImageCms.buildTransform(ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB")
+        return ImageCms.applyTransform(img, srgb)
+    if img.has_transparency_data:  # RGBA, LA, PA, RGBa, P with tRNS or an RGBA palette, L/RGB/1 with a colour key
+        return _over_white(img.convert("RGBA"))
+    return img.convert("RGB")
+
+
+def decode_rgb(data: bytes, *, max_pixels: int | None = None, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """Stored image bytes → the RGB picture every stage and the trainer see (`open_image`, then `to_rgb`)."""
+    return to_rgb(open_image(data, max_pixels=max_pixels, draft_size=draft_size))
+
+
+def _over_white(rgba: Image.Image) -> Image.Image:
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, _WHITE), rgba).convert("RGB")
+
+
+def _wide_to_rgb(img: Image.Image) -> Image.Image:
+    """16-bit samples keep their top byte (`>> 8`). `I` holding 0..65535 is 16-bit data (Pillow's PGM and TIFF
+    readers give it so) and is treated alike. `F` in [0, 1] or [0, 255] is scaled from that range. Anything else
+    (negative or wider values) is stretched from its own minimum to its maximum."""
+    arr = np.asarray(img)
+    values = np.nan_to_num(arr.astype(np.float64)) if img.mode == "F" else arr.astype(np.int64)
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if img.mode != "F" and lo >= 0 and hi <= 0xFFFF:
+        gray = (values >> 8).astype(np.uint8)
+    else:
+        if img.mode == "F" and lo >= 0 and hi <= 1:
+            lo, hi = 0.0, 1.0
+        elif img.mode == "F" and lo >= 0 and hi <= 255:
+            lo, hi = 0.0, 255.0
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        gray = np.rint((values - lo) * scale).clip(0, 255).astype(np.uint8)
+    key = img.info.get("transparency")
+    if isinstance(key, int | float) and not isinstance(key, bool):  # a PNG tRNS grey key, in the sample's own scale
+        alpha = np.where(arr == key, 0, 255).astype(np.uint8)
+        return _over_white(Image.fromarray(np.stack([gray, alpha], axis=-1), "LA").convert("RGBA"))
+    return Image.fromarray(gray, "L").convert("RGB")
 
 
 def pixel_digest(rgb: Image.Image) -> str:
@@ -19,14 +124,3 @@ def color_spread(rgb: Image.Image, side: int) -> float:
     h, w = arr.shape[:2]
     grid = arr[:: max(1, h // side), :: max(1, w // side)].reshape(-1, 3).astype(np.float32)
     return float(grid.std(axis=0).mean())
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """RGB view of any mode; transparency is composited over white, as a viewer shows it."""
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")

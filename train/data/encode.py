@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 
 import torch
-from PIL import Image
 from transformers import Glm4vConfig, Glm4vModel, Glm4vProcessor
 
 from model import tokens
+from pipelines.imaging import decode_rgb
 from train.data.counters import SkipCounter
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
@@ -88,7 +87,7 @@ class Encoder:
             self.counter.skip("no_image", key)
             return None
         try:
-            image = Image.open(io.BytesIO(image_bytes)).convert("RGB")
+            image = decode_rgb(image_bytes)
         except Exception as e:  # PIL raises many types for corrupt files
             self.counter.skip("bad_image", f"{key}: {e}")
             return None

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines.formats import BOX_BEGIN, BOX_END, parse_answer
 
 ENTRY_POINT_GROUP = "vlmdata.verifiers"
+_WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")  # words of prose; \frac, \sqrt, x, y are not
 
 # Built-in domains by name (also registered as entry points in pyproject; listed here so a source checkout
 # without refreshed metadata still has them). Several names may share a class.
@@ -53,6 +54,8 @@ class VerifierConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     max_answer_chars: int = Field(200, description="A longer final answer scores 0 (a box holding the reasoning).")
+    max_words: int | None = Field(12, description="A final answer with more words (LaTeX commands aside) scores 0: "
+                                                   "reasoning in the box, not an answer. None: no limit.")
 
 
 class Verifier:
@@ -73,6 +76,8 @@ class Verifier:
             return Verdict(0.0, None, truth, reason)
         if len(final) > self.config.max_answer_chars:
             return Verdict(0.0, final[:80] + "…", truth, "too_long")
+        if self.config.max_words is not None and len(_WORD_RE.findall(final)) > self.config.max_words:
+            return Verdict(0.0, final, truth, "reasoning_in_box")
         return self.compare(final, truth)
 
     def compare(self, final: str, truth: str) -> Verdict:

@@ -13,7 +13,9 @@ import re
 import string
 import unicodedata
 
-from train.rewards.base import Verdict, Verifier, hedge
+from pydantic import Field
+
+from train.rewards.base import Verdict, Verifier, VerifierConfig, hedge
 
 _PUNCT = str.maketrans({c: " " for c in string.punctuation + "，。、；：！？（）【】「」《》“”‘’"})
 
@@ -61,8 +63,13 @@ def parse_truth(truth: str) -> tuple[set[str], dict[str, str], str]:
     return set(), {}, truth
 
 
+class ChoiceConfig(VerifierConfig):
+    max_words: int | None = Field(25, description="More words than this score 0 (option texts can be long).")
+
+
 class ChoiceVerifier(Verifier):
     name = "choice"
+    Config = ChoiceConfig
 
     def compare(self, final: str, truth: str) -> Verdict:
         word = hedge(final, truth)
@@ -78,6 +85,8 @@ class ChoiceVerifier(Verifier):
             if letter not in letters:
                 return Verdict(0.0, letter, ",".join(sorted(letters)) or text, "mismatch")
             option = options.get(letter, text)
+            if rest and not option and re.search(r"(?<![A-Za-z])[A-Z](?![A-Za-z])", rest):
+                return Verdict(0.0, final, truth, "several_letters")  # "A is wrong, B …": reasoning, not a pick
             if rest and option and normalize_text(rest) != normalize_text(option):
                 return Verdict(0.0, f"{letter}. {rest}", f"{letter}. {option}", "letter_text_disagree")
             return Verdict(1.0, letter, ",".join(sorted(letters)), "match")

@@ -11,6 +11,7 @@ from train.rewards.numbers import numbers, word_numbers
 
 class CountingConfig(VerifierConfig):
     max_answer_chars: int = Field(60, description="A longer final answer scores 0.")
+    max_words: int | None = Field(6, description="More words than this score 0.")
 
 
 class CountingVerifier(Verifier):

@@ -3,7 +3,8 @@ convention of `pipelines.formats`.
 
 Truth: JSON `[[x1,y1,x2,y2], …]` or one `[x1,y1,x2,y2]` (or any text holding such boxes). The score is
 matched / max(predicted, true): the fraction of predicted boxes that match when the counts agree, and no full
-reward for one easy box out of several nor for a spray of boxes. A box outside 0–1000 or with x2 ≤ x1 matches
+reward for one easy box out of several nor for a spray of boxes (more than `max_box_ratio` per true box
+scores 0). A box outside 0–1000 or with x2 ≤ x1 matches
 nothing.
 """
 
@@ -23,6 +24,8 @@ class GroundingConfig(VerifierConfig):
     max_answer_chars: int = Field(2000, description="A longer final answer scores 0.")
     iou_threshold: float = Field(0.5, description="τ: a predicted box matches a true one at IoU ≥ τ.")
     max_boxes: int = Field(100, description="An answer with more boxes scores 0.")
+    max_box_ratio: float = Field(3.0, description="An answer with more than this many boxes per true box scores 0 "
+                                                  "(a spray of boxes hoping to hit).")
 
 
 def valid(box: Sequence[float]) -> bool:
@@ -68,6 +71,8 @@ class GroundingVerifier(Verifier):
             return Verdict(0.0, final, truth, "no_box_coordinates")
         if len(pred) > self.config.max_boxes:
             return Verdict(0.0, f"{len(pred)} boxes", truth, "too_many_boxes")
+        if len(pred) > self.config.max_box_ratio * len(true):
+            return Verdict(0.0, f"{len(pred)} boxes", f"{len(true)} boxes", "box_spray")
         matches = match_boxes(pred, true, self.config.iou_threshold)
         shown = ";".join(f"{p}->{t}:{v:.2f}" for p, t, v in matches)
         return Verdict(len(matches) / max(len(pred), len(true)), _fmt(pred), _fmt(true),

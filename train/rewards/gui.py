@@ -1,5 +1,7 @@
 """GUI agent actions: the action type must match; then the score is the IoU of the target box (0–1000
-convention), and a typed text or a scroll direction must match as normalised text.
+convention) thresholded at τ, and a typed text or a scroll direction must match as normalised text.
+
+With the default τ = 0.5 a box covering the whole screen does not earn a sliver of reward.
 
 Truth: JSON `{"action": "click", "box": [x1,y1,x2,y2]}` (optional `"text"` for type, `"direction"` for scroll).
 Answer: the same JSON, or a call such as `click([x1,y1,x2,y2])`, `click [x1,y1,x2,y2]`, `type("hello")`,
@@ -26,7 +28,7 @@ _CALL_RE = re.compile(r"^\s*([A-Za-z_]+)\s*[(:]?\s*(.*?)\s*\)?\s*$", re.S)
 
 class GuiConfig(VerifierConfig):
     max_answer_chars: int = Field(400, description="A longer final answer scores 0.")
-    iou_threshold: float | None = Field(None, description="None: the score is the IoU; a number τ: 1 at IoU ≥ τ.")
+    iou_threshold: float | None = Field(0.5, description="τ: the score is 1 at IoU ≥ τ; None: the score is the IoU.")
 
 
 def parse_action(text: str) -> dict[str, Any] | None:

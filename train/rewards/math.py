@@ -24,6 +24,7 @@ logging.getLogger("math_verify").setLevel(logging.ERROR)
 class MathConfig(VerifierConfig):
     rel_tol: float = Field(1e-6, description="Relative tolerance of the numeric fallback.")
     abs_tol: float = Field(1e-9, description="Absolute tolerance of the numeric fallback (answers near 0).")
+    max_words: int | None = Field(5, description="More words than this (LaTeX commands aside) score 0.")
 
 
 def _mv() -> tuple[Any, Any, list[Any]]:

@@ -20,6 +20,7 @@ from train.rewards.numbers import numbers
 class ChartConfig(VerifierConfig):
     max_answer_chars: int = Field(100, description="A longer final answer scores 0.")
     rel_tol: float = Field(2.5e-2, description="Relative tolerance for numbers (not years).")
+    max_words: int | None = Field(6, description="More words than this score 0.")
 
 
 _YEAR_RE = re.compile(r"\s*(?:18\d\d|19\d\d|20\d\d|2100)\s*")

@@ -24,6 +24,7 @@ from train.rewards.numbers import NUM, to_float
 class PhysicsConfig(VerifierConfig):
     rel_tol: float = Field(1e-6, description="Relative tolerance after unit conversion.")
     abs_tol: float = Field(1e-12, description="Absolute tolerance (quantities near 0).")
+    max_words: int | None = Field(6, description="More words than this (LaTeX commands aside) score 0.")
 
 
 @lru_cache(maxsize=1)
@@ -89,7 +90,8 @@ class PhysicsVerifier(Verifier):
 
     def __init__(self, config: dict[str, Any] | VerifierConfig | None = None) -> None:
         super().__init__(config)
-        self._math = MathVerifier({"max_answer_chars": self.config.max_answer_chars})
+        self._math = MathVerifier({"max_answer_chars": self.config.max_answer_chars,
+                                   "max_words": self.config.max_words})
 
     def compare(self, final: str, truth: str) -> Verdict:
         why = oversized(final)

@@ -1,0 +1,92 @@
+"""decode_rgb (the one picture of curation and training) vs the decodes it replaced, on the same bytes.
+
+Baselines, measured in the same run: `Image.open(...).convert("RGB")` (the trainer before: drops alpha, clips
+16-bit) and the curation path before (open, load, alpha composite over white when there is transparency).
+Inputs: the real demo stamps (PNG: RGBA, LA, P with tRNS) and web-like JPEGs (stamps on textured backgrounds).
+Prints CPU time per image relative to each baseline (best of --rounds, interleaved).
+
+    .venv/bin/python benchmarks/decode_rgb.py [--jpegs 200] [--side 512] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import random
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pipelines.imaging import decode_rgb
+from synth.demo_corpus import STAMPS_DIR
+
+
+def plain(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def curation_before(data: bytes) -> Image.Image:
+    """pipelines.imaging.to_rgb as it was: transparency over white, everything else convert("RGB")."""
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        if img.mode == "RGB":
+            return img
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            rgba = img.convert("RGBA")
+            return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+        return img.convert("RGB")
+
+
+def web_jpegs(stamps: list[Path], n: int, side: int, seed: int = 0) -> list[bytes]:
+    rng, noise = random.Random(seed), np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        w, h = side, rng.randint(side * 2 // 3, side)
+        bg = (noise.random((h, w, 3)) * 80 + np.array([rng.randint(0, 170) for _ in range(3)])).clip(0, 255)
+        canvas = Image.fromarray(bg.astype("uint8"))
+        stamp = Image.open(rng.choice(stamps)).convert("RGBA")
+        stamp.thumbnail((w * 3 // 4, h * 3 // 4))
+        canvas.paste(stamp, (rng.randint(0, w - stamp.width), rng.randint(0, h - stamp.height)), stamp)
+        buf = io.BytesIO()
+        canvas.save(buf, format="JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def best_time(fn: Callable[[bytes], Image.Image], datas: list[bytes]) -> float:
+    start = time.process_time()  # CPU time of this (single-threaded) loop: steadier than wall time on a shared box
+    for d in datas:
+        fn(d)
+    return time.process_time() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--jpegs", type=int, default=200)
+    ap.add_argument("--side", type=int, default=512)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    warnings.simplefilter("ignore", UserWarning)  # Pillow's note on plain-converting P images with tRNS
+    stamps = sorted(Path(STAMPS_DIR).rglob("*.png"))
+    sets = {
+        f"demo stamps (PNG, {len(stamps)})": [p.read_bytes() for p in stamps],
+        f"web-like JPEGs ({args.jpegs}, {args.side} px)": web_jpegs(stamps, args.jpegs, args.side),
+    }
+    methods = {"plain convert": plain, "curation before": curation_before, "decode_rgb": decode_rgb}
+    for name, datas in sets.items():
+        best = dict.fromkeys(methods, float("inf"))
+        for _ in range(args.rounds):
+            for m, fn in methods.items():
+                best[m] = min(best[m], best_time(fn, datas))
+        per = {m: 1000 * t / len(datas) for m, t in best.items()}
+        print(f"{name}: ms/image " + ", ".join(f"{m} {v:.2f}" for m, v in per.items()))
+        print(f"  decode_rgb / plain convert    = {best['decode_rgb'] / best['plain convert']:.2f}")
+        print(f"  decode_rgb / curation before  = {best['decode_rgb'] / best['curation before']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
