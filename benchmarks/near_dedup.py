@@ -24,7 +24,7 @@ from pipelines.schema import record_schema  # noqa: E402
 
 
 def batches(images: list[bytes], op: NearDedup, batch_size: int = 64) -> list[pa.RecordBatch]:
-    schema = record_schema([*op.adds])
+    schema = record_schema(op.adds)
     out = []
     for start in range(0, len(images), batch_size):
         rows = [{"key": f"{i:08d}", "image": data, "text": "t", "source": str(i), "dataset": "d", "meta": "{}",

@@ -78,6 +78,40 @@ def load_clip(
     return LoadedClip(clip, preprocess, tokenizer, dev, dtype)
 
 
+class ModelMissing(RuntimeError):
+    """Weights a recipe names are not on this machine: the message names them and how to provide them."""
+
+
+def missing_weights(model: str, pretrained: str | None) -> str | None:
+    """Why the weights `model`/`pretrained` cannot be loaded offline, or None when they can (or none are named:
+    a randomly initialised model). Checks without loading: a path exists; a pretrained tag or hub name is cached."""
+    if not pretrained and not model.startswith("hf-hub:"):
+        return None
+    if pretrained and not model.startswith("hf-hub:") and not _is_tag(model, pretrained):
+        if Path(pretrained).exists():
+            return None
+        return f"CLIP checkpoint {pretrained} does not exist (and is not a pretrained tag of {model})"
+    import open_clip
+    from huggingface_hub import try_to_load_from_cache
+
+    if model.startswith("hf-hub:"):
+        repo, files = model.removeprefix("hf-hub:"), ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+        label = model
+    else:
+        cfg = open_clip.get_pretrained_cfg(model, pretrained or "")
+        repo = (cfg.get("hf_hub") or "").strip("/")
+        files = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "open_clip_config.json")
+        label = f"{model} (pretrained: {pretrained})"
+        if not repo:
+            return f"CLIP weights {label} have no hub copy open_clip can find offline; pass a local checkpoint path"
+    if any(isinstance(try_to_load_from_cache(repo, f), str) for f in files):
+        return None
+    return (f"the CLIP weights {label} are not on this machine (hub repo {repo!r} is not in the Hugging Face cache "
+            "and nothing is downloaded at run time). Provide them: on a machine with network run "
+            f"`huggingface-cli download {repo}` and copy the cache (~/.cache/huggingface) here, or set the stage's "
+            "`pretrained:` to a local open_clip checkpoint file")
+
+
 def _is_tag(model: str, pretrained: str) -> bool:
     import open_clip
 

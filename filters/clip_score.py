@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, ClassVar, Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
 from filters.clip_model import LoadedClip, checkpoint_threshold, load_clip
+from pipelines.columns import sidecar
 from pipelines.imaging import decode_rgb
 from pipelines.operator import Operator, OperatorConfig, with_verdicts
 
@@ -52,13 +54,29 @@ class ClipScore(Operator):
 
     name = "clip_score"
     Config = ClipScoreConfig
-    adds: ClassVar[tuple[str, ...]] = ("clip_score", "image_embedding", "text_embedding")
+    reads = ("image", "text")
+    adds = (
+        pa.field("clip_score", pa.float32()),  # cosine(image, caption) of the CLIP filter model
+        # L2-normalised embeddings, kept beside the shards (NAME.embeddings.parquet) for dedup and retrieval
+        sidecar(pa.field("image_embedding", pa.list_(pa.float16())), "embeddings"),
+        sidecar(pa.field("text_embedding", pa.list_(pa.float16())), "embeddings"),
+    )
 
     clip: LoadedClip | None = None
     threshold: float = 0.3
     _pool: ThreadPoolExecutor | None = None
     _pil_steps: Any = None
     _normalize: Any = None
+
+    def preflight(self) -> None:
+        """On the driver, before anything starts: the named weights must be here (nothing downloads)."""
+        from filters.clip_model import ModelMissing, missing_weights
+
+        if self.config.model_config_path and not Path(self.config.model_config_path).exists():
+            raise ModelMissing(f"clip_score: model config {self.config.model_config_path} does not exist")
+        reason = missing_weights(self.config.model, self.config.pretrained)
+        if reason:
+            raise ModelMissing(f"clip_score: {reason}")
 
     def setup(self) -> None:
         import torch

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 from pydantic import Field
@@ -47,7 +47,8 @@ def keep_probability(entries: list[str], counts: dict[str, int], t: int) -> floa
 class ConceptBalance(CountOperator):
     name = "concept_balance"
     Config = ConceptBalanceConfig
-    adds: ClassVar[tuple[str, ...]] = ("concepts",)
+    reads = ("text",)
+    adds = (pa.field("concepts", pa.list_(pa.string())),)
     entries_column = "concepts"
 
     def setup(self) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from typing import ClassVar, Literal
+from typing import Literal
 
 import pyarrow as pa
 from PIL import Image
@@ -29,7 +29,14 @@ class Decode(Operator):
 
     name = "decode"
     Config = DecodeConfig
-    adds: ClassVar[tuple[str, ...]] = ("width", "height", "image_format", "pixel_sha1", "color_std")
+    reads = ("image",)
+    adds = (
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("image_format", pa.string()),  # "jpeg" | "png": extension of the stored bytes
+        pa.field("pixel_sha1", pa.string()),  # hash of decoded RGB pixels (exact dedup)
+        pa.field("color_std", pa.float32()),  # std of a small RGB thumbnail (solid-colour test)
+    )
 
     def decode_one(self, data: bytes) -> tuple[bytes, int, int, str, str, float]:
         cfg = self.config
@@ -57,7 +64,7 @@ class Decode(Operator):
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         images, keep, reason, error = [], [], [], []
-        cols: dict[str, list] = {name: [] for name in self.adds}
+        cols: dict[str, list] = {f.name: [] for f in self.adds}
         for data in batch.column("image").to_pylist():
             try:
                 stored, w, h, fmt, sha, std = self.decode_one(data or b"")
@@ -78,7 +85,7 @@ class Decode(Operator):
                 keep.append(False)
                 reason.append(f"decode_failed:{type(exc).__name__}")
                 error.append(True)
-            for name, value in zip(self.adds, values, strict=True):
+            for name, value in zip(cols, values, strict=True):
                 cols[name].append(value)
         cols["image"] = images  # type: ignore[assignment]
         return with_verdicts(batch, keep, reason, error, columns=cols)

@@ -21,7 +21,8 @@ class ExactDedup(DedupOperator):
 
     name = "exact_dedup"
     Config = ExactDedupConfig
-    adds: ClassVar[tuple[str, ...]] = ("pixel_sha1",)
+    reads = ("image",)
+    adds = (pa.field("pixel_sha1", pa.string()),)
     key_columns: ClassVar[tuple[str, ...]] = ("pixel_sha1",)
     bucket_column: ClassVar[str | None] = "pixel_sha1"
 

@@ -26,6 +26,7 @@ import pyarrow as pa
 from PIL import Image
 from pydantic import Field
 
+from pipelines.columns import working
 from pipelines.global_stage import DedupOperator
 from pipelines.imaging import decode_rgb
 from pipelines.operator import OperatorConfig
@@ -93,8 +94,15 @@ class NearDedup(DedupOperator):
         return ("phash", "phash_crops", "thumbnail", "aspect") if self.config.crops else ("phash",)
 
     @property
-    def adds(self) -> tuple[str, ...]:  # type: ignore[override]
-        return self.key_columns
+    def adds(self) -> tuple[pa.Field, ...]:  # type: ignore[override]
+        phash = pa.field("phash", pa.string())
+        if not self.config.crops:
+            return (phash,)
+        # The crop search's columns only the reduce needs: never written into a sample.
+        return (phash, working(pa.field("phash_crops", pa.list_(pa.string()))),
+                working(pa.field("thumbnail", pa.binary())), working(pa.field("aspect", pa.float32())))
+
+    reads = ("image",)
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         cols: dict[str, list] = {name: [] for name in self.key_columns}

@@ -31,6 +31,7 @@ class SemanticDedup(DedupOperator):
     name = "semantic_dedup"
     Config = SemanticDedupConfig
     key_columns: ClassVar[tuple[str, ...]] = ("image_embedding",)
+    reads = ("image_embedding",)  # clip_score's
     order_columns: ClassVar[tuple[tuple[str, bool], ...]] = (("clip_score", True),)
 
     @property

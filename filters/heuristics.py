@@ -35,6 +35,7 @@ def normalize_caption(text: str) -> str:
 class Heuristics(Operator):
     name = "heuristics"
     Config = HeuristicsConfig
+    reads = ("text", "width", "height", "color_std")  # the decode stage's columns
 
     def verdict(self, width: int, height: int, color_std: float, caption: str) -> tuple[str | None, bool]:
         cfg = self.config

@@ -9,9 +9,15 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Prefect's telemetry heartbeat races its temporary server's SQLite start-up ("database is locked" traceback on the
+# first screen of `make demo`); no telemetry can leave this machine anyway.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Prefect's default 20 s for its temporary server to come up is too short on a loaded 2-core machine.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 app = typer.Typer(
     name="vlmdata",
@@ -40,17 +46,28 @@ def _parse_sets(values: list[str]) -> dict[str, Any]:
 def _run_curate(config: Path, inputs: list[str], output: str, overrides: dict[str, Any]) -> dict[str, Any]:
     from orchestration.flows import curate
     from orchestration.report import print_summary
+    from pipelines.output import OutputError, OutputLayout
     from pipelines.readers.base import InputError, check_inputs
     from pipelines.spec import SpecError, load_spec
 
     try:
         # Fail fast, before a flow run or an engine starts, on what can be checked cheaply.
-        check_inputs(inputs, load_spec(config, overrides).reader)
-        report = curate(str(config), inputs, output, overrides)
-    except (InputError, SpecError) as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        spec = load_spec(config, overrides)
+        check_inputs(inputs, spec.reader)
+        spec.preflight()
+        layout = OutputLayout(output)
+        layout.check_safe(inputs)
+        with layout.lock():  # held here, so a second run is refused before its flow starts
+            report = curate(str(config), inputs, output, overrides, lock=False)
+    except (InputError, SpecError, OutputError) as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from None
     print_summary(report["stats"], title=f"curate → {output}", console=console)
+    unreadable = report["stats"].get("unreadable_inputs") or []
+    if unreadable:
+        console.print(f"[red]error:[/red] {len(unreadable)} input(s) could not be read at all: "
+                      f"{escape(', '.join(unreadable[:5]))} (see ledger.parquet, stage 'read')", highlight=False)
+        raise typer.Exit(1)
     return report
 
 
@@ -60,7 +77,7 @@ def curate(
     output: Annotated[str, typer.Option("--output", "-o", help="Output folder: shards/, index.json, stats.json, ledger.parquet.")],
     config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline recipe (YAML); the default needs no model weights.")] = BASE_CONFIG,
     master: Annotated[str | None, typer.Option(help="Spark master (local[N], spark://host:port, …); default from config.")] = None,
-    engine: Annotated[str | None, typer.Option(help="spark or beam; default from config.")] = None,
+    engine: Annotated[str | None, typer.Option(help="spark, beam or local (in-process pool, no JVM); default from config.")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override a config field: --set shards.max_samples=500.")] = [],  # noqa: B006
 ) -> None:
     """Run the curate flow (Prefect) on any input: decode → heuristics → dedup → WebDataset shards + ledger."""
@@ -160,16 +177,41 @@ def serve(
 def ops() -> None:
     """List the registered operators and their config fields (what a recipe's `stages:` may use)."""
     from pipelines.operator import operator_classes
+    from pipelines.readers.base import sources
 
     for name, cls in sorted(operator_classes().items()):
-        table = Table(title=f"{name}  ({cls.__module__}.{cls.__name__})", title_justify="left")
+        adds = cls.adds if isinstance(cls.adds, tuple) else cls(cls.Config()).adds if _default_ok(cls) else ()
+        title = (f"{name}  [{cls.family}]  ({cls.__module__}.{cls.__name__})\n"
+                 f"reads: {', '.join(cls.reads) or '-'}   adds: {', '.join(f'{f.name}: {f.type}' for f in adds) or '-'}")
+        table = Table(title=title, title_justify="left")
         table.add_column("field")
         table.add_column("default")
         table.add_column("description")
         for field, info in cls.Config.model_fields.items():
             table.add_row(field, repr(info.default), info.description or "")
         console.print(table)
+    for name, source in sorted(sources().items()):
+        columns = ", ".join(f"{f.name}: {f.type}" for f in source.columns) or "-"
+        table = Table(title=f"source {name}  ({type(source).__module__})\ncolumns: {columns}", title_justify="left")
+        table.add_column("reader.options field")
+        table.add_column("default")
+        table.add_column("description")
+        for field, info in source.Options.model_fields.items():
+            table.add_row(field, repr(info.default), info.description or "")
+        console.print(table)
 
+
+def _default_ok(cls: type) -> bool:
+    try:
+        cls.Config()
+    except Exception:  # noqa: BLE001 - a config with required fields: no default instance to ask
+        return False
+    return True
+
+
+from orchestration.lineage import lineage as _lineage  # noqa: E402
+
+app.command(name="lineage")(_lineage)
 
 from orchestration.stats_cli import stats as _stats  # noqa: E402
 

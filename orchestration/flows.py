@@ -23,6 +23,10 @@ RETRY_DELAY_S = 2
 
 def make_engine(spec: PipelineSpec) -> Engine:
     """The engine the spec names: Spark (default) or Beam; the operators are the same objects on both."""
+    if spec.engine.name == "local":
+        from pipelines.engines.local import LocalEngine
+
+        return LocalEngine(spec.engine)
     if spec.engine.name == "beam":
         from pipelines.engines.beam import BeamEngine
 
@@ -36,7 +40,9 @@ def make_engine(spec: PipelineSpec) -> Engine:
 def plan_inputs(spec: PipelineSpec, inputs: list[str], output: str) -> tuple[list[Part], str, int]:
     """List the input parts; a rerun with the same fingerprint (config + inputs) resumes the same work folder."""
     parts, fingerprint = plan(spec, inputs)
-    resumed = OutputLayout(output).prepare(fingerprint)
+    layout = OutputLayout(output)
+    layout.check_safe(inputs)
+    resumed = layout.prepare(fingerprint)
     get_run_logger().info("%d input parts (%d already complete), fingerprint %s", len(parts), resumed, fingerprint)
     return parts, fingerprint, resumed
 
@@ -75,12 +81,21 @@ def merge_task(runner: PassRunner, parts: list[Part], markers: list[dict[str, An
 
 
 @flow(name="curate", log_prints=True)
-def curate(config: str, inputs: list[str], output: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Curate `inputs` with the recipe at `config` into `output` (shards, index.json, stats.json, ledger.parquet)."""
+def curate(config: str, inputs: list[str], output: str, overrides: dict[str, Any] | None = None,
+           lock: bool = True) -> dict[str, Any]:
+    """Curate `inputs` with the recipe at `config` into `output` (shards, index.json, stats.json, ledger.parquet).
+    `lock`: take the output folder's lock (False when the caller already holds it)."""
     spec = load_spec(config, overrides)
+    if not lock:
+        return _curate(spec, inputs, output)
+    with OutputLayout(output).lock():
+        return _curate(spec, inputs, output)
+
+
+def _curate(spec: PipelineSpec, inputs: list[str], output: str) -> dict[str, Any]:
     parts, fingerprint, resumed = plan_inputs(spec, inputs, output)
     engine, startup = start_engine(spec)
-    runner = PassRunner(spec, output)
+    runner = PassRunner.for_parts(spec, output, parts)
     start = time.perf_counter()
     markers: list[dict[str, Any]] = []
     for k in range(runner.n_passes):
@@ -89,6 +104,9 @@ def curate(config: str, inputs: list[str], output: str, overrides: dict[str, Any
             reduce_task.with_options(name=f"reduce-{k}: {runner.group(k).name}")(engine, runner, parts, k)
     seconds = time.perf_counter() - start
     stats = merge_task(runner, parts, markers, engine.name, seconds, fingerprint)
+    close = getattr(engine, "close", None)
+    if close is not None:
+        close()
     stats["engine_start_seconds"] = round(startup, 2)
     create_markdown_artifact(
         key="curate-summary", markdown=markdown_summary(stats), description=f"curate → {output}"

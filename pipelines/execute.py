@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 from pipelines import storage
 from pipelines.global_stage import COUNT_SCHEMA, DedupOperator, GlobalOperator, reduce_rows, reduce_schema
 from pipelines.output import OutputLayout, write_part
-from pipelines.plan import Step, plan_passes, run_steps
-from pipelines.readers.base import Part, read_part
+from pipelines.plan import Step, check_columns, plan_passes, run_steps
+from pipelines.readers.base import Part, read_part, source_fields
 from pipelines.spec import PipelineSpec
 
 LOSERS_SCHEMA = pa.schema([("key", pa.string()), ("survivor", pa.string())])
@@ -37,10 +37,23 @@ class PassRunner:
 
     spec: PipelineSpec
     root: str
+    formats: tuple[str, ...] = ()  # the sources the run reads (their columns join the record schema)
     passes: list[tuple[list[Step], GlobalOperator | None]] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.passes = plan_passes(self.spec.operators())
+        ops = self.spec.operators()
+        fields = source_fields(list(self.formats))
+        check_columns(ops, fields)
+        self.passes = plan_passes(ops, fields)
+
+    @classmethod
+    def for_parts(cls, spec: PipelineSpec, root: str, parts: list[Part]) -> PassRunner:
+        return cls(spec, root, tuple(dict.fromkeys(p.format for p in parts)))
+
+    @property
+    def stage_names(self) -> list[str]:
+        """The recipe's stages in order (the ledger's `stage` and `origin` values)."""
+        return [s.op.name for steps, _ in self.passes for s in steps if s.kind == "map"]
 
     @property
     def layout(self) -> OutputLayout:

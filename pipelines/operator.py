@@ -1,4 +1,15 @@
-"""The operator contract: one class per operator, a pydantic config, `setup()` once per worker, `__call__` per batch."""
+"""The operator contract: three families (filter, mapper, generator) plus global stages; a pydantic config each,
+`setup()` once per worker, typed columns declared beside the config.
+
+- `Mapper`: `__call__(batch)` returns the same rows with columns added or changed (it may also set verdicts).
+- `Filter`: `verdicts(batch)` says keep/why per row; the base class keeps the books. A filter never deletes a row.
+- `Generator`: `generate(row)` yields 0..N child rows; children carry `parent` and a deterministic key made from
+  (parent key, operator, index). The parent leaves the stream with status `dropped`, reason `expanded:N` (or the
+  reason of a `Drop`), so input keys = kept + dropped + error still holds, and so does, per generating stage,
+  children = kept + dropped + error.
+A batch that raises is retried once, then bisected, so only the rows that fail on their own become ledger
+errors; this holds for every family.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +17,7 @@ import hashlib
 import json
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
@@ -15,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
-from pipelines.schema import conform, set_columns
+from pipelines.schema import child_key, conform, set_columns
 
 ENTRY_POINT_GROUP = "vlmdata.operators"
 
@@ -27,11 +38,14 @@ class OperatorConfig(BaseModel):
 
 
 class Operator(ABC):
-    """A stage. Filters never delete rows: they set keep=False with a reason and the engine records them."""
+    """A stage (the mapper family unless a subclass says otherwise). It never deletes rows: it sets keep=False
+    with a reason and the engine records them."""
 
     name: ClassVar[str]
+    family: ClassVar[str] = "mapper"
     Config: ClassVar[type[OperatorConfig]] = OperatorConfig
-    adds: ClassVar[tuple[str, ...]] = ()  # names of schema.STAGE_FIELDS this operator fills
+    reads: ClassVar[tuple[str, ...]] = ()  # columns this operator needs (a source or an earlier stage provides them)
+    adds: ClassVar[tuple[pa.Field, ...]] = ()  # typed columns this operator fills (class var or property)
 
     def __init__(self, config: OperatorConfig | Mapping[str, Any] | None = None, **overrides: Any):
         if isinstance(config, OperatorConfig):
@@ -40,6 +54,11 @@ class Operator(ABC):
 
     def setup(self) -> None:
         """Load heavy things (models, tables). Called once per worker process before the first batch."""
+        return None
+
+    def preflight(self) -> None:
+        """A cheap check on the driver before a run starts (a model named in the config is present, …); raise
+        with a message that names what is missing and how to provide it."""
         return None
 
     @abstractmethod
@@ -71,6 +90,60 @@ def with_verdicts(
     return set_columns(batch, cols)
 
 
+Mapper = Operator
+
+
+class Filter(Operator):
+    """A verdict per row; `__call__` records it. Subclasses implement `verdicts` (and may add columns there)."""
+
+    family = "filter"
+
+    @abstractmethod
+    def verdicts(self, batch: pa.RecordBatch) -> tuple[Sequence[bool], Sequence[str | None]]:
+        """(keep, reason) per row: reason is a short machine-readable string for the rows not kept."""
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        keep, reason = self.verdicts(batch)
+        return with_verdicts(batch, keep, [None if k else r for k, r in zip(keep, reason, strict=True)])
+
+
+class Drop(Exception):  # noqa: N818 - a verdict, not an error
+    """Raised by `Generator.generate` for a parent that yields nothing by design (no text found, …): the parent
+    is dropped with `reason`, not recorded as an error."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Generator(Operator):
+    """Turns each live row into 0..N children (a page → screenshots, a prompt → k answers, a seed → a document).
+
+    Implement `generate(row)` (the parent as a dict; yield one dict per child with the columns to set, the rest
+    is inherited from the parent) or, for batched work (a teacher, a GPU), `generate_batch(rows)`. A child dict
+    may carry `keep: False` and a `reason` to record a child that failed verification. Raise `Drop(reason)` for a
+    parent that yields nothing by design; any other exception makes the parent an error row.
+    """
+
+    family = "generator"
+
+    def generate(self, row: dict[str, Any]) -> Iterable[dict[str, Any]]:
+        raise NotImplementedError(f"{type(self).__name__} implements neither generate nor generate_batch")
+
+    def generate_batch(self, rows: list[dict[str, Any]]) -> list[list[dict[str, Any]] | Drop]:
+        """Children of each parent, in order; a `Drop` in place of a parent's list drops it."""
+        out: list[list[dict[str, Any]] | Drop] = []
+        for row in rows:
+            try:
+                out.append(list(self.generate(row)))
+            except Drop as drop:
+                out.append(drop)
+        return out
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        raise TypeError("a generator runs through apply_generator, not as a mapper")
+
+
 def _call_checked(op: Operator, batch: pa.RecordBatch) -> pa.RecordBatch:
     out = op(batch)
     if out.num_rows != batch.num_rows:
@@ -100,12 +173,83 @@ def _call_isolating_failures(
         return conform(with_verdicts(batch, [False], [message], [True]), schema)
 
 
+def _expand_checked(op: Generator, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Parents (now dead, with their verdict) each followed by their children, conformed to `schema`."""
+    rows = batch.to_pylist()
+    results = op.generate_batch([dict(r) for r in rows])
+    if len(results) != len(rows):
+        raise RuntimeError(f"generate_batch returned {len(results)} results for {len(rows)} parents")
+    out: list[dict[str, Any]] = []
+    for parent, result in zip(rows, results, strict=True):
+        if isinstance(result, Drop):
+            out.append({**parent, "keep": False, "error": False, "stage": op.name, "reason": result.reason})
+            continue
+        children = list(result)
+        out.append({**parent, "keep": False, "error": False, "stage": op.name, "reason": f"expanded:{len(children)}"
+                    if children else "no_output"})
+        for i, values in enumerate(children):
+            child = {**parent, "stage": None, "reason": None, "error": False, "keep": True, **values}
+            child["key"] = child_key(parent["key"], op.name, i)
+            child["parent"] = parent["key"]
+            child["origin"] = op.name
+            if not child["keep"]:
+                child["stage"] = op.name
+                child["image"] = None
+            out.append(child)
+    names = set(schema.names)
+    unknown = sorted({k for row in out for k in row} - names)
+    if unknown:
+        raise ValueError(f"generated columns {unknown} are not declared in {type(op).__name__}.adds")
+    return pa.RecordBatch.from_pylist(out, schema=schema)
+
+
+def _expand_isolating_failures(op: Generator, batch: pa.RecordBatch, schema: pa.Schema,
+                               retried: bool = False) -> pa.RecordBatch:
+    """As `_call_isolating_failures`, for a generator: a parent whose generation raises on its own becomes one
+    error row naming the exception; its siblings in the batch go on."""
+    try:
+        return _expand_checked(op, batch, schema)
+    except Exception as exc:  # noqa: BLE001 - the ledger records it; the run must go on
+        if not retried:
+            return _expand_isolating_failures(op, batch, schema, retried=True)
+        if batch.num_rows > 1:
+            half = batch.num_rows // 2
+            parts = [_expand_isolating_failures(op, batch.slice(0, half), schema, True),
+                     _expand_isolating_failures(op, batch.slice(half), schema, True)]
+            return pa.Table.from_batches(parts, schema=schema).combine_chunks().to_batches()[0]
+        message = f"{op.name}_failed:{type(exc).__name__}: {exc}"[:500]
+        failed = with_verdicts(conform(batch, schema), [False], [message], [True])
+        return set_columns(failed, {"stage": pa.array([op.name]), "image": pa.nulls(1, pa.binary())})
+
+
+def apply_generator(op: Generator, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Run a generator on the live rows of `batch`; dead rows pass through. Every parent stays in the stream
+    (dead, for the ledger) directly followed by its children, so the output order is deterministic."""
+    alive = batch.column("keep").to_pylist()
+    out: list[pa.RecordBatch] = []
+    start = 0
+    # Runs of live rows go to the generator together; dead rows keep their place between them.
+    while start < len(alive):
+        end = start
+        while end < len(alive) and alive[end] == alive[start]:
+            end += 1
+        chunk = batch.slice(start, end - start)
+        out.append(_expand_isolating_failures(op, chunk, schema) if alive[start] else conform(chunk, schema))
+        start = end
+    if not out:
+        return conform(batch, schema)
+    return pa.Table.from_batches(out, schema=schema).combine_chunks().to_batches()[0] if len(out) > 1 else out[0]
+
+
 def apply_map(op: Operator, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     """Run `op` on the live rows of `batch`; dead rows pass through untouched. Output follows `schema`.
 
     Rows the operator drops get `stage` = the operator's name and lose their image bytes, so dead
     rows cost nothing further downstream while their ledger fields (key, source, reason) travel on.
+    A generator's rows go through `apply_generator` instead.
     """
+    if isinstance(op, Generator):
+        return apply_generator(op, batch, schema)
     alive = batch.column("keep")
     n_alive = pc.sum(alive.cast(pa.int64())).as_py() or 0
     live = batch.filter(alive) if n_alive < batch.num_rows else batch

@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import re
+import socket
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import storage
-from pipelines.schema import LEDGER_SCHEMA, WORKING_COLUMNS
-from pipelines.shards import EMBEDDING_COLUMNS, ShardConfig, ShardInfo, ShardWriter, write_index
+from pipelines.codec import sample_from_row
+from pipelines.schema import LEDGER_SCHEMA
+from pipelines.shards import ShardConfig, ShardInfo, ShardWriter, write_index
 from pipelines.stats import RunStats
 
-# Fields of a record that are not copied into the sample's .json (stored elsewhere or engine-only).
-_NOT_IN_JSON = {"image", "text", "meta", "part", "ord", "keep", "error", "stage", "reason", *EMBEDDING_COLUMNS,
-                *WORKING_COLUMNS}
+OWNER_FILE = ".vlmdata-output"  # written when a run first claims a folder
+LOCK_FILE = ".vlmdata-lock"
+OWNED_TOP = (OWNER_FILE, LOCK_FILE, "shards", "_work", "ledger.parquet", "stats.json", "run.log")
+# What the shard writer names: PART-NNNN.tar and its sidecars, and the index.
+OWNED_SHARD = re.compile(r"^(\d{5}-\d{4}\.(tar|stats\.json|[A-Za-z0-9_]+\.parquet)|index\.json)$")
+
+
+class OutputError(ValueError):
+    """An output folder a run must not write into; the message says why and what to do."""
+
+
+def _few(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 class OutputLayout:
@@ -31,18 +49,84 @@ class OutputLayout:
         self.ledger_path = storage.join(root, "ledger.parquet")
         self.stats_path = storage.join(root, "stats.json")
 
+    def check_safe(self, inputs: list[str]) -> None:
+        """Refuse an output folder this run could harm: a file, a folder holding files vlmdata did not write, a
+        folder inside an input, or one that holds an input. Raises OutputError saying which and what to do."""
+        root = self.root
+        if storage.is_url(root) and not root.startswith("file://"):
+            return  # object stores: no local path to compare; the ownership marker still guards the folder
+        out = Path(root.removeprefix("file://")).resolve()
+        if out.exists() and not out.is_dir():
+            raise OutputError(f"--output {root} is a file; pass a folder (new or one a previous run wrote)")
+        for item in inputs:
+            if item.startswith("count:") or (storage.is_url(item) and not item.startswith("file://")):
+                continue
+            src = Path(item.removeprefix("file://")).resolve()
+            if src == out or out in src.parents:
+                raise OutputError(f"input {item} is inside the output folder {root}: a run would read its own output; "
+                                  "pass an output folder outside your inputs")
+            if src.is_dir() and src in out.parents:
+                raise OutputError(f"the output folder {root} is inside the input {item}: the next run would read "
+                                  "this run's output as input; pass an output folder outside your inputs")
+        if not out.exists():
+            return
+        entries = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
+        if entries and OWNER_FILE not in entries:
+            raise OutputError(f"the output folder {root} already holds files vlmdata did not write ({_few(entries)}); "
+                              "pass a new or empty folder")
+        foreign = sorted(set(entries) - set(OWNED_TOP))
+        if (out / "shards").is_dir():
+            foreign += [f"shards/{n}" for n in sorted(os.listdir(out / "shards")) if not OWNED_SHARD.match(n)]
+        if foreign:
+            raise OutputError(f"the output folder {root} holds files vlmdata did not write ({_few(foreign)}); "
+                              "vlmdata never deletes what it did not write: move them away or pass another folder")
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """One run per output folder at a time: a second run is refused with a clear message (an OS lock, released
+        when the run ends or its process dies)."""
+        if storage.is_url(self.root) and not self.root.startswith("file://"):
+            yield
+            return
+        storage.makedirs(self.root)
+        path = storage.join(self.root, LOCK_FILE).removeprefix("file://")
+        with open(path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise OutputError(f"another run is writing to {self.root} ({holder}); wait for it to finish or pass "
+                                  "another --output") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def prepare(self, fingerprint: str) -> int:
-        """Start or resume a run; work from a run with another fingerprint (other inputs or config) is wiped.
+        """Start or resume a run; work from a run with another fingerprint (other inputs or config) is removed, and
+        only what vlmdata wrote (its own file names under shards/, its merged outputs, its work folder).
 
         Returns the number of parts already complete.
         """
+        storage.makedirs(self.root)
+        owner = storage.join(self.root, OWNER_FILE)
+        if not storage.exists(owner):
+            storage.write_atomic(owner, b"This folder is a vlmdata output: vlmdata deletes only the files it wrote here.\n")
         run_file = storage.join(self.work_dir, "run.json")
         previous = None
         if storage.exists(run_file):
             previous = json.loads(storage.read_bytes(run_file)).get("fingerprint")
         if previous != fingerprint:
-            for path in (self.shards_dir, self.work_dir):
-                storage.rmtree(path)
+            if storage.exists(self.shards_dir):
+                for name in storage.listdir(self.shards_dir):
+                    if OWNED_SHARD.match(name):
+                        storage.remove(storage.join(self.shards_dir, name))
+            storage.rmtree(self.work_dir)
             for path in (self.ledger_path, self.stats_path):
                 storage.remove(path)
         storage.rmtree(self.tmp_dir)
@@ -88,18 +172,9 @@ class OutputLayout:
         return json.loads(storage.read_bytes(path))
 
 
-def sample_of(row: dict[str, Any]) -> dict[str, bytes]:
-    """A kept row as an img2dataset-style WebDataset sample: image, caption .txt, everything else in .json."""
-    fields = {k: v for k, v in row.items() if k not in _NOT_IN_JSON and v is not None}
-    fields["caption"] = row["text"]
-    fields["meta"] = json.loads(row["meta"]) if row.get("meta") else {}
-    ext = "png" if row.get("image_format") == "png" else "jpg"
-    return {
-        "__key__": row["key"],
-        ext: row["image"],
-        "txt": (row["text"] or "").encode(),
-        "json": json.dumps(fields, ensure_ascii=False, sort_keys=True).encode(),
-    }
+def sample_of(row: dict[str, Any], schema: pa.Schema) -> tuple[dict[str, bytes], dict[str, dict[str, Any]]]:
+    """A kept row as an img2dataset-style WebDataset sample, and its sidecar values (the codec decides both)."""
+    return sample_from_row(row, schema)
 
 
 def _status(row: dict[str, Any]) -> str:
@@ -116,33 +191,34 @@ class PartWriter:
         )
         self.stats = RunStats()
         self.ledger: list[pa.RecordBatch] = []
+        self.flow = StageFlow()
 
     def add(self, batch: pa.RecordBatch) -> None:
         ledger_rows = []
         for row in batch.to_pylist():
             status = _status(row)
             self.stats.add_row(status, row["stage"], row["reason"])
+            self.flow.add(status, row["stage"], row.get("origin"))
             ledger_rows.append(
-                {"key": row["key"], "source": row["source"], "dataset": row["dataset"], "status": status,
-                 "stage": None if status == "kept" else row["stage"], "reason": row["reason"]}
+                {"key": row["key"], "parent": row.get("parent"), "origin": row.get("origin"), "source": row["source"],
+                 "dataset": row["dataset"], "status": status, "stage": None if status == "kept" else row["stage"],
+                 "reason": row["reason"]}
             )
             if status == "kept":
-                self.writer.write(sample_of(row), {c: row[c] for c in EMBEDDING_COLUMNS if row.get(c) is not None})
+                self.writer.write(*sample_of(row, batch.schema))
                 self.stats.add_concepts(row.get("concepts"))
-                self.stats.add_kept(
-                    {"width": row.get("width"), "height": row.get("height"),
-                     "caption_chars": len(row["text"] or ""), "image_bytes": len(row["image"] or b"")}
-                )
         self.ledger.append(pa.RecordBatch.from_pylist(ledger_rows, schema=LEDGER_SCHEMA))
 
     def close(self) -> dict[str, Any]:
         shards = self.writer.close()
+        self.stats.add_shards(self.writer.stats)  # kept samples are histogrammed once, by the shard writer
         frag = self.layout.ledger_fragment(self.part)
         storage.write_parquet_atomic(frag, pa.Table.from_batches(self.ledger, schema=LEDGER_SCHEMA))
         marker = {
             "part": self.part,
             "shards": [s.__dict__ for s in shards],
             "stats": self.stats.to_dict(),
+            "flow": self.flow.to_dict(),
         }
         # The marker is written last: it is the proof that this part's shards and ledger are complete.
         storage.write_atomic(self.layout.marker_path(self.part), json.dumps(marker).encode())
@@ -157,9 +233,55 @@ def write_part(batches: Iterator[pa.RecordBatch], layout: OutputLayout, shards: 
     return writer.close()
 
 
-def finalize(layout: OutputLayout, part_ids: list[int], name: str) -> dict[str, Any]:
+class StageFlow:
+    """Per stage: rows that left the stream there (dropped, error, or expanded parents) and rows it generated, and
+    per generating stage the status of its children; enough to give every stage's rows in, out and generated."""
+
+    def __init__(self, data: dict[str, Any] | None = None):
+        data = data or {}
+        self.sources = int(data.get("sources", 0))
+        self.left: Counter[str] = Counter(data.get("left", {}))
+        self.children: dict[str, Counter[str]] = {k: Counter(v) for k, v in data.get("children", {}).items()}
+
+    def add(self, status: str, stage: str | None, origin: str | None) -> None:
+        if origin is None:
+            self.sources += 1
+        else:
+            self.children.setdefault(origin, Counter())[status] += 1
+        if status != "kept":
+            self.left[stage or "read"] += 1
+
+    def merge(self, other: StageFlow) -> StageFlow:
+        self.sources += other.sources
+        self.left.update(other.left)
+        for k, v in other.children.items():
+            self.children.setdefault(k, Counter()).update(v)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sources": self.sources, "left": dict(sorted(self.left.items())),
+                "children": {k: dict(sorted(v.items())) for k, v in sorted(self.children.items())}}
+
+    def per_stage(self, stages: list[str]) -> list[dict[str, Any]]:
+        """Rows in, out and generated of each stage, in recipe order (stages are told apart by name)."""
+        alive = self.sources - self.left.get("read", 0)
+        out = []
+        for name in dict.fromkeys(stages):
+            generated = sum(self.children.get(name, {}).values())
+            left = self.left.get(name, 0)
+            row: dict[str, Any] = {"stage": name, "rows_in": alive, "rows_out": alive - left + generated}
+            if name in self.children:
+                row["generated"] = generated
+                row["children"] = {s: self.children[name].get(s, 0) for s in ("kept", "dropped", "error")}
+            out.append(row)
+            alive = row["rows_out"]
+        return out
+
+
+def finalize(layout: OutputLayout, part_ids: list[int], name: str, stages: list[str] | None = None) -> dict[str, Any]:
     """Merge per-part results into index.json, ledger.parquet and stats.json (streaming: memory stays flat)."""
     stats = RunStats()
+    flow = StageFlow()
     shards: list[ShardInfo] = []
     missing = [p for p in part_ids if layout.marker(p) is None]
     if missing:
@@ -172,13 +294,19 @@ def finalize(layout: OutputLayout, part_ids: list[int], name: str) -> dict[str, 
             marker = layout.marker(p)
             assert marker is not None
             stats.merge(RunStats(marker["stats"]))
+            flow.merge(StageFlow(marker.get("flow")))
             shards.extend(ShardInfo(**s) for s in marker["shards"])
             with storage.open_file(layout.ledger_fragment(p)) as frag:
                 ledger.write_table(pq.read_table(frag, schema=LEDGER_SCHEMA))
     storage.replace(tmp, layout.ledger_path)
     write_index(layout.shards_dir, shards, name)
     result = stats.to_dict()
-    result["inputs"] = sum(result["status"].values())
+    result["inputs"] = flow.sources
+    result["rows"] = sum(result["status"].values())  # source rows + generated rows
+    if stages is not None:
+        result["stages"] = flow.per_stage(stages)
+    if flow.children:
+        result["generated"] = sum(sum(v.values()) for v in flow.children.values())
     result["shards"] = {"count": len(shards), "samples": sum(s.nsamples for s in shards),
                         "bytes": sum(s.filesize for s in shards)}
     return result

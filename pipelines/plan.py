@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,24 @@ class Step:
     schema: pa.Schema  # the batch schema after this step
 
 
-def plan_passes(ops: list[Operator]) -> list[tuple[list[Step], GlobalOperator | None]]:
+class PlanError(ValueError):
+    """A recipe whose stages cannot run in this order: the message names the stage and the column."""
+
+
+def check_columns(ops: list[Operator], source_fields: Iterable[pa.Field] = ()) -> None:
+    """Every column a stage reads is provided by the source or an earlier stage; raises PlanError naming both."""
+    available = set(record_schema(source_fields).names)
+    for i, op in enumerate(ops):
+        missing = [c for c in op.reads if c not in available]
+        if missing:
+            raise PlanError(
+                f"stage {i + 1} ({op.name}) reads column(s) {', '.join(missing)} that neither the source nor an earlier "
+                "stage provides; add the stage that makes them before it (e.g. `decode` for width/height/pixel_sha1)"
+            )
+        available.update(f.name for f in op.adds)
+
+
+def plan_passes(ops: list[Operator], source_fields: Iterable[pa.Field] = ()) -> list[tuple[list[Step], GlobalOperator | None]]:
     """Split `ops` into passes. Each pass ends at a global stage's reduce (or at the end of the pipeline).
 
     A global stage's map phase runs in the pass before its reduce; its apply phase opens the next pass,
@@ -30,10 +47,10 @@ def plan_passes(ops: list[Operator]) -> list[tuple[list[Step], GlobalOperator | 
     """
     passes: list[tuple[list[Step], GlobalOperator | None]] = []
     steps: list[Step] = []
-    columns: list[str] = []
+    fields: list[pa.Field] = list(source_fields)
     for op in ops:
-        columns.extend(op.adds)
-        schema = record_schema(columns)
+        fields.extend(op.adds)
+        schema = record_schema(fields)
         steps.append(Step("map", op, schema))
         if isinstance(op, GlobalOperator):
             passes.append((steps, op))

@@ -53,12 +53,14 @@ def finish(runner: PassRunner, parts: list[Part], markers: list[dict[str, Any]],
            fingerprint: str) -> dict[str, Any]:
     """Merge index.json, ledger.parquet and stats.json; drop the work files a resume would have reused."""
     layout = runner.layout
-    stats = finalize(layout, [p.id for p in parts], runner.spec.name)
+    stats = finalize(layout, [p.id for p in parts], runner.spec.name, runner.stage_names)
     stats["engine"] = engine
     stats["seconds"] = round(seconds, 3)
     stats["throughput_per_s"] = round(stats["inputs"] / seconds, 2) if seconds > 0 else None
     stats["fingerprint"] = fingerprint
     stats["worker_maxrss_kb"] = max((m.get("worker_maxrss_kb", 0) for m in markers), default=0)
+    stats["unreadable_inputs"] = unreadable_inputs(parts, markers)
+    stats["sources"] = _sources_used(parts)
     kept_concepts = stats.pop("concepts_kept", {})
     for k in range(runner.n_passes - 1):
         if runner.group(k).reduce_kind == "count":
@@ -69,11 +71,29 @@ def finish(runner: PassRunner, parts: list[Part], markers: list[dict[str, Any]],
     return stats
 
 
+def unreadable_inputs(parts: list[Part], markers: list[dict[str, Any]]) -> list[str]:
+    """Inputs none of whose rows could be read (a missing or broken file): every row a `read` error."""
+    rows: dict[str, list[int]] = {}
+    for part, marker in zip(parts, markers, strict=False):
+        flow = (marker or {}).get("flow") or {}
+        sources = int(flow.get("sources", 0))
+        failed = int((flow.get("left") or {}).get("read", 0))
+        total = rows.setdefault(part.input or part.root, [0, 0])
+        total[0] += sources
+        total[1] += failed
+    return sorted(root for root, (n, failed) in rows.items() if n == 0 or failed == n)
+
+
+def _sources_used(parts: list[Part]) -> dict[str, str]:
+    """Which source read which input (the summary says it, so an auto-detection is never silent)."""
+    return {p.input or p.root: p.format for p in parts}
+
+
 def process(engine: Engine, spec: PipelineSpec, parts: list[Part], output: str, fingerprint: str) -> RunReport:
     """Every pass and reduce in order (each skips what a previous run finished), then the merge."""
     layout = OutputLayout(output)
-    resumed = layout.prepare(fingerprint)
-    runner = PassRunner(spec, output)
+    resumed = layout.prepare(fingerprint)  # the caller holds layout.lock() and has run layout.check_safe(inputs)
+    runner = PassRunner.for_parts(spec, output, parts)
     start = time.perf_counter()
     markers: list[dict[str, Any]] = []
     for k in range(runner.n_passes):
@@ -86,5 +106,13 @@ def process(engine: Engine, spec: PipelineSpec, parts: list[Part], output: str, 
 
 
 def run_pipeline(spec: PipelineSpec, inputs: list[str], output: str, engine: Engine) -> RunReport:
-    parts, fingerprint = plan(spec, inputs)
-    return process(engine, spec, parts, output, fingerprint)
+    layout = OutputLayout(output)
+    layout.check_safe(inputs)
+    try:
+        with layout.lock():
+            parts, fingerprint = plan(spec, inputs)
+            return process(engine, spec, parts, output, fingerprint)
+    finally:
+        close = getattr(engine, "close", None)
+        if close is not None:
+            close()

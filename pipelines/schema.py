@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import pyarrow as pa
 
 KEY_HEX_CHARS = 24  # 96 bits: collision-free at any corpus size we will meet
 
-# The fields every record carries from the moment a reader emits it.
+# The fields every record carries from the moment a source emits it.
 BASE_FIELDS: tuple[pa.Field, ...] = (
-    pa.field("key", pa.string()),  # stable hash of (dataset, source id)
-    pa.field("image", pa.binary()),  # encoded image bytes; null once the row is dropped
-    pa.field("text", pa.string()),  # caption or prompt
-    pa.field("source", pa.string()),  # path, tar member, Parquet row or URL: where the user finds it
+    pa.field("key", pa.string()),  # stable: hash of (dataset, source id), or of (parent key, operator, index)
+    pa.field("parent", pa.string()),  # key of the row this one was generated from; null for source rows
+    pa.field("image", pa.binary()),  # encoded image bytes (may be null: text-only rows; dead rows lose them)
+    pa.field("text", pa.string()),  # caption, prompt, or a generated sample's ground-truth text
+    pa.field("source", pa.string()),  # path, tar member, Parquet row, URL or seed: where the user finds it
     pa.field("dataset", pa.string()),  # the input set's name
     pa.field("meta", pa.string()),  # JSON object: everything else the source had
 )
@@ -22,42 +24,21 @@ BASE_FIELDS: tuple[pa.Field, ...] = (
 # Columns the engine owns: where a row came from, and whether it is still alive.
 CONTROL_FIELDS: tuple[pa.Field, ...] = (
     pa.field("part", pa.int32()),  # input partition the row was read in
-    pa.field("ord", pa.int64()),  # read order inside the partition
+    pa.field("ord", pa.int64()),  # read order inside the partition (children share their parent's)
+    pa.field("origin", pa.string()),  # the generating stage that made the row; null for source rows
     pa.field("keep", pa.bool_()),
     pa.field("error", pa.bool_()),  # dropped because it is broken, not filtered
     pa.field("stage", pa.string()),  # the stage that dropped it
     pa.field("reason", pa.string()),  # short machine-readable reason, "prefix[:detail]"
 )
 
-# Typed columns stages add; an operator declares which of these it produces.
-STAGE_FIELDS: dict[str, pa.Field] = {
-    f.name: f
-    for f in (
-        pa.field("width", pa.int32()),
-        pa.field("height", pa.int32()),
-        pa.field("image_format", pa.string()),  # "jpeg" | "png": extension of the stored bytes
-        pa.field("pixel_sha1", pa.string()),  # hash of decoded RGB pixels (exact dedup)
-        pa.field("color_std", pa.float32()),  # std of a small RGB thumbnail (solid-colour test)
-        pa.field("clip_score", pa.float32()),  # cosine(image, caption) of the CLIP filter model
-        pa.field("image_embedding", pa.list_(pa.float16())),  # L2-normalised CLIP embeddings, kept for dedup/retrieval
-        pa.field("text_embedding", pa.list_(pa.float16())),
-        pa.field("phash", pa.string()),
-        pa.field("phash_crops", pa.list_(pa.string())),  # near-dedup crop search: pHashes of a crop grid,
-        pa.field("thumbnail", pa.binary()),  # a small JPEG thumbnail to align crops on,
-        pa.field("aspect", pa.float32()),  # and width / height (WORKING_COLUMNS)
-        pa.field("concepts", pa.list_(pa.string())),
-        pa.field("ocr", pa.string()),
-        pa.field("boxes", pa.string()),
-        pa.field("messages", pa.string()),
-    )
-}
-
-# Stage columns that only a later stage of the same run needs: never written into a sample.
-WORKING_COLUMNS = ("phash_crops", "thumbnail", "aspect")
+ENGINE_COLUMNS = frozenset(f.name for f in CONTROL_FIELDS)
 
 LEDGER_SCHEMA = pa.schema(
     [
         pa.field("key", pa.string()),
+        pa.field("parent", pa.string()),  # null for source rows
+        pa.field("origin", pa.string()),  # the generating stage that made the row; null for source rows
         pa.field("source", pa.string()),
         pa.field("dataset", pa.string()),
         pa.field("status", pa.string()),  # kept | dropped | error
@@ -75,15 +56,28 @@ def make_key(dataset: str, source_id: str) -> str:
     return digest[:KEY_HEX_CHARS]
 
 
-def record_schema(stage_columns: Iterable[str] = ()) -> pa.Schema:
-    """The schema of a batch after stages that added `stage_columns` (in order)."""
-    fields = list(BASE_FIELDS) + list(CONTROL_FIELDS)
-    seen = {f.name for f in fields}
-    for name in stage_columns:
-        if name not in seen:
-            fields.append(STAGE_FIELDS[name])
-            seen.add(name)
-    return pa.schema(fields)
+def child_key(parent: str, operator: str, index: int) -> str:
+    """The key of a generated row: a hash of its parent's key, the generating operator and its index, so reruns
+    and every engine agree."""
+    digest = hashlib.sha1(f"{parent}\x00{operator}\x00{index}".encode()).hexdigest()
+    return digest[:KEY_HEX_CHARS]
+
+
+def record_schema(fields: Iterable[pa.Field] = ()) -> pa.Schema:
+    """The schema of a batch: base and control fields, then `fields` (a source's and the stages' columns, in
+    order). A column declared twice must have one type; the first declaration wins."""
+    out = list(BASE_FIELDS) + list(CONTROL_FIELDS)
+    seen = {f.name: f for f in out}
+    for field in fields:
+        if isinstance(field, str):
+            raise TypeError(f"record_schema takes typed pa.Field columns, not the name {field!r}")
+        known = seen.get(field.name)
+        if known is None:
+            out.append(field)
+            seen[field.name] = field
+        elif known.type != field.type:
+            raise ValueError(f"column {field.name!r} is declared as {known.type} and as {field.type}")
+    return pa.schema(out)
 
 
 def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
@@ -95,34 +89,46 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
             cols.append(pa.nulls(batch.num_rows, field.type))
         else:
             col = batch.column(idx)
-            cols.append(col if col.type == field.type else col.cast(field.type))
+            cols.append(col if col.type == field.type else _cast(col, field.type))
     return pa.RecordBatch.from_arrays(cols, schema=schema)
 
 
-def set_columns(batch: pa.RecordBatch, columns: Mapping[str, pa.Array]) -> pa.RecordBatch:
-    """Return `batch` with `columns` replaced or appended (types from STAGE_FIELDS when known)."""
+def _cast(col: pa.Array, type_: pa.DataType) -> pa.Array:
+    try:
+        return col.cast(type_)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        # Nested values whose inferred struct differs (member order, a missing member): rebuild from Python.
+        return pa.array(col.to_pylist(), type=type_)
+
+
+def set_columns(batch: pa.RecordBatch, columns: Mapping[str, Any], fields: Iterable[pa.Field] = ()) -> pa.RecordBatch:
+    """Return `batch` with `columns` replaced or appended; new columns take their type from `fields` (the
+    operator's declared columns) when given, else from the values."""
+    declared = {f.name: f for f in fields}
     names = list(batch.schema.names)
     arrays = list(batch.columns)
-    fields = list(batch.schema)
+    out_fields = list(batch.schema)
     for name, arr in columns.items():
-        if not isinstance(arr, pa.Array):
-            arr = pa.array(arr, type=_type_of(name, batch))
         if name in names:
             i = names.index(name)
-            arrays[i] = arr if arr.type == fields[i].type else arr.cast(fields[i].type)
+            want = out_fields[i].type
+        else:
+            want = declared[name].type if name in declared else _base_type(name)
+        if not isinstance(arr, pa.Array):
+            arr = pa.array(arr, type=want)
+        elif want is not None and arr.type != want:
+            arr = _cast(arr, want)
+        if name in names:
+            arrays[names.index(name)] = arr
         else:
             names.append(name)
             arrays.append(arr)
-            fields.append(STAGE_FIELDS.get(name, pa.field(name, arr.type)))
-    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+            out_fields.append(declared.get(name) or pa.field(name, arr.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(out_fields))
 
 
-def _type_of(name: str, batch: pa.RecordBatch) -> pa.DataType | None:
-    idx = batch.schema.get_field_index(name)
-    if idx >= 0:
-        return batch.schema.field(idx).type
+def _base_type(name: str) -> pa.DataType | None:
     for f in (*BASE_FIELDS, *CONTROL_FIELDS):
         if f.name == name:
             return f.type
-    field = STAGE_FIELDS.get(name)
-    return field.type if field is not None else None
+    return None

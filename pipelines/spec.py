@@ -12,7 +12,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipelines.operator import Operator, build_operator
-from pipelines.readers.base import ReaderConfig
+from pipelines.plan import check_columns
+from pipelines.readers.base import InputError, ReaderConfig, source_fields, sources
 from pipelines.shards import ShardConfig
 
 
@@ -37,7 +38,11 @@ class StageSpec(BaseModel):
 class EngineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: Literal["spark", "beam"] = Field("spark", description="Execution engine.")
+    name: Literal["spark", "beam", "local"] = Field(
+        "spark", description="Execution engine: spark (default; local[*] embedded or a cluster), beam, or local "
+        "(an in-process pool over parts: no JVM, no Beam; for small inputs, operator authors and tests).")
+    workers: int | None = Field(None, ge=0, description="local engine: worker processes (default: one per core; "
+                                "0 = run in this process).")
     master: str = Field("local[*]", description="Spark master: local[N], local[N,retries], spark://host:port, yarn, k8s://…")
     conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark settings (spark.* keys).")
     task_retries: int = Field(3, ge=0, description="Times a failed task (a killed worker) is retried before the stage fails.")
@@ -59,6 +64,14 @@ class PipelineSpec(BaseModel):
 
     def operators(self) -> list[Operator]:
         return [build_operator(s.op, s.config) for s in self.stages]
+
+    def preflight(self) -> None:
+        """Every stage's driver-side check (models present, …), before any engine or flow run starts."""
+        for i, op in enumerate(self.operators()):
+            try:
+                op.preflight()
+            except Exception as exc:  # noqa: BLE001 - reported as a recipe error naming the stage
+                raise SpecError(f"stage {i + 1} ({op.name}): {exc}") from exc
 
     def fingerprint(self, parts_json: str) -> str:
         """What decides the output: reader, stages, shards, the inputs and the code that runs them; never the engine.
@@ -111,9 +124,12 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Pipe
         node[last] = value
     try:
         spec = PipelineSpec.model_validate(data)
-        spec.operators()  # validates every operator config now, not on a worker later
+        ops = spec.operators()  # validates every operator config now, not on a worker later
+        # Columns: with an explicit source, exactly what it provides; with auto, what any source could.
+        formats = [spec.reader.format] if spec.reader.format != "auto" else sorted(sources())
+        check_columns(ops, source_fields(formats))
     except ValidationError as exc:
         raise SpecError(f"{path}: {exc}") from exc
-    except ValueError as exc:
+    except (ValueError, InputError) as exc:
         raise SpecError(f"{path}: {exc}") from exc
     return spec

@@ -7,7 +7,8 @@ import os
 import pyarrow as pa
 from pydantic import Field
 
-from pipelines.operator import Operator, OperatorConfig, with_verdicts
+from pipelines.operator import Drop, Generator, Operator, OperatorConfig, with_verdicts
+from pipelines.readers.base import Part, Source
 
 
 class WordConfig(OperatorConfig):
@@ -64,3 +65,51 @@ class FailSetupOnce(Operator):
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         return with_verdicts(batch, [True] * batch.num_rows, [None] * batch.num_rows)
+
+
+class FanOutConfig(OperatorConfig):
+    poison: str = Field("poison", description="A parent whose caption holds this word makes generation raise.")
+
+
+class FanOut(Generator):
+    """A plug-in generator: 0, 1 or 3 children per parent (by the parent key), raising on `poison` captions.
+    Child i carries `fan_index` = i and a caption of its own; the first child of three is dropped as a verification
+    failure would be."""
+
+    name = "fan_out"
+    Config = FanOutConfig
+    reads = ("text",)
+    adds = (pa.field("fan_index", pa.int32()),)
+
+    def generate(self, row: dict) -> list[dict]:
+        if self.config.poison in (row["text"] or ""):
+            raise ValueError(f"cannot expand captions with {self.config.poison!r}")
+        n = (0, 1, 3)[int(row["key"][:8], 16) % 3]
+        if n == 0:
+            raise Drop("nothing_to_expand")
+        children = [{"fan_index": i, "text": f"{row['text']} #{i}"} for i in range(n)]
+        if n == 3:
+            children[0].update(keep=False, reason="failed_check:0")
+        return children
+
+
+class CountedSource(Source):
+    """A plug-in source: `counted:N` → N rows whose text is the number in words."""
+
+    name = "counted"
+    columns = (pa.field("number", pa.int64()),)
+
+    def detect(self, path: str) -> bool:
+        return path.startswith("counted:")
+
+    def plan(self, root, dataset, config, first_id):
+        n = int(root.split(":", 1)[1])
+        yield Part(id=first_id, format="tests.ops:CountedSource", root=root, dataset="counted", path="",
+                   row_start=0, row_end=n)
+
+    def files(self, part):
+        return []
+
+    def read(self, part, config, out):
+        for i in range(part.row_start, part.row_end):
+            yield from out.add(f"n={i}", f"{part.root}#{i}", None, f"number {i}", {"i": i}, None, {"number": i})

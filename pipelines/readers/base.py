@@ -1,20 +1,31 @@
-"""Input planning (driver side) and partition reading (worker side), shared by every reader."""
+"""Sources as plug-ins: input planning (driver side) and partition reading (worker side).
+
+A source cuts its input into parts (the unit of parallelism and resume) and reads a part into record batches.
+Sources register under the entry-point group `vlmdata.sources` (like operators), so another package adds its own;
+a recipe names one in `reader.format` (or `auto` picks by what each input is), with the source's own options in
+`reader.options`. Built in: folder, webdataset, parquet, prompts, html, text, count.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from functools import cache
+from importlib import import_module
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipelines import storage
 from pipelines.schema import make_key, record_schema
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+SOURCE_ENTRY_POINTS = "vlmdata.sources"
 
 
 class InputError(ValueError):
@@ -24,9 +35,11 @@ class InputError(ValueError):
 class ReaderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: Literal["auto", "folder", "webdataset", "parquet"] = Field(
-        "auto", description="Input format; auto picks by what each input path is."
+    format: str = Field(
+        "auto", description="Source plug-in (folder, webdataset, parquet, prompts, html, text, count, or a registered "
+        "one); auto picks by what each input is (`count:N` inputs are the count source)."
     )
+    options: dict[str, Any] = Field(default_factory=dict, description="The source's own options (see `vlmdata ops`).")
     dataset: str | None = Field(None, description="Dataset name recorded on every row; default: the input's name.")
     part_size: int = Field(1024, ge=1, description="Samples per partition (folders, Parquet); a tar is one partition.")
     batch_size: int = Field(64, ge=1, description="Rows per Arrow batch handed to operators (bounds worker memory).")
@@ -46,24 +59,106 @@ class Part(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: int
-    format: Literal["folder", "webdataset", "parquet"]
+    format: str  # the source plug-in that reads it
     root: str  # the input the user named; source ids are relative to it
     dataset: str
     path: str  # folder, tar or parquet file
-    items: list[list[str | None]] = Field(default_factory=list)  # folder: [stem, image, txt, json] (relative)
+    items: list[list[str | None]] = Field(default_factory=list)  # folder: [stem, image, txt, json]; html/text: [file]
     row_start: int = 0  # parquet: rows [row_start, row_end)
     row_end: int = 0
+    input: str = ""  # the input as the user named it (several parts may share it)
     size_hint: int = 0  # bytes of input behind this part
     content_sha1: str | None = None  # hash of the bytes behind this part (reader.fingerprint = content)
 
 
+class SourceOptions(BaseModel):
+    """Base of a source's own options (`reader.options`): unknown keys are an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source:
+    """A source plug-in. Subclasses set `name`, optionally `Options` and `columns` (typed fields it adds to the
+    base record), and implement `plan` and `read`; `detect` lets `format: auto` pick it."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type[SourceOptions]] = SourceOptions
+    columns: ClassVar[tuple[pa.Field, ...]] = ()
+
+    def detect(self, path: str) -> bool:
+        """Whether `path` is this source's kind of input (for `format: auto`); the built-ins decide by content."""
+        return False
+
+    def plan(self, root: str, dataset: str, config: ReaderConfig, first_id: int) -> Iterator[Part]:
+        raise NotImplementedError
+
+    def read(self, part: Part, config: ReaderConfig, out: BatchBuilder) -> Iterator[pa.RecordBatch]:
+        raise NotImplementedError
+
+    def files(self, part: Part) -> list[str]:
+        """The files behind `part` (for the content fingerprint): its listed items, else its path."""
+        if part.items:
+            return [storage.join(part.root, item[0]) for item in part.items if item and item[0]]
+        return [part.path] if part.path else []
+
+    def options(self, config: ReaderConfig) -> SourceOptions:
+        try:
+            return self.Options.model_validate(config.options)
+        except ValidationError as exc:
+            raise InputError(f"reader.options for source {self.name!r}: {exc}") from exc
+
+
+class ModuleSource(Source):
+    """A built-in source whose plan/read live as functions in a module (the three original readers)."""
+
+    def __init__(self, name: str, module: str, columns: tuple[pa.Field, ...] = ()):
+        self.name, self._module, self.columns = name, module, columns  # type: ignore[misc]
+
+    def plan(self, root: str, dataset: str, config: ReaderConfig, first_id: int) -> Iterator[Part]:
+        return import_module(self._module).plan(root, dataset, config, first_id)
+
+    def read(self, part: Part, config: ReaderConfig, out: BatchBuilder) -> Iterator[pa.RecordBatch]:
+        return import_module(self._module).read(part, config, out)
+
+    def files(self, part: Part) -> list[str]:
+        module = import_module(self._module)
+        return module.files(part) if hasattr(module, "files") else super().files(part)
+
+
+@cache
+def sources() -> dict[str, Source]:
+    """Every registered source by name (entry points `vlmdata.sources`); a broken plug-in is reported by name."""
+    found: dict[str, Source] = {}
+    for ep in entry_points(group=SOURCE_ENTRY_POINTS):
+        try:
+            obj = ep.load()
+            found[ep.name] = obj() if isinstance(obj, type) else obj
+        except Exception as exc:  # noqa: BLE001 - a broken plug-in must not hide the others
+            warnings.warn(f"source {ep.name!r} ({ep.value}) cannot be loaded: {exc}", stacklevel=2)
+    return found
+
+
+def get_source(name: str) -> Source:
+    """A registered source, or any Source subclass by import path (`package.module:Class`)."""
+    if ":" in name and not name.startswith("count:"):
+        module, _, attr = name.partition(":")
+        try:
+            obj = getattr(import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise InputError(f"cannot import source {name!r}: {exc}") from exc
+        return obj() if isinstance(obj, type) else obj
+    known = sources()
+    if name not in known:
+        raise InputError(f"unknown source {name!r}; known sources: {', '.join(sorted(known)) or 'none'}")
+    return known[name]
+
+
 class BatchBuilder:
-    """Accumulates read rows and emits record batches of the base + control schema."""
+    """Accumulates read rows and emits record batches of the base + control schema (+ the source's columns)."""
 
-    schema = record_schema()
-
-    def __init__(self, part: Part, batch_size: int):
+    def __init__(self, part: Part, batch_size: int, columns: tuple[pa.Field, ...] = ()):
         self.part = part
+        self.schema = record_schema(columns)
         self.batch_size = batch_size
         self.rows: list[dict[str, Any]] = []
         self.ord = 0
@@ -76,15 +171,17 @@ class BatchBuilder:
         text: str | None,
         meta: dict[str, Any] | None = None,
         error: str | None = None,
+        columns: Mapping[str, Any] | None = None,
     ) -> Iterator[pa.RecordBatch]:
         self.rows.append(
             {
+                **(columns or {}),
                 "key": make_key(self.part.dataset, source_id),
                 "image": None if error else image,
                 "text": text,
                 "source": source,
                 "dataset": self.part.dataset,
-                "meta": json.dumps(meta or {}, ensure_ascii=False, sort_keys=True),
+                "meta": json_meta(meta),
                 "part": self.part.id,
                 "ord": self.ord,
                 "keep": error is None,
@@ -107,6 +204,33 @@ class BatchBuilder:
             yield self.flush()
 
 
+def json_meta(meta: Mapping[str, Any] | None) -> str:
+    """`meta` as the JSON text the record carries: any value a source meets becomes JSON-safe (bytes as base64,
+    dates and decimals as strings, NaN as null), so an unusual extra column never fails a run."""
+    return json.dumps(_json_safe(meta or {}), ensure_ascii=False, sort_keys=True, allow_nan=False)
+
+
+def _json_safe(value: Any) -> Any:
+    import base64
+    import math
+
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"base64": base64.b64encode(bytes(value)).decode()}
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return _json_safe(value.tolist())
+    if hasattr(value, "isoformat"):  # datetime, date, time
+        return value.isoformat()
+    return str(value)  # Decimal, UUID, timedelta, …
+
+
 def decode_caption(raw: bytes | None) -> tuple[str | None, str | None]:
     """(text, error reason) of caption bytes: UTF-8 strictly, a BOM tolerated."""
     if raw is None:
@@ -121,29 +245,111 @@ def input_name(path: str) -> str:
     return storage.basename(path).split(".")[0] or "input"
 
 
-def detect_format(path: str) -> str:
-    if storage.isdir(path):
-        names = [name for name, _ in storage.walk_files(path)]
-        if any(n.endswith(".tar") for n in names):
-            return "webdataset"
-        if any(n.endswith(".parquet") for n in names):
-            return "parquet"
-        return "folder"
-    if path.endswith(".tar"):
-        return "webdataset"
-    if path.endswith(".parquet"):
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+TEXT_SUFFIXES = (".txt", ".md", ".rst")
+HTML_SUFFIXES = (".html", ".htm", ".xhtml")
+PROMPT_SUFFIXES = (".jsonl", ".json")
+BUILTIN_SOURCES = ("folder", "webdataset", "parquet", "prompts", "html", "text", "count")
+
+
+def _kind(name: str) -> str | None:
+    low = name.lower()
+    if low.endswith(IMAGE_EXTENSIONS):
+        return "image"
+    if low.endswith(TAR_SUFFIXES):
+        return "tar"
+    if low.endswith(".parquet"):
         return "parquet"
+    if low.endswith(".jsonl"):
+        return "jsonl"
+    if low.endswith(HTML_SUFFIXES):
+        return "html"
+    if low.endswith(TEXT_SUFFIXES):
+        return "text"
+    return None
+
+
+def _parquet_kind(path: str) -> str:
+    """prompts for a prompt set (a `question` column), else parquet (images and captions)."""
+    import pyarrow.parquet as pq
+
+    try:
+        with storage.open_file(path) as f:
+            names = pq.ParquetFile(f).schema_arrow.names
+    except Exception:  # noqa: BLE001 - the parquet source reports an unreadable file with its reason
+        return "parquet"
+    return "prompts" if "question" in names else "parquet"
+
+
+def _url_list(path: str) -> bool:
+    """A .txt whose non-empty lines are all URLs is a list of pages."""
+    try:
+        with storage.open_file(path) as f:
+            head = f.read(1 << 16).decode("utf-8", "replace")
+    except OSError:
+        return False
+    lines = [ln.strip() for ln in head.splitlines() if ln.strip() and not ln.startswith("#")]
+    return bool(lines) and all(ln.startswith(("http://", "https://", "file://")) for ln in lines)
+
+
+def detect_format(path: str) -> str:
+    """The source for an input, by what its files are (a stray file of another kind does not flip it): images
+    win (img2dataset's `files` layout has .txt/.json/.parquet beside them), then tars, Parquet, JSONL prompt sets,
+    HTML pages, text. Registered plug-in sources are asked first."""
+    if path.startswith("count:"):
+        return "count"
+    for name, source in sources().items():
+        if name not in BUILTIN_SOURCES and source.detect(path):
+            return name
+    if storage.isdir(path):
+        kinds: dict[str, list[str]] = {}
+        for rel, _ in storage.walk_files(path):
+            kind = _kind(rel)
+            if kind:
+                kinds.setdefault(kind, []).append(rel)
+        if "image" in kinds:
+            return "folder"
+        if "tar" in kinds:
+            return "webdataset"
+        if "parquet" in kinds:
+            return _parquet_kind(storage.join(path, sorted(kinds["parquet"])[0]))
+        if "jsonl" in kinds:
+            return "prompts"
+        if "html" in kinds:
+            return "html"
+        if "text" in kinds:
+            return "text"
+        raise InputError(f"{path}: a folder with no images, tars, Parquet, JSONL, HTML or text files; "
+                         "pass one of those (or set reader.format)")
+    kind = _kind(path)
+    if kind == "tar":
+        return "webdataset"
+    if kind == "parquet":
+        return _parquet_kind(path)
+    if kind == "jsonl" or path.lower().endswith(".json"):
+        return "prompts"
+    if kind == "html":
+        return "html"
+    if kind == "text":
+        return "html" if _url_list(path) else "text"
     raise InputError(
-        f"{path}: not a folder of images with .txt captions, a WebDataset .tar, or a .parquet file; "
-        "pass one of those (or set reader.format)"
+        f"{path}: not a folder of images with .txt captions, a WebDataset .tar, a .parquet, a .jsonl prompt set, "
+        "HTML pages, a text corpus or count:N; pass one of those (or set reader.format)"
     )
 
 
 def check_inputs(inputs: list[str], config: ReaderConfig) -> None:
     """Cheap up-front check (before any engine starts): every input exists and has a readable format."""
     if not inputs:
-        raise InputError("no input given: pass at least one folder, .tar or .parquet")
+        raise InputError("no input given: pass at least one folder, .tar, .parquet, .jsonl, HTML pages or count:N")
+    if config.format != "auto":
+        get_source(config.format).options(config)
     for root in inputs:
+        if root.startswith("count:") or (config.format == "count"):
+            _count_of(root)
+            continue
+        if config.format not in ("auto", *BUILTIN_SOURCES) and get_source(config.format).detect(root):
+            continue  # a plug-in's own kind of input (not a path)
         try:
             found = storage.exists(root)
         except Exception as exc:  # noqa: BLE001 - an unknown protocol, missing credentials, an unreachable host
@@ -151,36 +357,47 @@ def check_inputs(inputs: list[str], config: ReaderConfig) -> None:
         if not found:
             raise InputError(f"{root}: no such file or folder")
         if config.format == "auto":
-            detect_format(root)
+            get_source(detect_format(root)).options(config)
+
+
+def _count_of(root: str) -> int:
+    text = root.removeprefix("count:")
+    if not text.isdigit() or int(text) < 1:
+        raise InputError(f"{root}: use count:N with N ≥ 1 (N numbered seeds for a procedural generator)")
+    return int(text)
+
+
+def source_of(root: str, config: ReaderConfig) -> str:
+    return config.format if config.format != "auto" else detect_format(root)
+
+
+def source_fields(formats: list[str]) -> tuple[pa.Field, ...]:
+    """The columns the given sources add to the base record, in a stable order (first declaration wins)."""
+    fields: dict[str, pa.Field] = {}
+    for name in dict.fromkeys(formats):
+        for f in get_source(name).columns:
+            fields.setdefault(f.name, f)
+    return tuple(fields.values())
 
 
 def plan_parts(inputs: list[str], config: ReaderConfig) -> list[Part]:
     """List every input partition, in a deterministic order, without reading sample data."""
-    from pipelines.readers import folder, parquet, webdataset
-
-    planners = {"folder": folder.plan, "webdataset": webdataset.plan, "parquet": parquet.plan}
     check_inputs(inputs, config)
     parts: list[Part] = []
     for root in inputs:
-        fmt = config.format if config.format != "auto" else detect_format(root)
+        fmt = source_of(root, config)
         dataset = config.dataset or input_name(root)
-        for part in planners[fmt](root, dataset, config, first_id=len(parts)):
-            parts.append(part)
+        for part in get_source(fmt).plan(root, dataset, config, len(parts)):
+            parts.append(part.model_copy(update={"input": root}))
     if not parts:
         raise InputError(f"no samples found in {', '.join(inputs)}")
     if config.fingerprint == "content":
         # Each file is hashed once, even when several parts read it (Parquet row ranges).
-        files = sorted({path for part in parts for path in _files_of(part)})
+        files = sorted({path for part in parts for path in get_source(part.format).files(part)})
         with ThreadPoolExecutor(max_workers=8) as pool:
             digests = dict(zip(files, pool.map(_file_sha1, files), strict=True))
         parts = [_with_content_hash(part, digests) for part in parts]
     return parts
-
-
-def _files_of(part: Part) -> list[str]:
-    if part.format == "folder":
-        return [storage.join(part.root, rel) for item in part.items for rel in item[1:] if rel]
-    return [part.path]
 
 
 def _file_sha1(path: str) -> str:
@@ -195,16 +412,14 @@ def _file_sha1(path: str) -> str:
 def _with_content_hash(part: Part, digests: dict[str, str]) -> Part:
     """The part with a hash of every file it reads (names relative to its input, and contents)."""
     digest = hashlib.sha1()
-    for path in _files_of(part):
+    for path in get_source(part.format).files(part):
         digest.update(f"{storage.relpath(path, part.root)}\0{digests[path]}\0".encode())
     return part.model_copy(update={"content_sha1": digest.hexdigest()})
 
 
 def read_part(part: Part, config: ReaderConfig) -> Iterator[pa.RecordBatch]:
     """Every sample of `part` as record batches; broken samples come out as error rows, never exceptions."""
-    from pipelines.readers import folder, parquet, webdataset
-
-    readers = {"folder": folder.read, "webdataset": webdataset.read, "parquet": parquet.read}
-    builder = BatchBuilder(part, config.batch_size)
-    yield from readers[part.format](part, config, builder)
+    source = get_source(part.format)
+    builder = BatchBuilder(part, config.batch_size, source.columns)
+    yield from source.read(part, config, builder)
     yield from builder.finish()

@@ -50,6 +50,10 @@ def plan(root: str, dataset: str, config: ReaderConfig, first_id: int) -> Iterat
             )
 
 
+def files(part: Part) -> list[str]:
+    return [storage.join(part.root, rel) for item in part.items for rel in item[1:] if rel]
+
+
 def read(part: Part, config: ReaderConfig, out: BatchBuilder) -> Iterator[pa.RecordBatch]:
     for stem, image_rel, txt_rel, json_rel in part.items:
         assert stem is not None

@@ -9,7 +9,7 @@ from pipelines.operator import apply_map
 from pipelines.plan import _Decision
 from pipelines.schema import record_schema
 
-SCHEMA = record_schema(["concepts"])
+SCHEMA = record_schema(ConceptBalance.adds)
 
 
 def test_wordnet_metadata_has_multiword_lemmas_and_synonyms():

@@ -26,7 +26,7 @@ def test_map_hashes_pixels_when_decode_did_not():
 
 
 def test_apply_drops_losers_naming_their_survivor():
-    schema = record_schema(["pixel_sha1"])
+    schema = record_schema(ExactDedup.adds)
     rows = [
         {"key": k, "image": b"x", "text": "t", "source": "s", "dataset": "d", "meta": "{}", "part": 0, "ord": i,
          "keep": keep, "error": False, "pixel_sha1": "h"}

@@ -33,7 +33,7 @@ def _reduce(op, rows):
 
 
 def _schema(op):
-    return record_schema([*op.adds, "clip_score"])
+    return record_schema([*op.adds, pa.field("clip_score", pa.float32())])
 
 
 def _row(key, data, score=None):
@@ -80,7 +80,7 @@ def test_small_crops_are_found_by_crop_hashes_and_aligned_correlation_and_distin
     rows += [_row(f"x{i}", _smooth(s)) for i, s in enumerate((20, 21, 22))]  # distinct pictures
 
     plain = NearDedup()
-    assert plain.adds == ("phash",)  # no working columns unless asked
+    assert [f.name for f in plain.adds] == ["phash"]  # no working columns unless asked
     assert _reduce(plain, [r for r in rows if r["key"][0] in "oc"]) == {}  # pHash alone misses these crops
 
     op = NearDedup(crops=True)

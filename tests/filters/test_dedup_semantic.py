@@ -1,6 +1,7 @@
 import numpy as np
 import pyarrow as pa
 
+from filters.clip_score import ClipScore
 from filters.dedup_semantic import SemanticDedup
 from pipelines.global_stage import dedup_in_process, reduce_rows, reduce_schema
 from pipelines.schema import record_schema
@@ -19,7 +20,7 @@ def test_kmeans_clusters_then_cosine_within_cluster_names_the_best_scored_surviv
     rows.append(("dup-copy", base + rng.normal(scale=0.01, size=32), 0.9))  # a near-identical embedding
     expected["dup-original"] = "dup-copy"  # the copy has the higher CLIP score
 
-    schema = record_schema(["clip_score", "image_embedding"])
+    schema = record_schema(ClipScore.adds)
     batch = pa.RecordBatch.from_pylist(
         [{"key": k, "image": b"x", "text": "t", "source": k, "dataset": "d", "meta": "{}", "part": 0, "ord": i,
           "keep": True, "error": False, "clip_score": s,

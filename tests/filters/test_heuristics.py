@@ -1,10 +1,11 @@
 import pyarrow as pa
 
+from filters.decode import Decode
 from filters.heuristics import Heuristics, normalize_caption
 from pipelines.operator import apply_map
 from pipelines.schema import record_schema
 
-SCHEMA = record_schema(["width", "height", "image_format", "pixel_sha1", "color_std"])
+SCHEMA = record_schema(Decode.adds)
 
 
 def _rows(specs):

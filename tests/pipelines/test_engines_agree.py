@@ -1,14 +1,16 @@
-"""Beam (DirectRunner, multi-process) and Spark run the same operators to the same bytes."""
+"""Local, Beam (DirectRunner, multi-process) and Spark run the same operators to the same bytes."""
 
 import os
 
 import pyarrow.parquet as pq
 
 from pipelines.engines.beam import BeamEngine
+from pipelines.engines.local import LocalEngine
 from pipelines.engines.spark import SparkEngine
 from pipelines.run import run_pipeline
-from pipelines.spec import load_spec
+from pipelines.spec import PipelineSpec, load_spec
 from synth.demo_corpus import check_faults
+from tests.pipelines.test_generators import GEN_RECIPE, _images
 
 
 def _tree(root):
@@ -19,12 +21,14 @@ def _tree(root):
     return out
 
 
-def test_spark_and_beam_give_the_same_ledger_and_byte_identical_shards(spark, demo_corpus, tmp_path):
+def test_local_spark_and_beam_give_the_same_ledger_and_byte_identical_shards(spark, demo_corpus, tmp_path):
     root, manifest = demo_corpus
     inputs = [str(root / "corpus")]
     spark_spec = load_spec("configs/curate/base.yaml")
     beam_spec = load_spec("configs/curate/base.yaml", {"engine.name": "beam"})
+    local_spec = load_spec("configs/curate/base.yaml", {"engine.name": "local"})
     run_pipeline(spark_spec, inputs, str(tmp_path / "spark"), SparkEngine(spark_spec.engine, spark))
+    run_pipeline(local_spec, inputs, str(tmp_path / "local"), LocalEngine(local_spec.engine))
     report = run_pipeline(beam_spec, inputs, str(tmp_path / "beam"), BeamEngine(beam_spec.engine))
     assert report.stats["engine"] == "beam"
     spark_ledger = pq.read_table(tmp_path / "spark" / "ledger.parquet")
@@ -36,6 +40,28 @@ def test_spark_and_beam_give_the_same_ledger_and_byte_identical_shards(spark, de
     spark_files, beam_files = _tree(tmp_path / "spark"), _tree(tmp_path / "beam")
     assert sorted(spark_files) == sorted(beam_files) and len(spark_files) > 10
     assert spark_files == beam_files  # every tar, sidecar and index.json byte for byte
+    assert pq.read_table(tmp_path / "local" / "ledger.parquet").equals(spark_ledger)
+    assert _tree(tmp_path / "local") == spark_files
+
+
+def test_the_three_engines_agree_on_a_randomised_input_with_a_plugin_generator(spark, tmp_path):
+    """0, 1 and 3 children per input, one input that raises, a dedup after the generator: same ledger, same bytes."""
+    _images(tmp_path / "in", 30, seed=11)
+    recipe = {**GEN_RECIPE, "stages": [*GEN_RECIPE["stages"], {"op": "near_dedup"}]}
+    outs = {}
+    for name in ("local", "spark", "beam"):
+        spec = PipelineSpec.model_validate({**recipe, "engine": {"name": name}})
+        engine = {"local": lambda s: LocalEngine(s.engine), "spark": lambda s: SparkEngine(s.engine, spark),
+                  "beam": lambda s: BeamEngine(s.engine)}[name](spec)
+        run_pipeline(spec, [str(tmp_path / "in")], str(tmp_path / name), engine)
+        outs[name] = (pq.read_table(tmp_path / name / "ledger.parquet"), _tree(tmp_path / name))
+    ledger, files = outs["local"]
+    rows = ledger.to_pylist()
+    assert any(r["origin"] == "fan_out" and r["status"] == "kept" for r in rows)
+    assert sum(1 for r in rows if r["status"] == "error") == 1
+    for name in ("spark", "beam"):
+        assert outs[name][0].equals(ledger), name
+        assert outs[name][1] == files, name
 
 
 def test_beam_runner_options_pass_through_unchanged():

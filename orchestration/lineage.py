@@ -1,0 +1,67 @@
+"""`vlmdata lineage OUT KEY`: the chain from the input to a sample (source, each stage, each generating step)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+MAX_HOPS = 64  # generations are a handful deep; a longer chain means a corrupt ledger (a cycle)
+
+
+def chain(ledger: str | Path, key: str) -> list[dict[str, Any]]:
+    """Ledger rows from the source row down to `key` (the row of `key` last); reads only the rows it needs."""
+    data = ds.dataset(str(ledger), format="parquet")
+    rows: list[dict[str, Any]] = []
+    current: str | None = key
+    while current is not None and len(rows) < MAX_HOPS:
+        found = data.to_table(filter=pc.field("key") == current).to_pylist()
+        if not found:
+            if not rows:
+                raise KeyError(key)
+            break
+        rows.append(found[0])
+        current = found[0].get("parent")
+    return rows[::-1]
+
+
+def children(ledger: str | Path, key: str) -> list[dict[str, Any]]:
+    data = ds.dataset(str(ledger), format="parquet")
+    if "parent" not in data.schema.names:
+        return []
+    return data.to_table(filter=pc.field("parent") == key).to_pylist()
+
+
+def lineage(
+    output: Annotated[Path, typer.Argument(help="A curate or synth output folder (holds ledger.parquet).")],
+    key: Annotated[str, typer.Argument(help="A sample's key (its `__key__` in the shards, or any ledger key).")],
+) -> None:
+    """Print where a sample comes from: its input, every stage that judged it, every generating step."""
+    console = Console(highlight=False)
+    ledger = output / "ledger.parquet" if output.is_dir() else output
+    if not ledger.exists():
+        console.print(f"[red]error:[/red] {escape(str(ledger))}: no ledger here (is this a curate/synth output folder?)")
+        raise typer.Exit(2)
+    try:
+        rows = chain(ledger, key)
+    except KeyError:
+        console.print(f"[red]error:[/red] no row with key {escape(key)} in {escape(str(ledger))}")
+        raise typer.Exit(1) from None
+    table = Table(title=f"lineage of {escape(key)}", title_justify="left")
+    for column in ("step", "key", "made by", "status", "stage", "reason", "source"):
+        table.add_column(column)
+    for i, row in enumerate(rows):
+        table.add_row(str(i), row["key"], escape(row.get("origin") or "source"), row["status"],
+                      escape(row.get("stage") or ""), escape(row.get("reason") or ""), escape(row.get("source") or ""))
+    console.print(table)
+    kids = children(ledger, key)
+    if kids:
+        kept = sum(1 for k in kids if k["status"] == "kept")
+        console.print(f"{len(kids)} rows generated from it ({kept} kept): "
+                      + ", ".join(escape(k["key"]) for k in kids[:10]) + (" …" if len(kids) > 10 else ""))

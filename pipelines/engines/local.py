@@ -1,0 +1,106 @@
+"""Local engine: passes run on a process pool over parts (no JVM, no Beam); reduces run in this process.
+
+For small inputs, operator authors and tests. The passes, spills and markers are the same files the Spark and
+Beam engines use (engines schedule, they do not transform), so all three give the same ledger and shards.
+`workers: 0` runs everything in this process (a debugger sees the operators).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import resource
+from collections import Counter
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from pipelines.execute import PassRunner
+from pipelines.global_stage import CountOperator, DedupOperator, dedup_in_process, entries_of
+from pipelines.readers.base import Part
+from pipelines.spec import EngineConfig
+
+
+def _run_part(runner: PassRunner, k: int, part: Part) -> dict[str, Any]:
+    result = dict(runner.run(k, part))
+    result["worker_maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return result
+
+
+class LocalEngine:
+    """Schedules one task per part on a pool of worker processes that lives as long as the engine (operators are set
+    up once per worker and reused across passes). A worker that dies (a crash, an OOM kill) fails only its parts,
+    which are retried on a fresh pool up to `task_retries` times."""
+
+    name = "local"
+
+    def __init__(self, config: EngineConfig | None = None):
+        self.config = config or EngineConfig(name="local")
+        workers = self.config.workers
+        self.workers = (os.cpu_count() or 1) if workers is None else workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # forkserver: workers start from a clean process (no threads of the caller's, e.g. Prefect's, copied).
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["pipelines.execute", "pyarrow"])
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __del__(self) -> None:  # noqa: D105
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def run_pass(self, runner: PassRunner, parts: list[Part], k: int) -> list[dict[str, Any]]:
+        if self.workers == 0:
+            return [_run_part(runner, k, p) for p in parts]
+        results: dict[int, dict[str, Any]] = {}
+        attempts: Counter[int] = Counter()
+        todo = list(parts)
+        while todo:
+            pool = self._executor()
+            futures: dict[int, Future] = {p.id: pool.submit(_run_part, runner, k, p) for p in todo}
+            failed: list[Part] = []
+            for part in todo:
+                try:
+                    results[part.id] = futures[part.id].result()
+                except BrokenProcessPool:
+                    attempts[part.id] += 1
+                    if attempts[part.id] > self.config.task_retries:
+                        raise RuntimeError(
+                            f"local engine: part {part.id} ({part.path or part.root}) killed its worker "
+                            f"{attempts[part.id]} times in {runner.describe(k)}; see the worker's output above"
+                        ) from None
+                    failed.append(part)
+            if failed:
+                self._pool = None  # a broken pool cannot be reused: start a fresh one for the failed parts
+            todo = failed
+        return [results[p.id] for p in parts]
+
+    def reduce(self, runner: PassRunner, parts: list[Part], k: int) -> int:
+        """The keyed reduce in this process over the key rows pass `k` left (they are small)."""
+        op = runner.group(k)
+        if isinstance(op, CountOperator):
+            counts: Counter[str] = Counter()
+            for p in parts:
+                for batch in runner.read_keys(k, p.id):
+                    counts.update(entries_of(op, batch))
+            runner.write_counts(k, list(counts), list(counts.values()))
+            return len(counts)
+        assert isinstance(op, DedupOperator)
+        state = runner.fit_state(k, parts)
+        batches = [b for p in parts for b in runner.read_keys(k, p.id)]
+        losers = dedup_in_process(op, state, batches)
+        by_part: dict[int, list[tuple[str, str]]] = {}
+        for key, (part, survivor) in losers.items():
+            by_part.setdefault(part, []).append((key, survivor))
+        for part, pairs in by_part.items():
+            runner.write_losers(k, part, pairs)
+        return len(losers)
