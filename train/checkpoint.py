@@ -69,6 +69,17 @@ class Checkpointer:
         state = {"model": model_sd, "optim": optim_sd}
         dcp.load(state, checkpoint_id=str(path / "dcp"))
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
-        extra = torch.load(path / f"extra-rank{self.dist.rank}.pt", weights_only=False)
-        set_rng_state(extra.pop("rng"))
+        own = path / f"extra-rank{self.dist.rank}.pt"
+        if own.exists():
+            extra = torch.load(own, weights_only=False)
+            set_rng_state(extra.pop("rng"))
+        else:  # more ranks than saved this checkpoint: rank 0's schedule and step, fresh RNG streams
+            extra = torch.load(path / "extra-rank0.pt", weights_only=False)
+            extra.pop("rng")
         return extra
+
+    def data_states(self, step: int) -> list[dict]:
+        """The data state every rank saved at `step`, by rank (a resumed run may have another world size)."""
+        path = self.root / f"step-{step}"
+        files = sorted(path.glob("extra-rank*.pt"), key=lambda p: int(p.stem.removeprefix("extra-rank")))
+        return [torch.load(f, weights_only=False)["data"] for f in files]

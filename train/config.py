@@ -30,11 +30,21 @@ class DataConfig(BaseModel):
     samples_per_epoch: int | None = Field(
         None, description="Raw samples per epoch over all ranks and workers; None = one endless resampled stream."
     )
-    num_workers: int = Field(0, description="DataLoader worker processes per rank.")
+    streams: int | None = Field(
+        None, description="Logical data streams over all ranks (the unit of data order, splitting and resume); "
+        "fixed when a run starts and kept in its checkpoints; a multiple of the world size. None: world size x "
+        "max(1, num_workers). The same streams give the same data on 1 rank with grad_accum=a*n or n ranks with a.",
+    )
+    pack_buffer: int = Field(64, ge=1, description="Encoded samples (at least; plus a batch and a row of tokens) "
+                             "held for best-fit packing; saved in checkpoints.")
+    over_long: Literal["truncate", "drop"] = Field(
+        "truncate", description="A sample longer than seq_len: cut at seq_len (never inside an image; counted as "
+        "`truncated`) or skip it (counted as `too_long`).")
+    num_workers: int = Field(0, description="DataLoader worker processes per rank (lowered to divide the rank's streams).")
     prefetch_factor: int = Field(4, description="Batches prefetched per worker.")
     target: Literal["caption", "messages", "auto"] | None = Field(
         None,
-        description="What the loss is on: `caption` (the .txt; messages if none), `messages` (the last assistant "
+        description="What the loss is on: `caption` (the .txt; messages if none), `messages` (every assistant "
         "turn; samples without messages are skipped) or `auto` (messages if present, else caption). "
         "None: caption for pretrain, messages for sft.",
     )
@@ -65,7 +75,11 @@ class RunConfig(BaseModel):
     tensorboard: bool = Field(True, description="Also write TensorBoard scalars when tensorboard is installed.")
     progress: bool = Field(True, description="Show a rich progress bar.")
     bf16: bool = Field(True, description="bf16 autocast on GPU (CPU runs stay fp32).")
-    fsdp: bool = Field(True, description="Shard with FSDP2 fully_shard when world size > 1.")
+    fsdp: bool = Field(True, description="Shard with FSDP2 fully_shard when world size > 1; false: DDP (replicas).")
+    attention: Literal["auto", "sdpa", "flash", "flex"] = Field(
+        "auto", description="Per-sample attention of packed rows: sdpa (one causal SDPA call per sample), flash "
+        "(flash-attn varlen; needs flash-attn and a GPU), flex (flex_attention block mask; compiled on GPUs). "
+        "auto: flash when installed on a GPU, else sdpa.")
     activation_checkpointing: bool = Field(False, description="Recompute decoder/ViT blocks in backward.")
     compile: bool = Field(False, description="torch.compile each block (GPU).")
     cpu_threads: int | None = Field(

@@ -1,4 +1,4 @@
-"""Applies activation checkpointing, torch.compile and FSDP2 to a model that knows nothing about them."""
+"""Applies activation checkpointing, torch.compile and FSDP2 (or DDP) to a model that knows nothing about them."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ def blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def parallelize(model: torch.nn.Module, run: RunConfig, dist_info: DistInfo) -> torch.nn.Module:
-    """Block-wise activation checkpointing and compile (in place, state-dict keys unchanged), then
-    fully_shard each block and the root when several ranks run (bf16 params, fp32 reduce on GPU)."""
+    """Block-wise activation checkpointing and compile (in place, state-dict keys unchanged), then, when several
+    ranks run, fully_shard each block, the ViT and the root (bf16 params, fp32 reduce on GPU), or wrap the model
+    in DDP when run.fsdp is false (each rank then holds a full replica, gradients all-reduced)."""
     if run.activation_checkpointing:
         # GLM blocks are transformers GradientCheckpointingLayers: recompute them in backward.
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -31,5 +32,18 @@ def parallelize(model: torch.nn.Module, run: RunConfig, dist_info: DistInfo) -> 
             kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
         for block in blocks(model):
             fully_shard(block, **kw)
+        # the ViT is a unit of its own so a text-only micro-batch can run it alone (loss.vision_keepalive)
+        fully_shard(model.model.visual, **kw)
         fully_shard(model, **kw)
+    elif dist_info.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [dist_info.device.index] if dist_info.device.type == "cuda" else None
+        # find_unused_parameters: a rank whose micro-batch has no image leaves the ViT without gradients
+        model = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
     return model
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model under a DDP wrapper (FSDP2 shards in place and needs none)."""
+    return getattr(model, "module", model)

@@ -12,6 +12,8 @@ import webdataset as wds
 from transformers import AutoProcessor, Glm4vForConditionalGeneration, Glm4vProcessor
 
 from model.build import build, load
+from pipelines import codec
+from pipelines.columns import message_text
 from train.config import TrainConfig
 from train.data.counters import SkipCounter
 from train.data.shards import expand_urls
@@ -23,7 +25,8 @@ def corpus_texts(cfg: TrainConfig) -> Iterator[str]:
     counter = SkipCounter()
     per_source = max(1, cfg.tokenizer_samples // max(1, len(cfg.data.sources)))
     for source in cfg.data.sources:
-        ds = wds.WebDataset(expand_urls(source.urls), shardshuffle=False, handler=counter.handler, empty_check=False)
+        # every shard, in order, on whichever rank builds the tokenizer: no node or worker splitting
+        ds = wds.DataPipeline(wds.SimpleShardList(expand_urls(source.urls)), codec.tarfile_to_samples(handler=counter.handler))
         for sample in itertools.islice(ds, per_source):
             try:
                 if "txt" in sample:
@@ -31,12 +34,10 @@ def corpus_texts(cfg: TrainConfig) -> Iterator[str]:
                 meta = json.loads(sample["json"]) if "json" in sample else {}
             except (ValueError, UnicodeDecodeError):
                 continue
-            for msg in meta.get("messages") or []:
-                content = msg.get("content")
-                if isinstance(content, str):
-                    yield content
-                elif isinstance(content, list):
-                    yield from (c["text"] for c in content if isinstance(c, dict) and c.get("type") == "text")
+            messages = meta.get("messages") if isinstance(meta, dict) else None
+            for msg in messages if isinstance(messages, list) else []:
+                if isinstance(msg, dict) and (text := message_text(msg)):
+                    yield text
 
 
 def is_saved_model(ref: str) -> bool:

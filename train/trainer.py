@@ -8,17 +8,20 @@ import time
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
+from model.attention import resolve_backend, use_default_attention, use_varlen_attention
 from model.build import num_parameters
 from train.checkpoint import Checkpointer
 from train.config import TrainConfig
+from train.data.encode import IGNORE
 from train.data.loader import BatchIterator, DataState, to_device
 from train.dist import DistInfo, all_reduce_sum, barrier, cpu_threads, init_distributed
-from train.loss import forward_logits, token_losses
+from train.loss import batch_token_losses, vision_keepalive
 from train.metrics import MetricsLogger, flops_per_token, peak_flops
 from train.optim import build_optimizer, build_scheduler
-from train.parallelize import parallelize
+from train.parallelize import parallelize, unwrap
 from train.setup_model import setup_model
 
 
@@ -48,8 +51,10 @@ def train(cfg: TrainConfig, dist_info: DistInfo | None = None) -> dict:
         torch.set_num_threads(cpu_threads(run.cpu_threads, cfg.data.num_workers))
     seed_all(run.seed)
     model, processor = setup_model(cfg, dist_info)
+    use_varlen_attention(model, resolve_backend(run.attention, dist_info.device))
     model.to(dist_info.device)
     model = parallelize(model, run, dist_info)
+    inner = unwrap(model)
     model.train()
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, run.steps, cfg.optim)
@@ -59,68 +64,110 @@ def train(cfg: TrainConfig, dist_info: DistInfo | None = None) -> dict:
     if (latest := ckpt.latest()) is not None:
         extra = ckpt.load(latest, model, optimizer)
         scheduler.load_state_dict(extra["scheduler"])
-        step, data_state = extra["step"], DataState.from_state_dict(extra["data"])
+        step = extra["step"]
+        data_state = DataState.resume(ckpt.data_states(latest), dist_info.rank, dist_info.world,
+                                      extra.get("world", dist_info.world))
     else:
         seed_all(run.seed + dist_info.rank)
-    batches = BatchIterator(cfg.data, processor, model.config, run.seed, dist_info.rank, dist_info.world, data_state)
+    batches = BatchIterator(cfg.data, processor, inner.config, run.seed, dist_info.rank, dist_info.world, data_state)
 
     use_bf16 = dist_info.device.type == "cuda" and run.bf16
+    sharded = dist_info.world > 1 and run.fsdp
     peak = peak_flops(dist_info.device)
-    fpt = flops_per_token(model, cfg.data.seq_len)
+    fpt = flops_per_token(inner, cfg.data.seq_len)
     logger = MetricsLogger(out, run.steps, step, dist_info.is_main, run.tensorboard, run.progress, run.log_every)
     if dist_info.is_main:
-        logger.console.print(f"[bold]{cfg.stage}[/] {cfg.model}: {num_parameters(model) / 1e6:.2f}M parameters, "
-                             f"step {step} -> {run.steps}, world {dist_info.world}, device {dist_info.device}, "
+        logger.console.print(f"[bold]{cfg.stage}[/] {cfg.model}: {num_parameters(inner) / 1e6:.2f}M parameters, "
+                             f"step {step} -> {run.steps}, world {dist_info.world} "
+                             f"({'FSDP2' if sharded else 'DDP' if dist_info.world > 1 else 'single'}), "
+                             f"{batches.state.streams} data streams, device {dist_info.device}, "
                              f"{torch.get_num_threads()} threads")
     m: dict = {}
     while step < run.steps:
         t0 = time.perf_counter()
         micro = [to_device(next(batches), dist_info.device) for _ in range(cfg.optim.grad_accum)]
-        n_loss = all_reduce_sum(torch.tensor(float(sum(int((b["labels"] != -100).sum()) for b in micro)),
+        n_loss = all_reduce_sum(torch.tensor(float(sum(int((b["labels"] != IGNORE).sum()) for b in micro)),
                                              device=dist_info.device))
         loss_sum = torch.zeros((), device=dist_info.device)
+        by_source: dict[str, list[float]] = {}
         for b in micro:
             ctx = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
             with ctx:
-                logits = forward_logits(model, b)
-            tok = token_losses(logits, b["labels"]).sum()
-            # gradients are averaged over ranks by FSDP, so scale to a global token mean
-            (tok * dist_info.world / n_loss.clamp(min=1)).backward()
-            loss_sum += tok.detach()
+                tok = batch_token_losses(model, b)
+                extra_term = vision_keepalive(inner, b) if sharded else 0.0
+            # gradients are averaged over ranks by FSDP/DDP, so scale to a global token mean
+            ((tok.sum() + extra_term) * dist_info.world / n_loss.clamp(min=1)).backward()
+            loss_sum += tok.detach().sum()
+            _add_source_losses(by_source, tok.detach(), b)
+        lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves on below)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), run_clip(cfg))
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
         loss = all_reduce_sum(loss_sum) / n_loss.clamp(min=1)
+        by_source = merge_sources(by_source)
         if dist_info.device.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
-        real = sum(b["real_tokens"] for b in micro) * dist_info.world
-        total = sum(b["input_ids"].numel() for b in micro) * dist_info.world
+        counts = all_reduce_sum(torch.tensor([float(sum(b["real_tokens"] for b in micro)),
+                                              float(sum(b["input_ids"].numel() for b in micro)),
+                                              float(sum(b["num_samples"] for b in micro))], device=dist_info.device))
+        real, total, samples = (int(x) for x in counts.tolist())
         m = {
             "step": step,
             "loss": float(loss),
-            "lr": scheduler.get_last_lr()[0],
+            "lr": lr,
             "grad_norm": float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm),
             "tokens": real,
             "loss_tokens": int(n_loss),
-            "samples": sum(b["num_samples"] for b in micro) * dist_info.world,
+            "samples": samples,
             "packing_efficiency": real / total,
             "tokens_per_s": total / dt,
-            "samples_per_s": sum(b["num_samples"] for b in micro) * dist_info.world / dt,
+            "samples_per_s": samples / dt,
             "step_time_s": dt,
-            "skipped": sum(batches.state.skipped.values()),
+            "skipped": sum(batches.state.skipped().values()),
+            "truncated": batches.state.notes().get("truncated", 0),
             "mfu": (fpt * total / dt / (peak * dist_info.world)) if peak else None,
+            "loss_by_source": {k: v[0] / max(1.0, v[1]) for k, v in by_source.items()},
+            "loss_tokens_by_source": {k: int(v[1]) for k, v in by_source.items()},
         }
         logger.log(m)
         if step == run.steps or (run.ckpt_every and step % run.ckpt_every == 0):
-            extra = {"step": step, "scheduler": scheduler.state_dict(), "data": batches.state.state_dict()}
+            extra = {"step": step, "world": dist_info.world, "scheduler": scheduler.state_dict(),
+                     "data": batches.state.state_dict()}
             ckpt.save(step, model, optimizer, extra)
     logger.close()
     if run.save_hf:
         save_hf(model, processor, cfg, dist_info)
     return m
+
+
+def _add_source_losses(acc: dict[str, list[float]], tok: torch.Tensor, batch: dict) -> None:
+    """Sum of token losses and loss-token count per source (the shard set a sample came from)."""
+    idx = batch["sample_index"][batch["labels"] != IGNORE]
+    n = batch["num_samples"]
+    sums = torch.zeros(n, device=tok.device).index_add_(0, idx, tok.float()).tolist()
+    counts = torch.bincount(idx, minlength=n).tolist()
+    for name, s, c in zip(batch["sample_sources"] or [""] * n, sums, counts, strict=True):
+        a = acc.setdefault(name or "?", [0.0, 0.0])
+        a[0] += s
+        a[1] += c
+
+
+def merge_sources(acc: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Per-source sums over all ranks (ranks may read different sources in a step)."""
+    if not dist.is_initialized():
+        return acc
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, acc)
+    out: dict[str, list[float]] = {}
+    for d in gathered:
+        for k, (s, c) in d.items():
+            o = out.setdefault(k, [0.0, 0.0])
+            o[0] += s
+            o[1] += c
+    return out
 
 
 def run_clip(cfg: TrainConfig) -> float:
@@ -132,6 +179,8 @@ def save_hf(model: torch.nn.Module, processor, cfg: TrainConfig, dist_info: Dist
     sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if dist_info.is_main:
         path = cfg.run.output / "hf"
-        model.save_pretrained(path, state_dict=sd)
+        inner = unwrap(model)
+        use_default_attention(inner)  # the export names transformers' own attention, not the packed one
+        inner.save_pretrained(path, state_dict=sd)
         processor.save_pretrained(path)
     barrier()

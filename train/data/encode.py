@@ -1,19 +1,30 @@
-"""Turns one raw sample (image + messages or caption) into token ids, 3D positions, pixels and shifted labels."""
+"""Turns one raw sample (images + messages or caption) into token ids, 3D positions, pixels and shifted labels.
+
+A sample may hold no image, one (`jpg|png|…`) or several (`0.jpg`, `1.png`, … in the order of the image
+parts of its messages). `messages` are HF chat messages whose content is a string or a list of parts
+(`{"type": "image"}`, `{"type": "text", "text": …}`); the loss is on every assistant turn and on the token
+that ends it. Anything the encoder cannot use is skipped and counted by reason, never raised.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 import torch
+from PIL import Image
 from transformers import Glm4vConfig, Glm4vModel, Glm4vProcessor
 
 from model import tokens
+from pipelines.columns import message_text
 from pipelines.imaging import decode_rgb
 from train.data.counters import SkipCounter
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
+NUMBERED_IMAGE = re.compile(r"^(\d+)\.(jpg|jpeg|png|webp)$")
 IGNORE = -100
+IMAGE_BLOCK = tokens.IMAGE_BEGIN + tokens.IMAGE + tokens.IMAGE_END
 
 
 @dataclass
@@ -26,6 +37,7 @@ class Encoded:
     mm_token_type_ids: torch.Tensor  # [n]
     pixel_values: torch.Tensor | None  # [patches, 3*tp*p*p]
     image_grid_thw: torch.Tensor | None  # [images, 3]
+    source: str = ""
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -49,64 +61,183 @@ def rope_positions(config: Glm4vConfig, input_ids: torch.Tensor, mm: torch.Tenso
     return pos[:, 0]
 
 
+def decode_image(image_bytes: bytes) -> Image.Image:
+    """The one place where a sample's image bytes become an RGB picture."""
+    return decode_rgb(image_bytes)  # upright, 8-bit, transparency over white: the picture curation judged
+
+
+def image_bytes_of(raw: dict) -> list[bytes]:
+    """The sample's images in order: `jpg|png|…` first, then `N.jpg|png|…` by N."""
+    plain = [raw[k] for k in IMAGE_KEYS if k in raw][:1]
+    numbered = sorted((int(m.group(1)), raw[k]) for k in raw if isinstance(k, str) and (m := NUMBERED_IMAGE.match(k)))
+    return plain + [b for _, b in numbered]
+
+
+class Skip(Exception):
+    """A sample the encoder cannot use; args = (reason, detail)."""
+
+
+def _check_messages(messages: object) -> list[dict]:
+    if not isinstance(messages, list) or not messages:
+        raise Skip("bad_messages", f"messages is {type(messages).__name__}, not a non-empty list")
+    for m in messages:
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise Skip("bad_messages", "a message is not an object with a role")
+        content = m.get("content")
+        if isinstance(content, list):
+            for part in content:
+                if not isinstance(part, dict) or part.get("type") not in ("image", "text", "video"):
+                    raise Skip("bad_messages", f"content part {str(part)[:80]}")
+                if part.get("type") == "video":
+                    raise Skip("video_unsupported", "video parts are not trained yet")
+                if part.get("type") == "text" and not isinstance(part.get("text"), str):
+                    raise Skip("bad_messages", "text part without a string text")
+        elif not isinstance(content, str):
+            raise Skip("bad_messages", f"content is {type(content).__name__}")
+    if not any(m["role"] == "assistant" and message_text(m).strip() for m in messages):
+        raise Skip("no_assistant_turn", "no assistant message with text")
+    return messages
+
+
+def _image_slots(messages: list[dict]) -> int:
+    return sum(1 for m in messages if isinstance(m["content"], list) for p in m["content"] if p.get("type") == "image")
+
+
+def _with_image_slots(messages: list[dict], n: int) -> list[dict]:
+    """Messages whose content names no image (legacy string content) get the sample's images in front of the
+    first user turn, where GLM-4.1V's template puts them."""
+    out = [dict(m) for m in messages]
+    for m in out:
+        if m["role"] == "user":
+            text = m["content"] if isinstance(m["content"], str) else None
+            parts = [{"type": "text", "text": text}] if text is not None else list(m["content"])
+            m["content"] = [{"type": "image"} for _ in range(n)] + parts
+            return out
+    raise Skip("image_count", f"{n} images but no user turn to put them in")
+
+
 class Encoder:
-    """Sample -> Encoded with the processor; counts and skips bad samples instead of raising."""
+    """Sample -> Encoded with the processor's image processor and tokenizer; counts and skips bad samples."""
 
     def __init__(self, processor: Glm4vProcessor, config: Glm4vConfig, target: str, counter: SkipCounter,
-                 max_len: int | None = None) -> None:
+                 max_len: int | None = None, over_long: str = "truncate") -> None:
         self.processor, self.config, self.counter = processor, config, counter
-        self.target, self.max_len = target, max_len
-        self.eos = processor.tokenizer.eos_token
+        self.target, self.max_len, self.over_long = target, max_len, over_long
+        self.tok = processor.tokenizer
+        self.eos = self.tok.eos_token
+        self.image_id = config.image_token_id
+        self.begin_id, self.end_id = config.image_start_token_id, config.image_end_token_id
+        self.merge = processor.image_processor.merge_size
 
-    def prompt_and_answer(self, meta: dict, caption: str | None) -> tuple[str, str] | None:
+    # -- text segments: (text, is_target) --------------------------------------------------------------------
+    def caption_segments(self, caption: str, n_images: int) -> list[tuple[str, bool]]:
+        return [(tokens.GMASK + tokens.SOP + IMAGE_BLOCK * n_images, False), (caption.strip() + self.eos, True)]
+
+    def chat_segments(self, messages: list[dict], n_images: int) -> list[tuple[str, bool]]:
+        """The chat template's rendering, split into prompt and assistant spans (each assistant span ends with
+        the token after it: the next turn's role token, or EOS)."""
+        slots = _image_slots(messages)
+        if slots == 0 and n_images:
+            messages = _with_image_slots(messages, n_images)
+        elif slots != n_images:
+            raise Skip("image_count", f"{slots} image parts for {n_images} images")
+        render = self.processor.apply_chat_template
+        full = render(messages, tokenize=False)
+        segments, cursor = [], 0
+        for i, m in enumerate(messages):
+            if m["role"] != "assistant":
+                continue
+            prompt = render(messages[:i], add_generation_prompt=True, tokenize=False)
+            upto = render(messages[: i + 1], tokenize=False)
+            if not (upto.startswith(prompt) and full.startswith(upto)):
+                raise Skip("template_not_prefix", "the chat template does not render turns as prefixes")
+            segments += [(full[cursor : len(prompt)], False), (full[len(prompt) : len(upto)], True)]
+            cursor = len(upto)
+        segments.append((full[cursor:] + self.eos, False))
+        return segments
+
+    def segments(self, meta: dict, caption: str | None, n_images: int) -> list[tuple[str, bool]]:
         messages = meta.get("messages")
         has_caption = bool(caption and caption.strip())
         if self.target == "caption" and has_caption:
-            return tokens.GMASK + tokens.SOP + tokens.IMAGE_BEGIN + tokens.IMAGE + tokens.IMAGE_END, caption.strip()
-        if messages:
-            if messages[-1].get("role") != "assistant" or not isinstance(messages[-1].get("content"), str):
-                self.counter.skip("bad_messages", str(messages)[:200])
-                return None
-            prompt = self.processor.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
-            return prompt, messages[-1]["content"]
+            return self.caption_segments(caption, n_images)
+        if messages is not None:
+            return self.chat_segments(_check_messages(messages), n_images)
         if self.target != "messages" and has_caption:
-            return tokens.GMASK + tokens.SOP + tokens.IMAGE_BEGIN + tokens.IMAGE + tokens.IMAGE_END, caption.strip()
-        self.counter.skip("no_text", "")
+            return self.caption_segments(caption, n_images)
+        raise Skip("no_text", "neither a caption nor messages")
+
+    # -- the sample ------------------------------------------------------------------------------------------
+    def __call__(self, raw: dict) -> Encoded | None:
+        key = str(raw.get("__key__", "?"))
+        try:
+            return self.encode(raw)
+        except Skip as s:
+            reason, detail = s.args
+            self.counter.skip(reason, f"{key}: {detail}")
         return None
 
-    def __call__(self, raw: dict) -> Encoded | None:
-        key = raw.get("__key__", "?")
+    def encode(self, raw: dict) -> Encoded:
         try:
             meta = json.loads(raw["json"]) if "json" in raw else {}
             caption = raw["txt"].decode("utf-8") if "txt" in raw else None
         except (ValueError, UnicodeDecodeError) as e:
-            self.counter.skip("bad_json_or_text", f"{key}: {e}")
-            return None
-        image_bytes = next((raw[k] for k in IMAGE_KEYS if k in raw), None)
-        if image_bytes is None:
-            self.counter.skip("no_image", key)
-            return None
-        try:
-            image = decode_rgb(image_bytes)
-        except Exception as e:  # PIL raises many types for corrupt files
-            self.counter.skip("bad_image", f"{key}: {e}")
-            return None
-        pa = self.prompt_and_answer(meta, caption)
-        if pa is None:
-            return None
-        prompt, answer = pa
-        if prompt.count(tokens.IMAGE) != 1:
-            self.counter.skip("image_count", f"{key}: {prompt.count(tokens.IMAGE)} image slots for 1 image")
-            return None
-        enc = self.processor(text=[prompt], images=[image], return_tensors="pt")
-        answer_ids = self.processor.tokenizer(answer + self.eos, add_special_tokens=False, return_tensors="pt")
-        ids = torch.cat([enc["input_ids"][0], answer_ids["input_ids"][0]])
-        n_prompt = enc["input_ids"].shape[1]
+            raise Skip("bad_json_or_text", str(e)) from None
+        if not isinstance(meta, dict):
+            raise Skip("json_not_object", f"the .json is a {type(meta).__name__}")
+        images = []
+        for b in image_bytes_of(raw):
+            try:
+                images.append(decode_image(b))
+            except Exception as e:  # PIL raises many types for corrupt files
+                raise Skip("bad_image", str(e)) from None
+        segments = self.segments(meta, caption, len(images))
+        pixel_values = grid = None
+        if images:
+            try:
+                out = self.processor.image_processor(images=images, return_tensors="pt")
+            except Exception as e:  # e.g. an aspect ratio over 200 after resizing, or a degenerate size
+                raise Skip("bad_image_size", f"{[im.size for im in images]}: {e}") from None
+            pixel_values, grid = out["pixel_values"], out["image_grid_thw"]
+            expand = iter([tokens.IMAGE * int(g.prod() // self.merge**2) for g in grid])
+            segments = [(re.sub(re.escape(tokens.IMAGE), lambda _: next(expand), t), tgt) for t, tgt in segments]
+        ids, target = self.tokenize(segments)
         if self.max_len is not None and len(ids) > self.max_len:
-            self.counter.skip("too_long", f"{key}: {len(ids)} tokens")
-            return None
-        mm = torch.cat([enc["mm_token_type_ids"][0], torch.zeros(len(ids) - n_prompt, dtype=torch.long)]).long()
+            ids, target, pixel_values, grid = self.truncate(ids, target, pixel_values, grid)
         labels = torch.full_like(ids, IGNORE)
-        labels[n_prompt - 1 : -1] = ids[n_prompt:]
-        grid = enc["image_grid_thw"]
-        return Encoded(ids, labels, rope_positions(self.config, ids, mm, grid), mm, enc["pixel_values"], grid)
+        labels[:-1] = torch.where(target[1:], ids[1:], IGNORE)
+        if not bool((labels != IGNORE).any()):
+            raise Skip("no_target_tokens", f"{len(ids)} tokens, none to learn")
+        mm = (ids == self.image_id).long()
+        return Encoded(ids, labels, rope_positions(self.config, ids, mm, grid), mm, pixel_values, grid,
+                       str(raw.get("__source__", "")))
+
+    def tokenize(self, segments: list[tuple[str, bool]]) -> tuple[torch.Tensor, torch.Tensor]:
+        texts = [t for t, _ in segments]
+        pieces = self.tok(texts, add_special_tokens=False)["input_ids"]
+        ids, target = [], []
+        for (_, is_target), p in zip(segments, pieces, strict=True):
+            ids += p
+            target += [is_target] * len(p)
+        # the token right after an assistant span ends the turn: learn it too
+        t = torch.tensor(target, dtype=torch.bool)
+        t[1:] |= t[:-1].clone() & ~t[1:]
+        return torch.tensor(ids, dtype=torch.long), t
+
+    def truncate(self, ids, target, pixel_values, grid):
+        """Cut at max_len (over_long=truncate) without splitting an image: an image the cut would split is
+        left out whole, with its pixels. over_long=drop skips the sample instead."""
+        if self.over_long != "truncate":
+            raise Skip("too_long", f"{len(ids)} tokens > {self.max_len}")
+        cut = self.max_len
+        begins = (ids[:cut] == self.begin_id).nonzero().flatten().tolist()
+        ends = (ids[:cut] == self.end_id).nonzero().flatten().tolist()
+        if len(begins) > len(ends):  # the cut falls inside the last image block
+            cut = begins[-1]
+        kept = len(ends)
+        if grid is not None:
+            patches = int(grid[:kept].prod(dim=1).sum())
+            pixel_values = pixel_values[:patches] if kept else None
+            grid = grid[:kept] if kept else None
+        self.counter.note("truncated")
+        return ids[:cut], target[:cut], pixel_values, grid

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 
 import webdataset as wds
 
+from pipelines import codec
 from train.config import DataConfig, ShardSource
 from train.data.counters import SkipCounter
 
@@ -25,11 +26,11 @@ def expand_urls(pattern: str) -> list[str]:
 
 def source_stream(source: ShardSource, data: DataConfig, seed: int, counter: SkipCounter) -> Iterator[dict]:
     """An endless stream of raw samples of one source: shards drawn with replacement from a seeded RNG,
-    samples shuffled through a seeded buffer. Distinct seeds per (rank, worker) split the work."""
+    samples shuffled through a seeded buffer. Distinct seeds per logical stream split the work."""
     urls = expand_urls(source.urls)
     pipeline = wds.DataPipeline(
         wds.ResampledShards(urls, seed=seed, worker_seed=lambda: 0, deterministic=True),
-        wds.tarfile_to_samples(handler=counter.handler),
+        codec.tarfile_to_samples(handler=counter.handler),
         wds.shuffle(data.shuffle_buffer, initial=data.shuffle_initial, seed=seed + 1),
     )
     for sample in pipeline:
@@ -45,15 +46,15 @@ def mix(streams: Sequence[Iterator[dict]], weights: Sequence[float], seed: int) 
         yield next(streams[rng.choices(idx, weights=weights)[0]])
 
 
-def stream_seed(seed: int, epoch: int, rank: int, worker: int, source: int) -> int:
-    return hash((seed, epoch, rank, worker, source)) & 0x7FFFFFFF
+def stream_seed(seed: int, epoch: int, stream: int, source: int) -> int:
+    # a tuple of ints hashes the same in every process (no PYTHONHASHSEED dependence)
+    return hash((seed, epoch, stream, source)) & 0x7FFFFFFF
 
 
-def raw_stream(data: DataConfig, seed: int, epoch: int, rank: int, worker: int, counter: SkipCounter) -> Iterator[dict]:
-    """The mixed raw-sample stream of one (rank, logical worker) for one epoch."""
+def raw_stream(data: DataConfig, seed: int, epoch: int, stream: int, counter: SkipCounter) -> Iterator[dict]:
+    """The mixed raw-sample stream of one logical data stream for one epoch. A stream is global (not tied to
+    a rank or a loader worker), so the same run reads the same data whatever its world size or worker count."""
     if not data.sources:
         raise ValueError("data.sources is empty: give --shards GLOB or sources in the YAML")
-    streams = [
-        source_stream(s, data, stream_seed(seed, epoch, rank, worker, i), counter) for i, s in enumerate(data.sources)
-    ]
-    return mix(streams, [s.weight for s in data.sources], stream_seed(seed, epoch, rank, worker, -1))
+    streams = [source_stream(s, data, stream_seed(seed, epoch, stream, i), counter) for i, s in enumerate(data.sources)]
+    return mix(streams, [s.weight for s in data.sources], stream_seed(seed, epoch, stream, -1))
