@@ -43,9 +43,13 @@ def _parse_sets(values: list[str]) -> dict[str, Any]:
     return out
 
 
-def _run_curate(config: Path, inputs: list[str], output: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    from orchestration.flows import curate
+def _run_curate(config: Path, inputs: list[str], output: str, overrides: dict[str, Any],
+                verb: str | None = None) -> dict[str, Any]:
+    """Run the curate flow (or, with `verb`, the synth flow) with every check up front and one readable message on
+    failure."""
+    from orchestration.flows import curate, synth
     from orchestration.report import print_summary
+    from orchestration.runlog import failure_message, run_log
     from pipelines.output import OutputError, OutputLayout
     from pipelines.readers.base import InputError, check_inputs
     from pipelines.spec import SpecError, load_spec
@@ -57,12 +61,22 @@ def _run_curate(config: Path, inputs: list[str], output: str, overrides: dict[st
         spec.preflight()
         layout = OutputLayout(output)
         layout.check_safe(inputs)
-        with layout.lock():  # held here, so a second run is refused before its flow starts
-            report = curate(str(config), inputs, output, overrides, lock=False)
+        with layout.lock(), run_log(output) as log:  # the lock is held here: a second run is refused up front
+            try:
+                if verb is None:
+                    report = curate(str(config), inputs, output, overrides, lock=False)
+                else:
+                    report = synth(verb, str(config), inputs, output, overrides, lock=False)
+            except (InputError, SpecError, OutputError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - one readable message; the traceback is in OUT/run.log
+                console.print(f"[red]error:[/red] {escape(failure_message(exc, log))}", soft_wrap=True,
+                              highlight=False)
+                raise typer.Exit(1) from None
     except (InputError, SpecError, OutputError) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from None
-    print_summary(report["stats"], title=f"curate → {output}", console=console)
+    print_summary(report["stats"], title=f"{verb or 'curate'} → {output}", console=console)
     unreadable = report["stats"].get("unreadable_inputs") or []
     if unreadable:
         console.print(f"[red]error:[/red] {len(unreadable)} input(s) could not be read at all: "
@@ -210,6 +224,9 @@ def _default_ok(cls: type) -> bool:
 
 
 from orchestration.lineage import lineage as _lineage  # noqa: E402
+from orchestration.synth_cli import app as _synth_app  # noqa: E402
+
+app.add_typer(_synth_app, name="synth")
 
 app.command(name="lineage")(_lineage)
 

@@ -92,6 +92,17 @@ def curate(config: str, inputs: list[str], output: str, overrides: dict[str, Any
         return _curate(spec, inputs, output)
 
 
+@flow(name="synth", log_prints=True)
+def synth(verb: str, config: str, inputs: list[str], output: str, overrides: dict[str, Any] | None = None,
+          lock: bool = True) -> dict[str, Any]:
+    """A generating recipe (`vlmdata synth VERB`): the same passes, reduces, resume, ledger and shards as curate."""
+    spec = load_spec(config, overrides)
+    if not lock:
+        return _curate(spec, inputs, output)
+    with OutputLayout(output).lock():
+        return _curate(spec, inputs, output)
+
+
 def _curate(spec: PipelineSpec, inputs: list[str], output: str) -> dict[str, Any]:
     parts, fingerprint, resumed = plan_inputs(spec, inputs, output)
     engine, startup = start_engine(spec)

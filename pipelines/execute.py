@@ -100,15 +100,14 @@ class PassRunner:
         storage.makedirs(storage.dirname(spill))
         key_schema = self.keys_schema(k)
         n = 0
-        with storage.open_file(storage.tmp_path(spill), "wb") as sink, pa.ipc.new_stream(sink, steps[-1].schema) as rows, \
-                storage.open_file(storage.tmp_path(keys), "wb") as key_sink, pq.ParquetWriter(key_sink, key_schema) as key_writer:
+        # The spill is renamed last (atomic_target exits inner first): its presence proves both files complete.
+        with storage.atomic_target(spill) as spill_tmp, storage.atomic_target(keys) as keys_tmp, \
+                storage.open_file(spill_tmp, "wb") as sink, pa.ipc.new_stream(sink, steps[-1].schema) as rows, \
+                storage.open_file(keys_tmp, "wb") as key_sink, pq.ParquetWriter(key_sink, key_schema) as key_writer:
             for batch in run_steps(steps, self._input(k, part), self.result_for(k, part.id)):
                 rows.write_batch(batch)
                 key_writer.write_batch(reduce_rows(batch, group, key_schema))
                 n += batch.num_rows
-        # The spill is renamed last: its presence is the proof that both files are complete.
-        storage.replace(storage.tmp_path(keys), keys)
-        storage.replace(storage.tmp_path(spill), spill)
         return {"part": part.id, "rows": n}
 
     def _input(self, k: int, part: Part) -> Iterator[pa.RecordBatch]:

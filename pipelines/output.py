@@ -69,8 +69,12 @@ class OutputLayout:
                 raise OutputError(f"the output folder {root} is inside the input {item}: the next run would read "
                                   "this run's output as input; pass an output folder outside your inputs")
         if not out.exists():
+            self._claim()
             return
         entries = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
+        if not entries:
+            self._claim()
+            return
         if entries and OWNER_FILE not in entries:
             raise OutputError(f"the output folder {root} already holds files vlmdata did not write ({_few(entries)}); "
                               "pass a new or empty folder")
@@ -80,6 +84,13 @@ class OutputLayout:
         if foreign:
             raise OutputError(f"the output folder {root} holds files vlmdata did not write ({_few(foreign)}); "
                               "vlmdata never deletes what it did not write: move them away or pass another folder")
+
+    def _claim(self) -> None:
+        """Mark a new or empty folder as a vlmdata output (what later runs check before deleting anything)."""
+        storage.makedirs(self.root)
+        owner = storage.join(self.root, OWNER_FILE)
+        if not storage.exists(owner):
+            storage.write_atomic(owner, b"This folder is a vlmdata output: vlmdata deletes only the files it wrote here.\n")
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -113,10 +124,7 @@ class OutputLayout:
 
         Returns the number of parts already complete.
         """
-        storage.makedirs(self.root)
-        owner = storage.join(self.root, OWNER_FILE)
-        if not storage.exists(owner):
-            storage.write_atomic(owner, b"This folder is a vlmdata output: vlmdata deletes only the files it wrote here.\n")
+        self._claim()
         run_file = storage.join(self.work_dir, "run.json")
         previous = None
         if storage.exists(run_file):
@@ -288,8 +296,8 @@ def finalize(layout: OutputLayout, part_ids: list[int], name: str, stages: list[
         raise RuntimeError(
             f"parts {missing[:10]} did not finish (no completion marker under {layout.parts_dir}); rerun the flow to resume"
         )
-    tmp = storage.tmp_path(layout.ledger_path)
-    with storage.open_file(tmp, "wb") as f, pq.ParquetWriter(f, LEDGER_SCHEMA) as ledger:
+    with storage.atomic_target(layout.ledger_path) as tmp, storage.open_file(tmp, "wb") as f, \
+            pq.ParquetWriter(f, LEDGER_SCHEMA) as ledger:
         for p in part_ids:
             marker = layout.marker(p)
             assert marker is not None
@@ -298,7 +306,6 @@ def finalize(layout: OutputLayout, part_ids: list[int], name: str, stages: list[
             shards.extend(ShardInfo(**s) for s in marker["shards"])
             with storage.open_file(layout.ledger_fragment(p)) as frag:
                 ledger.write_table(pq.read_table(frag, schema=LEDGER_SCHEMA))
-    storage.replace(tmp, layout.ledger_path)
     write_index(layout.shards_dir, shards, name)
     result = stats.to_dict()
     result["inputs"] = flow.sources

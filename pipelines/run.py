@@ -105,7 +105,9 @@ def process(engine: Engine, spec: PipelineSpec, parts: list[Part], output: str, 
     return RunReport(output, stats, len(parts), resumed, seconds, stats["worker_maxrss_kb"])
 
 
-def run_pipeline(spec: PipelineSpec, inputs: list[str], output: str, engine: Engine) -> RunReport:
+def run_pipeline(spec: PipelineSpec, inputs: list[str], output: str, engine: Engine, close: bool = True) -> RunReport:
+    """Plan, run and merge under the output folder's lock. `close`: shut the engine's workers down afterwards
+    (False keeps a local engine's pool warm for another run)."""
     layout = OutputLayout(output)
     layout.check_safe(inputs)
     try:
@@ -113,6 +115,5 @@ def run_pipeline(spec: PipelineSpec, inputs: list[str], output: str, engine: Eng
             parts, fingerprint = plan(spec, inputs)
             return process(engine, spec, parts, output, fingerprint)
     finally:
-        close = getattr(engine, "close", None)
-        if close is not None:
-            close()
+        if close and hasattr(engine, "close"):
+            engine.close()

@@ -106,6 +106,33 @@ class SpecError(ValueError):
     """A recipe that cannot be used; the message names the file and the field."""
 
 
+def _set_path(data: dict[str, Any], dotted: str, value: Any, path: Path) -> None:
+    """`--set a.b.2.c=v`: walk mappings by key and lists by index; anything else is a SpecError naming the key."""
+    node: Any = data
+    *head, last = dotted.split(".")
+    walked = []
+    for k in [*head, last]:
+        where = ".".join(walked) or "the top level"
+        if isinstance(node, list):
+            if not k.isdigit():
+                raise SpecError(f"{path}: --set {dotted}: {where} is a list; use an index (e.g. {where}.0)")
+            i = int(k)
+            if i >= len(node):
+                raise SpecError(f"{path}: --set {dotted}: {where} has {len(node)} entries (indices 0..{len(node) - 1})")
+            if k == last and len(walked) == len(head):
+                node[i] = value
+                return
+            node = node[i]
+        elif isinstance(node, dict):
+            if k == last and len(walked) == len(head):
+                node[k] = value
+                return
+            node = node.setdefault(k, {})
+        else:
+            raise SpecError(f"{path}: --set {dotted}: {where} is a {type(node).__name__} ({node!r}), not a mapping")
+        walked.append(k)
+
+
 def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineSpec:
     path = Path(path)
     try:
@@ -117,11 +144,7 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Pipe
     if not isinstance(data, dict):
         raise SpecError(f"{path}: the top level must be a mapping (reader, stages, shards, engine)")
     for dotted, value in (overrides or {}).items():
-        node = data
-        *head, last = dotted.split(".")
-        for k in head:
-            node = node.setdefault(k, {})
-        node[last] = value
+        _set_path(data, dotted, value, path)
     try:
         spec = PipelineSpec.model_validate(data)
         ops = spec.operators()  # validates every operator config now, not on a worker later

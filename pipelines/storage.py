@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import posixpath
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import IO, Any
 
@@ -70,11 +73,36 @@ def listdir(path: str) -> list[str]:
 
 
 def walk_files(root: str) -> list[tuple[str, int]]:
-    """Every file under `root` as (path relative to root, size), in sorted order."""
+    """Every regular file under `root` as (path relative to root, size), in sorted order (named pipes, sockets and
+    devices are left out: reading one would hang or never end; see `walk_special`)."""
     fs, p = fs_of(root)
     found = fs.find(p, detail=True)
     base = p.rstrip("/") + "/"
-    return sorted((name[len(base):], int(info.get("size") or 0)) for name, info in found.items() if name.startswith(base))
+    return sorted((name[len(base):], int(info.get("size") or 0)) for name, info in found.items()
+                  if name.startswith(base) and info.get("type", "file") == "file" and is_regular(name))
+
+
+def walk_special(root: str) -> list[str]:
+    """Entries under a local `root` that are neither folders nor regular files (named pipes, sockets, devices)."""
+    if is_url(root):
+        return []
+    out = []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            if not is_regular(path):
+                out.append(os.path.relpath(path, root))
+    return sorted(out)
+
+
+def is_regular(path: str) -> bool:
+    """A regular file (following links); always True for object-store paths."""
+    if is_url(path) and not path.startswith("file://"):
+        return True
+    try:
+        return stat.S_ISREG(os.stat(path.removeprefix("file://")).st_mode)
+    except OSError:
+        return False
 
 
 def makedirs(path: str) -> None:
@@ -97,22 +125,34 @@ def tmp_path(path: str) -> str:
     return f"{path}.tmp-{os.getpid()}"
 
 
+@contextmanager
+def atomic_target(path: str) -> Iterator[str]:
+    """Yield a temporary name to write `path` under; on success it replaces `path`, on failure (a full disk, an
+    exception) it is removed, so a failed or retried task leaves no `*.tmp-PID` debris."""
+    tmp = tmp_path(path)
+    try:
+        yield tmp
+    except BaseException:
+        try:
+            remove(tmp)
+        except OSError:
+            pass
+        raise
+    replace(tmp, path)
+
+
 def write_atomic(path: str, data: bytes) -> None:
     """Write `data` so that readers see the old file or the whole new one, never a part."""
-    tmp = tmp_path(path)
-    with open_file(tmp, "wb") as f:
+    with atomic_target(path) as tmp, open_file(tmp, "wb") as f:
         f.write(data)
-    replace(tmp, path)
 
 
 def write_parquet_atomic(path: str, table: Any) -> None:
     """Write a pyarrow Table as Parquet under a temporary name, then move it into place."""
     import pyarrow.parquet as pq
 
-    tmp = tmp_path(path)
-    with open_file(tmp, "wb") as f:
+    with atomic_target(path) as tmp, open_file(tmp, "wb") as f:
         pq.write_table(table, f)
-    replace(tmp, path)
 
 
 def replace(src: str, dst: str) -> None:

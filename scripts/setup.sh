@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(openjdk-17-jre-headless chromium fonts-dejavu-core fonts-noto-cjk tuxpaint-stamps-default wordnet-base python3-doc)
+DEBS=(openjdk-17-jre-headless chromium fonts-dejavu-core fonts-noto-cjk tuxpaint-stamps-default wordnet-base python3-doc debian-faq-zh-cn)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -40,6 +40,8 @@ class ReaderConfig(BaseModel):
         "one); auto picks by what each input is (`count:N` inputs are the count source)."
     )
     options: dict[str, Any] = Field(default_factory=dict, description="The source's own options (see `vlmdata ops`).")
+    limit: int | None = Field(None, ge=1, description="Read only the first N samples of the inputs (in planning order; "
+                              "sources whose parts list their samples: folders, HTML, text, Parquet, prompts, count).")
     dataset: str | None = Field(None, description="Dataset name recorded on every row; default: the input's name.")
     part_size: int = Field(1024, ge=1, description="Samples per partition (folders, Parquet); a tar is one partition.")
     batch_size: int = Field(64, ge=1, description="Rows per Arrow batch handed to operators (bounds worker memory).")
@@ -111,8 +113,10 @@ class Source:
 class ModuleSource(Source):
     """A built-in source whose plan/read live as functions in a module (the three original readers)."""
 
-    def __init__(self, name: str, module: str, columns: tuple[pa.Field, ...] = ()):
+    def __init__(self, name: str, module: str, columns: tuple[pa.Field, ...] = (),
+                 options: type[SourceOptions] = SourceOptions):
         self.name, self._module, self.columns = name, module, columns  # type: ignore[misc]
+        self.Options = options  # type: ignore[misc]
 
     def plan(self, root: str, dataset: str, config: ReaderConfig, first_id: int) -> Iterator[Part]:
         return import_module(self._module).plan(root, dataset, config, first_id)
@@ -391,6 +395,8 @@ def plan_parts(inputs: list[str], config: ReaderConfig) -> list[Part]:
             parts.append(part.model_copy(update={"input": root}))
     if not parts:
         raise InputError(f"no samples found in {', '.join(inputs)}")
+    if config.limit is not None:
+        parts = _first(parts, config.limit)
     if config.fingerprint == "content":
         # Each file is hashed once, even when several parts read it (Parquet row ranges).
         files = sorted({path for part in parts for path in get_source(part.format).files(part)})
@@ -400,9 +406,27 @@ def plan_parts(inputs: list[str], config: ReaderConfig) -> list[Part]:
     return parts
 
 
+def _first(parts: list[Part], limit: int) -> list[Part]:
+    """The parts cut to their first `limit` samples (parts that list items or row ranges; a tar is kept whole)."""
+    out, left = [], limit
+    for part in parts:
+        if left <= 0:
+            break
+        if part.items:
+            part = part.model_copy(update={"items": part.items[:left]})
+            left -= len(part.items)
+        elif part.row_end > part.row_start:
+            part = part.model_copy(update={"row_end": min(part.row_end, part.row_start + left)})
+            left -= part.row_end - part.row_start
+        out.append(part)
+    return out
+
+
 def _file_sha1(path: str) -> str:
     """Hash of a file's bytes, streamed: memory stays flat."""
     digest = hashlib.sha1()
+    if not storage.is_regular(path):
+        return "not-a-regular-file"  # a pipe or device: never read (it could block forever)
     with storage.open_file(path) as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)

@@ -8,12 +8,18 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
+from pydantic import Field
 
 from pipelines import storage
-from pipelines.readers.base import IMAGE_EXTENSIONS, decode_caption
+from pipelines.readers.base import IMAGE_EXTENSIONS, SourceOptions, decode_caption
 
 if TYPE_CHECKING:
     from pipelines.readers.base import BatchBuilder, Part, ReaderConfig
+
+
+class FolderOptions(SourceOptions):
+    captions: bool = Field(True, description="Each image needs a same-stem .txt caption (curation); false: images "
+                           "without one are read with no text (for generators that make their own, e.g. scene OCR).")
 
 
 def plan(root: str, dataset: str, config: ReaderConfig, first_id: int) -> Iterator[Part]:
@@ -33,6 +39,9 @@ def plan(root: str, dataset: str, config: ReaderConfig, first_id: int) -> Iterat
             entry = samples.setdefault(rel, [rel, None, None, None])
         entry[slot] = rel
         sizes += size
+    # Named pipes, sockets, devices: never read (a pipe would hang the run); each gets its own error row.
+    for rel in storage.walk_special(root):
+        samples.setdefault(rel, [rel, rel, None, None])
     # Second images of a stem borrow the stem's caption and metadata.
     for key, entry in samples.items():
         stem = os.path.splitext(key)[0]
@@ -65,10 +74,15 @@ def read(part: Part, config: ReaderConfig, out: BatchBuilder) -> Iterator[pa.Rec
         try:
             if image_rel is None:
                 error = "image_missing"
+            elif not storage.is_regular(storage.join(part.root, image_rel)):
+                yield from out.add(source_rel, source, None, None, None, "not_a_regular_file")
+                continue
             else:
                 image = storage.read_bytes(storage.join(part.root, image_rel))
             raw = storage.read_bytes(storage.join(part.root, txt_rel)) if txt_rel else None
             text, caption_error = decode_caption(raw)
+            if caption_error == "caption_missing" and not config.options.get("captions", True):
+                caption_error = None
             error = error or caption_error
             if json_rel:
                 try:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -64,12 +63,6 @@ def plan(root: str, dataset: str, config: ReaderConfig, first_id: int) -> Iterat
             pid += 1
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    return value
-
-
 def read(part: Part, config: ReaderConfig, out: BatchBuilder) -> Iterator[pa.RecordBatch]:
     rel = storage.relpath(part.path, part.root)
     with storage.open_file(part.path) as f:
@@ -105,7 +98,11 @@ def _read_rows(part: Part, config: ReaderConfig, out: BatchBuilder, rel: str, pf
                         text = text.decode("utf-8")
                     except UnicodeDecodeError as exc:
                         text, error = None, error or f"caption_not_utf8:byte {exc.start}"
-                meta = {k: _jsonable(v) for k, v in rec.items() if not isinstance(v, bytes | bytearray)}
+                elif not isinstance(text, str):
+                    error = error or f"caption_not_text:column {text_col!r} holds {type(text).__name__}"
+                    text = None
+                # Every other column goes to meta, whatever its Arrow type (json_meta makes it JSON-safe).
+                meta = {k: v for k, v in rec.items() if not isinstance(v, bytes | bytearray)}
                 yield from out.add(f"{rel}#{row_id}", f"{part.path}#row={row}", image, text, meta, error)
             row += 1
         if row >= part.row_end:

@@ -22,7 +22,8 @@ def plan(root: str, dataset: str, config: ReaderConfig, first_id: int) -> Iterat
     from pipelines.readers.base import Part
 
     if storage.isdir(root):
-        tars = [(storage.join(root, rel), size) for rel, size in storage.walk_files(root) if rel.endswith(".tar")]
+        tars = [(storage.join(root, rel), size) for rel, size in storage.walk_files(root)
+                if rel.lower().endswith((".tar", ".tar.gz", ".tgz"))]
         base = root
     else:
         tars, base = [(root, storage.getsize(root))], storage.dirname(root)

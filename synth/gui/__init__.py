@@ -11,17 +11,6 @@ DEFAULT_INPUT = "/usr/share/doc/python3.11/html"  # Debian's python3-doc: real p
 HTML_SUFFIXES = (".html", ".htm", ".xhtml")
 
 
-def first_pages(folder: str, count: int, output: str) -> str:
-    """A URL list of the first `count` pages of `folder` (sorted paths), written inside the output folder."""
-    pages = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in HTML_SUFFIXES and p.is_file())
-    if not pages:
-        raise FileNotFoundError(f"no .html pages under {folder}")
-    listing = Path(output) / "inputs" / "pages.txt"
-    listing.parent.mkdir(parents=True, exist_ok=True)
-    listing.write_text("".join(p.resolve().as_uri() + "\n" for p in pages[:count]), encoding="utf-8")
-    return str(listing)
-
-
 def run(output: str, input: str | None = None, count: int | None = None, config: str | None = None,
         engine: Any = None, overrides: dict[str, Any] | None = None) -> Any:
     """`vlmdata synth gui`: the recipe (configs/synth/gui.yaml unless `config`) on a folder of HTML pages or a URL
@@ -29,10 +18,11 @@ def run(output: str, input: str | None = None, count: int | None = None, config:
     from pipelines.run import run_pipeline
     from pipelines.spec import load_spec
 
-    spec = load_spec(config or RECIPE, overrides)
+    sets = dict(overrides or {})
+    if count is not None:
+        sets["reader.limit"] = count  # the first N pages (sorted paths) of a folder or URL list
+    spec = load_spec(config or RECIPE, sets)
     source = input or DEFAULT_INPUT
-    if count is not None and Path(source).is_dir():
-        source = first_pages(source, count, output)
     if engine is None:
         from pipelines.engines.local import LocalEngine
 

@@ -22,6 +22,17 @@ def inputs_for(verb: str, count: int | None, input: str | None) -> list[str]:
     return [f"count:{count or 10}"]
 
 
+def reader_overrides(verb: str, count: int | None, input: str | None) -> dict[str, Any]:
+    """Recipe overrides a verb's inputs need: --count with an input reads its first N samples; python3-doc's
+    figures (ocr-scene's default input) have no captions."""
+    sets: dict[str, Any] = {}
+    if verb == "ocr-scene" and not input:
+        sets["reader.options"] = {"captions": False}
+    if count is not None and (input or verb == "ocr-scene"):
+        sets["reader.limit"] = count
+    return sets
+
+
 def run(verb: str, output: str, count: int | None = None, input: str | None = None, config: str | None = None,
         engine: Any = None, overrides: dict[str, Any] | None = None) -> Any:
     """`vlmdata synth VERB`: the verb's recipe (configs/synth/VERB.yaml unless --config) on its inputs, through
@@ -31,7 +42,7 @@ def run(verb: str, output: str, count: int | None = None, input: str | None = No
 
     if verb not in VERBS:
         raise ValueError(f"unknown synth verb {verb!r}; known: {', '.join(VERBS)}")
-    spec = load_spec(config or RECIPES / f"{verb}.yaml", overrides)
+    spec = load_spec(config or RECIPES / f"{verb}.yaml", {**reader_overrides(verb, count, input), **(overrides or {})})
     if engine is None:
         from pipelines.engines.local import LocalEngine
 

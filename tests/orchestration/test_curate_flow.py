@@ -123,3 +123,20 @@ def test_killed_run_resumes_to_the_same_shards_as_an_uninterrupted_one(prefect_s
     assert all((out / "shards" / n).read_bytes() == (reference / "shards" / n).read_bytes() for n in want)
     assert pq.read_table(out / "ledger.parquet").equals(pq.read_table(reference / "ledger.parquet"))
     assert json.load(open(out / "shards" / "index.json")) == json.load(open(reference / "shards" / "index.json"))
+
+
+def test_a_successful_cli_run_prints_no_traceback(tmp_path):
+    """As a newcomer runs it: no Prefect server configured (a temporary one starts), the local engine, a clean screen."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        (src / f"{i}.jpg").write_bytes(jpeg_bytes((80, 60), seed=i))
+        (src / f"{i}.txt").write_text(f"picture number {i}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    cmd = [sys.executable, "-m", "orchestration.cli", "curate", "-i", str(src), "-o", str(tmp_path / "out"),
+           "--engine", "local"]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    screen = run.stdout + run.stderr
+    assert run.returncode == 0, screen[-3000:]
+    assert "Traceback" not in screen and "database is locked" not in screen, screen[-3000:]
+    assert json.load(open(tmp_path / "out" / "stats.json"))["status"]["kept"] == 4

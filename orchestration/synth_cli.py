@@ -1,0 +1,80 @@
+"""`vlmdata synth VERB`: the generating recipes (synthetic OCR, GUI and natural grounding) as Prefect flows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(help="Generate training data: synthetic OCR, GUI and natural-image grounding.", no_args_is_help=True)
+
+Config = Annotated[Path | None, typer.Option("--config", "-c", help="Recipe (YAML); default: the verb's bundled recipe.")]
+Output = Annotated[str, typer.Option("--output", "-o", help="Output folder: shards/, stats.json, ledger.parquet.")]
+Count = Annotated[int | None, typer.Option("--count", "-n", help="Samples to make (seeds), or the first N inputs.")]
+Engine = Annotated[str | None, typer.Option(help="local, spark or beam; default from the recipe.")]
+Sets = Annotated[list[str], typer.Option("--set", help="Override a recipe field: --set stages.0.min_score=0.8.")]
+
+
+def _go(verb: str, recipe: Path, inputs: list[str], output: str, engine: str | None, sets: list[str],
+        extra: dict[str, Any]) -> None:
+    from orchestration.cli import _parse_sets, _run_curate
+
+    overrides = {**extra, **_parse_sets(sets)}
+    if engine:
+        overrides["engine.name"] = engine
+    _run_curate(recipe, inputs, output, overrides, verb=verb)
+
+
+def _ocr(verb: str, config: Path | None, output: str, count: int | None, input: str | None, engine: str | None,
+         sets: list[str]) -> None:
+    from synth import ocr
+
+    _go(verb, config or ocr.RECIPES / f"{verb}.yaml", ocr.inputs_for(verb, count, input), output, engine, sets,
+        ocr.reader_overrides(verb, count, input))
+
+
+@app.command("ocr-render")
+def ocr_render(output: Output, config: Config = None, count: Count = None,
+               input: Annotated[str | None, typer.Option(help="Text corpus or curated shards; default: seeds.")] = None,
+               engine: Engine = None, set_: Sets = []) -> None:  # noqa: B006
+    """Rendered documents: real text over varied fonts, layouts and backgrounds, read back by PP-OCR."""
+    _ocr("ocr-render", config, output, count, input, engine, set_)
+
+
+@app.command("ocr-scene")
+def ocr_scene(output: Output, config: Config = None, count: Count = None,
+              input: Annotated[str | None, typer.Option(help="Images or curated shards; default: python3-doc figures.")] = None,
+              engine: Engine = None, set_: Sets = []) -> None:  # noqa: B006
+    """Natural-scene text: PP-OCR over images; an image is kept when a detection passes the threshold."""
+    _ocr("ocr-scene", config, output, count, input, engine, set_)
+
+
+@app.command("ocr-academic")
+def ocr_academic(output: Output, config: Config = None, count: Count = None,
+                 input: Annotated[str | None, typer.Option(help="Folder of .md/.tex; default: the bundled demo sources.")] = None,
+                 engine: Engine = None, set_: Sets = []) -> None:  # noqa: B006
+    """Academic pages: Markdown/LaTeX rendered with KaTeX, printed by Chromium, paired with their markup."""
+    _ocr("ocr-academic", config, output, count, input, engine, set_)
+
+
+@app.command("gui")
+def gui(output: Output, config: Config = None, count: Count = None,
+        input: Annotated[str | None, typer.Option(help="Folder of HTML pages or a file of URLs; default: python3-doc.")] = None,
+        engine: Engine = None, set_: Sets = []) -> None:  # noqa: B006
+    """GUI grounding: pages rendered in Chromium at several viewports, visible DOM elements, referring-expression QA."""
+    from synth import gui as g
+
+    extra = {"reader.limit": count} if count is not None else {}
+    _go("gui", config or g.RECIPE, [input or g.DEFAULT_INPUT], output, engine, set_, extra)
+
+
+@app.command("grounding")
+def grounding(input: Annotated[str, typer.Option(help="Curated shards or an image folder with captions.")],
+              output: Output, config: Config = None, count: Count = None, engine: Engine = None,
+              set_: Sets = []) -> None:  # noqa: B006
+    """Natural-image grounding: noun phrases of captions, an open-vocabulary detector, images with ≥ 2 boxes."""
+    from synth import grounding as gr
+
+    extra = {"reader.limit": count} if count is not None else {}
+    _go("grounding", config or gr.RECIPE, [input], output, engine, set_, extra)
