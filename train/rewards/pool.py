@@ -60,23 +60,27 @@ def warm(configs: dict[str, dict[str, Any]] | None = None, domains: list[str] | 
         del verifier
 
 
-def _score_one(domain: str, answer: str, truth: str) -> tuple[float, str | None, str | None, str]:
-    try:
-        v = get_verifier(domain, _CONFIGS.get(domain)).score(answer, truth)
-        score = min(1.0, max(0.0, float(v.score)))
-        if not math.isfinite(score):
-            score = 0.0
-        return score, _clip(v.extracted), _clip(v.compared), v.reason
-    except Exception as exc:  # noqa: BLE001 - a failing verifier scores 0 with the reason, the batch goes on
-        return 0.0, None, None, f"error:{type(exc).__name__}: {str(exc)[:200]}"
-
-
-def _score_chunk(items: list[Item]) -> list[tuple[float, str | None, str | None, str]]:
-    return [_score_one(*item) for item in items]
+def _score_chunk(items: list[Item]) -> list[Verdict]:
+    """Verdicts for a chunk, in a worker; an exception is that item's verdict (0, `error:…`), not the chunk's."""
+    out: list[Verdict] = []
+    verifiers: dict[str, Any] = {}
+    for domain, answer, truth in items:
+        try:
+            verifier = verifiers.get(domain)
+            if verifier is None:
+                verifier = verifiers[domain] = get_verifier(domain, _CONFIGS.get(domain))
+            v = verifier.score(answer, truth)
+            score = float(v.score)
+            if not 0.0 <= score <= 1.0:  # also nan
+                score = min(1.0, max(0.0, score)) if math.isfinite(score) else 0.0
+            out.append(Verdict(score, _clip(v.extracted), _clip(v.compared), v.reason))
+        except Exception as exc:  # noqa: BLE001 - a failing verifier scores 0 with the reason, the batch goes on
+            out.append(Verdict(0.0, None, None, f"error:{type(exc).__name__}: {str(exc)[:200]}"))
+    return out
 
 
 def _clip(text: str | None) -> str | None:
-    return text if text is None or len(text) <= _SHOWN else text[:_SHOWN] + "…"
+    return text if text is None or len(text) <= _SHOWN else str(text)[:_SHOWN] + "…"
 
 
 class RewardPool:
@@ -115,7 +119,6 @@ class RewardPool:
 
     def score(self, items: list[Item] | list[tuple[str, str, str]]) -> Scores:
         """Verdicts for `items` in their order; every item gets one, whatever happens to it."""
-        items = [tuple(map(str, it)) for it in items]  # type: ignore[misc]
         out: Scores = Scores([None] * len(items))  # type: ignore[list-item]
         out.stats = PoolStats()
         size = max(1, min(self.chunk_size, math.ceil(len(items) / (2 * self.workers))))
@@ -125,19 +128,18 @@ class RewardPool:
         retry: list[tuple[int, Item, Any]] = []
         for start, chunk, fut in futures:
             try:
-                for j, row in enumerate(fut.result()):
-                    out[start + j] = Verdict(*row)
+                out[start:start + len(chunk)] = fut.result()
             except (FutureTimeout, ProcessExpired, OSError, RuntimeError):
                 out.stats.split_chunks += 1
                 retry.extend((start + j, it, self._pool.schedule(_score_chunk, args=([it],), timeout=self.timeout_s))
                              for j, it in enumerate(chunk))
         for idx, item, fut in retry:
             try:
-                out[idx] = Verdict(*fut.result()[0])
+                out[idx] = fut.result()[0]
             except FutureTimeout:
-                out[idx] = Verdict(0.0, None, item[2][:_SHOWN], "timeout")
+                out[idx] = Verdict(0.0, None, str(item[2])[:_SHOWN], "timeout")
             except (ProcessExpired, OSError, RuntimeError) as exc:
-                out[idx] = Verdict(0.0, None, item[2][:_SHOWN], f"error:worker_died: {exc}")
+                out[idx] = Verdict(0.0, None, str(item[2])[:_SHOWN], f"error:worker_died: {exc}")
         for (domain, _, _), v in zip(items, out, strict=True):
             out.stats.items += 1
             out.stats.by_domain[domain] = out.stats.by_domain.get(domain, 0) + 1

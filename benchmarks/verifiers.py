@@ -1,0 +1,175 @@
+"""Reward verifiers: verifications per second per core for each domain, plain in-process (one process, no
+timeout) against the batch API (`RewardPool`: worker processes, chunks, hard per-call timeout), measured in the
+same run on varied items (no two alike, so no parser cache flatters either side). Target: batch/plain >= 0.8.
+
+"Per core" is per CPU-second: items / CPU time of every process that worked (the caller, and for the batch API
+its workers too, read from /proc), so the ratio is the pool's overhead whatever else loads the machine. The wall
+ratio, (batch items/s ÷ workers) / plain items/s, is printed beside it; it only means something on an idle machine
+with a core per worker plus one for the caller."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import random
+import statistics
+import time
+from collections.abc import Callable
+
+from pipelines.formats import build_answer
+from train.rewards.base import get_verifier
+from train.rewards.pool import RewardPool
+
+TICKS = os.sysconf("SC_CLK_TCK")
+Gen = Callable[[random.Random], tuple[str, str]]
+WORDS = "alpha beta gamma delta river stone cloud paper orange window garden silver market engine".split()
+
+
+def _maybe_full(r: random.Random, final: str) -> str:
+    return build_answer("So the answer is ", think="Working: " + " ".join(r.choices(WORDS, k=40)), boxed=final) \
+        if r.random() < 0.5 else final
+
+
+def _math(r: random.Random) -> tuple[str, str]:
+    a, b = r.randint(1, 999), r.randint(1, 999)
+    answer = rf"\frac{{{a}}}{{{b}}}" if r.random() < 0.5 else f"{a / b:.10f}"
+    return _maybe_full(r, answer), f"{a}/{b}" if r.random() < 0.8 else f"{a + 1}/{b}"
+
+
+def _physics(r: random.Random) -> tuple[str, str]:
+    v = r.randint(1, 99999) / 100
+    return _maybe_full(r, rf"{v}\,\mathrm{{km/s}}"), f"{v * 1000:.10g} m/s"
+
+
+def _chemistry(r: random.Random) -> tuple[str, str]:
+    c = r.randint(1, 9999) / 1000
+    return _maybe_full(r, f"{c} mol/L"), f"{c * 1000:.10g} mmol/L"
+
+
+def _chart(r: random.Random) -> tuple[str, str]:
+    if r.random() < 0.2:
+        y = r.randint(1950, 2030)
+        return _maybe_full(r, str(y)), str(y + r.choice([0, 0, 1]))
+    v = r.randint(1, 10**6) / 100
+    return _maybe_full(r, f"{v * r.choice([1, 1.01, 1.1]):,.2f}"), f"{v}"
+
+
+def _choice(r: random.Random) -> tuple[str, str]:
+    opts = r.sample(WORDS, 4)
+    k = r.randrange(4)
+    answer = r.choice(["ABCD"[k], f"({'ABCD'[k]})", opts[k], f"{'ABCD'[r.randrange(4)]}. {opts[k]}"])
+    return _maybe_full(r, answer), json.dumps({"answer": "ABCD"[k], "options": opts})
+
+
+def _text(r: random.Random) -> tuple[str, str]:
+    truth = " ".join(r.sample(WORDS, 3))
+    return _maybe_full(r, truth.title() + "." if r.random() < 0.7 else " ".join(r.sample(WORDS, 3))), truth
+
+
+def _ocr(r: random.Random) -> tuple[str, str]:
+    truth = " ".join(r.choices(WORDS, k=20))
+    chars = list(truth)
+    for _ in range(r.randint(0, 6)):
+        chars[r.randrange(len(chars))] = r.choice("abcdefghijklmnopqrstuvwxyz")
+    return _maybe_full(r, "".join(chars)), truth
+
+
+def _box(r: random.Random) -> list[int]:
+    x, y = r.randint(0, 800), r.randint(0, 800)
+    return [x, y, x + r.randint(20, 199), y + r.randint(20, 199)]
+
+
+def _grounding(r: random.Random) -> tuple[str, str]:
+    true = [_box(r) for _ in range(r.randint(1, 3))]
+    pred = [[v + r.randint(-15, 15) for v in b] for b in true]
+    return _maybe_full(r, json.dumps(pred)), json.dumps(true)
+
+
+def _gui(r: random.Random) -> tuple[str, str]:
+    box = _box(r)
+    pred = [v + r.randint(-20, 20) for v in box]
+    return _maybe_full(r, f"click({pred})"), json.dumps({"action": "click", "box": box})
+
+
+def _counting(r: random.Random) -> tuple[str, str]:
+    n = r.randint(0, 50)
+    return _maybe_full(r, str(n + r.choice([0, 0, 1]))), str(n)
+
+
+def _format(r: random.Random) -> tuple[str, str]:
+    think = ". ".join(" ".join(r.choices(WORDS, k=12)) for _ in range(8))
+    return build_answer("Therefore ", think=think, boxed=str(r.randint(0, 99))), "verifiable"
+
+
+DOMAINS: dict[str, Gen] = {"math": _math, "physics": _physics, "chemistry": _chemistry, "chart": _chart,
+                           "choice": _choice, "text": _text, "ocr": _ocr, "grounding": _grounding, "gui": _gui,
+                           "counting": _counting, "format": _format}
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's live child processes, from /proc."""
+    total = 0
+    for child in multiprocessing.active_children():
+        try:
+            with open(f"/proc/{child.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / TICKS
+
+
+def plain_rate(domain: str, items: list[tuple[str, str]]) -> tuple[float, float]:
+    """(items per CPU-second, items per wall second) scoring in this process."""
+    verifier = get_verifier(domain)
+    t, c = time.perf_counter(), time.process_time()
+    for answer, truth in items:
+        verifier.score(answer, truth)
+    return len(items) / (time.process_time() - c), len(items) / (time.perf_counter() - t)
+
+
+def pool_rate(pool: RewardPool, domain: str, items: list[tuple[str, str]]) -> tuple[float, float]:
+    """(items per CPU-second of caller + workers, items per wall second per worker) through the batch API."""
+    batch = [(domain, a, t) for a, t in items]
+    t, c, w = time.perf_counter(), time.process_time(), _children_cpu()
+    out = pool.score(batch)
+    wall, cpu = time.perf_counter() - t, time.process_time() - c + _children_cpu() - w
+    assert out.stats.timeouts == 0 and out.stats.errors == 0, out.stats
+    return len(items) / cpu, len(items) / wall / pool.workers
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=float, default=1.0, help="Target duration of each timed side per round.")
+    ap.add_argument("--rounds", type=int, default=3, help="Alternating plain/batch rounds (median reported).")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--timeout", type=float, default=5.0)
+    ap.add_argument("--domains", nargs="*", default=list(DOMAINS))
+    args = ap.parse_args()
+
+    r = random.Random(0)
+    print(f"cores={os.cpu_count()} workers={args.workers} timeout={args.timeout}s rounds={args.rounds} "
+          f"load={os.getloadavg()[0]:.1f} (per core = per CPU-second; median of rounds)")
+    print(f"{'domain':<10} {'plain/s/core':>13} {'batch/s/core':>13} {'ratio':>6} {'wall ratio':>11}")
+    ratios = []
+    with RewardPool(workers=args.workers, timeout_s=args.timeout) as pool:
+        pool.score([(d, *DOMAINS[d](r)) for d in args.domains for _ in range(4 * args.workers)])  # workers up
+        for domain in args.domains:
+            gen = DOMAINS[domain]
+            probe = plain_rate(domain, [gen(r) for _ in range(20)])[1]
+            n = max(50, int(probe * args.seconds))
+            plain, batch = [], []
+            for _ in range(args.rounds):
+                plain.append(plain_rate(domain, [gen(r) for _ in range(n)]))
+                batch.append(pool_rate(pool, domain, [gen(r) for _ in range(n * args.workers)]))
+            p, b = statistics.median(x[0] for x in plain), statistics.median(x[0] for x in batch)
+            wall = statistics.median(x[1] for x in batch) / statistics.median(x[1] for x in plain)
+            ratios.append(b / p)
+            print(f"{domain:<10} {p:>13.0f} {b:>13.0f} {b / p:>6.2f} {wall:>11.2f}", flush=True)
+    print(f"{'all':<10} {'':>13} {'':>13} {statistics.geometric_mean(ratios):>6.2f}  (geometric mean; target >= 0.8)")
+
+
+if __name__ == "__main__":
+    main()
