@@ -143,8 +143,14 @@ def test_sft_trains_on_gui_and_grounding_shards(gui_run, grounding_run, tmp_path
     from train.cli import app
 
     shards = [str(gui_run[0] / "shards" / "*.tar"), str(grounding_run[0] / "shards" / "*.tar")]
-    args = ["sft", "--preset", "tiny", "--steps", "3", "--output", str(tmp_path / "sft"), "--seq-len", "2048",
-            "--rows", "2", "--no-progress"]
+    config = tmp_path / "sft.yaml"
+    config.write_text(yaml.safe_dump({
+        "tokenizer_samples": 50,
+        "data": {"shuffle_buffer": 8, "shuffle_initial": 4},
+        "run": {"save_hf": False, "tensorboard": False, "cpu_threads": 1, "ckpt_every": 0},
+    }))
+    args = ["sft", "--config", str(config), "--preset", "tiny", "--steps", "3", "--output", str(tmp_path / "sft"),
+            "--seq-len", "1024", "--rows", "2", "--no-progress"]
     for s in shards:
         args += ["--shards", s]
     r = CliRunner().invoke(app, args)
