@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -17,6 +15,9 @@ MAX_HOPS = 64  # generations are a handful deep; a longer chain means a corrupt 
 
 def chain(ledger: str | Path, key: str) -> list[dict[str, Any]]:
     """Ledger rows from the source row down to `key` (the row of `key` last); reads only the rows it needs."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
     data = ds.dataset(str(ledger), format="parquet")
     rows: list[dict[str, Any]] = []
     current: str | None = key
@@ -32,6 +33,9 @@ def chain(ledger: str | Path, key: str) -> list[dict[str, Any]]:
 
 
 def children(ledger: str | Path, key: str) -> list[dict[str, Any]]:
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
     data = ds.dataset(str(ledger), format="parquet")
     if "parent" not in data.schema.names:
         return []
@@ -44,6 +48,8 @@ def lineage(
 ) -> None:
     """Print where a sample comes from: its input, every stage that judged it, every generating step."""
     console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=200)  # piped or captured: keep keys and reasons on one line
     ledger = output / "ledger.parquet" if output.is_dir() else output
     if not ledger.exists():
         console.print(f"[red]error:[/red] {escape(str(ledger))}: no ledger here (is this a curate/synth output folder?)")
@@ -54,8 +60,11 @@ def lineage(
         console.print(f"[red]error:[/red] no row with key {escape(key)} in {escape(str(ledger))}")
         raise typer.Exit(1) from None
     table = Table(title=f"lineage of {escape(key)}", title_justify="left")
-    for column in ("step", "key", "made by", "status", "stage", "reason", "source"):
+    table.add_column("step")
+    table.add_column("key", no_wrap=True, min_width=24)
+    for column in ("made by", "status", "stage", "reason"):
         table.add_column(column)
+    table.add_column("source", overflow="fold")
     for i, row in enumerate(rows):
         table.add_row(str(i), row["key"], escape(row.get("origin") or "source"), row["status"],
                       escape(row.get("stage") or ""), escape(row.get("reason") or ""), escape(row.get("source") or ""))

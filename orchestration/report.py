@@ -21,6 +21,13 @@ def summary_table(stats: dict[str, Any], title: str = "curate") -> Table:
     for stage, reasons in stats["by_stage"].items():
         for reason, n in reasons.items():
             table.add_row("", stage, reason, str(n))
+    generating = [st for st in stats.get("stages", []) if "generated" in st]
+    if generating:
+        table.add_section()
+        for st in generating:
+            kids = st["children"]
+            table.add_row("generated", st["stage"], f"from {st['rows_in']} rows: kept {kids['kept']}, dropped "
+                          f"{kids['dropped']}, error {kids['error']}", str(st["generated"]), style="cyan")
     shards = stats["shards"]
     table.add_section()
     table.add_row("shards", "", f"{shards['count']} tars, {shards['bytes'] / 1e6:.1f} MB", str(shards["samples"]))
@@ -44,6 +51,11 @@ def markdown_summary(stats: dict[str, Any]) -> str:
     for stage, reasons in stats["by_stage"].items():
         for reason, n in reasons.items():
             lines.append(f"| | {stage} | {reason} | {n} |")
+    for st in stats.get("stages", []):
+        if "generated" in st:
+            k = st["children"]
+            lines.append(f"| generated | {st['stage']} | from {st['rows_in']} rows: kept {k['kept']}, dropped "
+                         f"{k['dropped']}, error {k['error']} | {st['generated']} |")
     s = stats["shards"]
     lines.append(f"| shards | | {s['count']} tars, {s['bytes']} bytes | {s['samples']} |")
     return "\n".join(lines)

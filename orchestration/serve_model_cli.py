@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from model.serve.app import ServerConfig
+from model.serve.config import ServerConfig
 
 _D = ServerConfig()
 

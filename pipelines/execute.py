@@ -91,7 +91,7 @@ class PassRunner:
         if group is None:
             done = layout.marker(part.id)
             if done is not None:
-                return done
+                return {**done, "resumed": True}
             return write_part(run_steps(steps, self._input(k, part), self.result_for(k, part.id)), layout,
                               self.spec.shards, part.id)
         spill, keys = layout.spill_path(k, part.id), layout.keys_path(k, part.id)

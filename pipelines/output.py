@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import storage
-from pipelines.codec import sample_from_row
+from pipelines.codec import sample_from_row, sidecar_schemas
 from pipelines.schema import LEDGER_SCHEMA
 from pipelines.shards import ShardConfig, ShardInfo, ShardWriter, write_index
 from pipelines.stats import RunStats
@@ -202,6 +202,8 @@ class PartWriter:
         self.flow = StageFlow()
 
     def add(self, batch: pa.RecordBatch) -> None:
+        if not self.writer.sidecar_schemas:
+            self.writer.sidecar_schemas.update(sidecar_schemas(batch.schema))  # float16 embeddings stay float16
         ledger_rows = []
         for row in batch.to_pylist():
             status = _status(row)

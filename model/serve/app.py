@@ -9,26 +9,15 @@ import logging
 import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 
 from aiohttp import web
 
 from model.serve import protocol as P
+from model.serve.config import ServerConfig  # noqa: F401 - re-exported
 from model.serve.engine import Engine, Job, Prompt, Result
 from model.serve.worker import BatchWorker
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_batch_rows: int = 32
-    batch_wait_ms: float = 10.0
-    allowed_local_media_path: Path | None = None
-    max_body_mb: int = 64
 
 
 @web.middleware

@@ -147,3 +147,25 @@ def test_count_source_and_a_plugin_source(tmp_path):
     rows = _ledger(tmp_path / "plug")
     assert [r["status"] for r in rows] == ["kept"] * 5
     assert all(r["source"].startswith("counted:5#") for r in rows)
+
+
+def test_lineage_prints_the_chain_from_input_to_a_generated_sample(tmp_path):
+    from typer.testing import CliRunner
+
+    from orchestration.cli import app
+
+    spec = PipelineSpec.model_validate({"engine": {"name": "local", "workers": 0},
+                                        "stages": [{"op": "tests.ops:FanOut"}, {"op": "tests.ops:FanOut"}]})
+    run_pipeline(spec, ["count:12"], str(tmp_path / "out"), LocalEngine(spec.engine))
+    ledger = _ledger(tmp_path / "out")
+    by_key = {r["key"]: r for r in ledger}
+    grandchild = next(r for r in ledger if r["parent"] and by_key[r["parent"]]["parent"] and r["status"] == "kept")
+    result = CliRunner().invoke(app, ["lineage", str(tmp_path / "out"), grandchild["key"]], terminal_width=250)
+    assert result.exit_code == 0, result.output
+    child = by_key[grandchild["parent"]]
+    seed = by_key[child["parent"]]
+    body = result.output.split("\n", 1)[1]  # below the title, which names the key asked for
+    assert body.index(seed["key"]) < body.index(child["key"]) < body.index(grandchild["key"])
+    assert "expanded" in body and "source" in body and "fan_out" in body
+    missing = CliRunner().invoke(app, ["lineage", str(tmp_path / "out"), "nope"])
+    assert missing.exit_code == 1 and "no row with key nope" in missing.output
