@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from orchestration.progress import pass_progress
 from orchestration.report import markdown_summary
 from pipelines.execute import PassRunner
 from pipelines.output import OutputLayout
@@ -57,7 +58,8 @@ def start_engine(spec: PipelineSpec) -> tuple[Engine, float]:
 
 @task(cache_policy=NO_CACHE, retries=TASK_RETRIES, retry_delay_seconds=RETRY_DELAY_S)
 def pass_task(engine: Engine, runner: PassRunner, parts: list[Part], k: int) -> list[dict[str, Any]]:
-    results = engine.run_pass(runner, parts, k)
+    with pass_progress(runner, parts, k):
+        results = engine.run_pass(runner, parts, k)
     resumed = sum(1 for r in results if r.get("resumed"))
     get_run_logger().info("%s: %d parts (%d reused from a previous run)", runner.describe(k), len(parts), resumed)
     return results

@@ -62,10 +62,16 @@ def run_log(output: str) -> Iterator[Path | None]:
 
 def failure_message(exc: BaseException, log: Path | None) -> str:
     """One readable paragraph: what failed, on which path, what to do, where the details are."""
-    root = exc
-    while root.__cause__ is not None or (root.__context__ is not None and not root.__suppress_context__):
-        root = root.__cause__ or root.__context__  # type: ignore[assignment]
-    detail = f"{type(root).__name__}: {root}"
+    chain: list[BaseException] = []
+    node: BaseException | None = exc
+    while node is not None and node not in chain:
+        chain.append(node)
+        node = node.__cause__ or (None if node.__suppress_context__ else node.__context__)
+    # The error a user can act on: an OS error anywhere in the chain (a full disk, a missing file), else the
+    # outermost one (process-pool wrappers carry the worker's traceback text as their "cause").
+    root = next((e for e in chain if isinstance(e, OSError)), exc)
+    first_line = (str(root).strip().splitlines() or [""])[0]
+    detail = f"{type(root).__name__}: {first_line}"
     todo = "fix the cause and run the same command again: finished parts are reused"
     if isinstance(root, OSError) and root.errno == errno.ENOSPC:
         where = root.filename or "the output folder"

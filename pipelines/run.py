@@ -35,7 +35,7 @@ class RunReport:
 
 def plan(spec: PipelineSpec, inputs: list[str]) -> tuple[list[Part], str]:
     """The input parts and the run fingerprint (reader + stages + shards config + inputs)."""
-    parts = plan_parts(inputs, spec.reader)
+    parts = plan_parts(inputs, spec.reader, spec.engine.parallelism())
     parts_json = json.dumps([p.model_dump(mode="json") for p in parts], sort_keys=True)
     return parts, spec.fingerprint(parts_json)
 

@@ -53,6 +53,22 @@ class EngineConfig(BaseModel):
     )
 
 
+    def parallelism(self) -> int:
+        """Cores the engine will run parts on, as far as the driver can tell (for sizing parts)."""
+        import os
+        import re
+
+        cores = os.cpu_count() or 1
+        if self.name == "local":
+            return self.workers or cores
+        if self.name == "spark":
+            m = re.fullmatch(r"local\[(\*|\d+)(?:,\d+)?\]", self.master)
+            if m:
+                return cores if m.group(1) == "*" else int(m.group(1))
+            return 1 if self.master == "local" else max(cores, 16)  # a cluster: plenty of parts
+        return cores
+
+
 class PipelineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

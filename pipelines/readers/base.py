@@ -43,7 +43,9 @@ class ReaderConfig(BaseModel):
     limit: int | None = Field(None, ge=1, description="Read only the first N samples of the inputs (in planning order; "
                               "sources whose parts list their samples: folders, HTML, text, Parquet, prompts, count).")
     dataset: str | None = Field(None, description="Dataset name recorded on every row; default: the input's name.")
-    part_size: int = Field(1024, ge=1, description="Samples per partition (folders, Parquet); a tar is one partition.")
+    part_size: int | Literal["auto"] = Field(
+        "auto", description="Samples per partition (the unit of parallelism and resume; a tar is one partition). auto: "
+        "from the input size and the engine's parallelism, so every core has work to the end (64..4096 per part).")
     batch_size: int = Field(64, ge=1, description="Rows per Arrow batch handed to operators (bounds worker memory).")
     image_column: str | None = Field(None, description="Parquet column with image bytes; default: first of image/jpg/png/img.")
     text_column: str | None = Field(None, description="Parquet column with the caption; default: first of text/caption/txt.")
@@ -384,15 +386,25 @@ def source_fields(formats: list[str]) -> tuple[pa.Field, ...]:
     return tuple(fields.values())
 
 
-def plan_parts(inputs: list[str], config: ReaderConfig) -> list[Part]:
-    """List every input partition, in a deterministic order, without reading sample data."""
+AUTO_UNIT = 64  # part_size auto: inputs are planned in units of this many samples, then grouped
+AUTO_MAX = 4096
+PARTS_PER_WORKER = 4  # enough parts that no core idles at the end, few enough that per-part costs stay small
+
+
+def plan_parts(inputs: list[str], config: ReaderConfig, parallelism: int = 2) -> list[Part]:
+    """List every input partition, in a deterministic order, without reading sample data. With `part_size: auto`,
+    parts are sized from the input and `parallelism` (the engine's cores)."""
     check_inputs(inputs, config)
+    auto = config.part_size == "auto"
+    planning = config.model_copy(update={"part_size": AUTO_UNIT}) if auto else config
     parts: list[Part] = []
     for root in inputs:
         fmt = source_of(root, config)
         dataset = config.dataset or input_name(root)
-        for part in get_source(fmt).plan(root, dataset, config, len(parts)):
+        for part in get_source(fmt).plan(root, dataset, planning, len(parts)):
             parts.append(part.model_copy(update={"input": root}))
+    if auto and parts:
+        parts = _group(parts, parallelism)
     if not parts:
         raise InputError(f"no samples found in {', '.join(inputs)}")
     if config.limit is not None:
@@ -404,6 +416,40 @@ def plan_parts(inputs: list[str], config: ReaderConfig) -> list[Part]:
             digests = dict(zip(files, pool.map(_file_sha1, files), strict=True))
         parts = [_with_content_hash(part, digests) for part in parts]
     return parts
+
+
+def _samples(part: Part) -> int | None:
+    if part.items:
+        return len(part.items)
+    if part.row_end > part.row_start:
+        return part.row_end - part.row_start
+    return None  # a tar: unknown until read
+
+
+def _group(units: list[Part], parallelism: int) -> list[Part]:
+    """Consecutive unit parts of the same input and file merged into parts of a size that gives every worker about
+    PARTS_PER_WORKER parts (between AUTO_UNIT and AUTO_MAX samples); tars stay one part each."""
+    total = sum(_samples(p) or 0 for p in units)
+    size = min(AUTO_MAX, max(AUTO_UNIT, -(-total // max(1, parallelism * PARTS_PER_WORKER))))
+    out: list[Part] = []
+    for unit in units:
+        n = _samples(unit)
+        last = out[-1] if out else None
+        mergeable = (last is not None and n is not None and (_samples(last) or 0) + n <= size
+                     and (last.input, last.format, last.path, last.root, last.dataset)
+                     == (unit.input, unit.format, unit.path, unit.root, unit.dataset)
+                     and (bool(last.items) == bool(unit.items))
+                     and (unit.items or last.row_end == unit.row_start))
+        if mergeable:
+            assert last is not None
+            if unit.items:
+                out[-1] = last.model_copy(update={"items": last.items + unit.items,
+                                                  "size_hint": last.size_hint + unit.size_hint})
+            else:
+                out[-1] = last.model_copy(update={"row_end": unit.row_end, "size_hint": last.size_hint + unit.size_hint})
+        else:
+            out.append(unit.model_copy(update={"id": len(out)}))
+    return out
 
 
 def _first(parts: list[Part], limit: int) -> list[Part]:

@@ -1,0 +1,52 @@
+"""Progress of a pass, read from the files workers finish: rows done of the total, rate, ETA; and in Prefect."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestration.flows import curate
+from pipelines.engines.local import LocalEngine
+from pipelines.execute import PassRunner
+from pipelines.progress import PassWatcher
+from pipelines.run import plan
+from pipelines.spec import PipelineSpec
+from tests.pipelines.test_generators import _images
+
+
+def test_watcher_counts_rows_of_finished_parts(tmp_path):
+    _images(tmp_path / "in", 20)
+    spec = PipelineSpec.model_validate({"reader": {"part_size": 6}, "stages": [{"op": "decode"}],
+                                        "engine": {"name": "local", "workers": 0}})
+    parts, fingerprint = plan(spec, [str(tmp_path / "in")])
+    runner = PassRunner.for_parts(spec, str(tmp_path / "out"), parts)
+    runner.layout.prepare(fingerprint)
+    seen = []
+    watcher = PassWatcher(runner.layout, parts, 0, True, "pass-0", seen.append, interval=0.01)
+    assert watcher.snapshot().rows_done == 0 and watcher.snapshot().rows_total == 20
+    with watcher:
+        LocalEngine(spec.engine).run_pass(runner, parts[:2], 0)
+        mid = watcher.snapshot()
+        LocalEngine(spec.engine).run_pass(runner, parts[2:], 0)
+    assert (mid.parts_done, mid.rows_done) == (2, 12) and mid.eta is not None
+    assert seen[-1].rows_done == 20 and seen[-1].fraction == 1.0 and seen[-1].parts_done == len(parts) == 4
+    assert "20/20 rows" in seen[-1].line()
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_the_flow_publishes_a_progress_artifact_per_pass(tmp_path):
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    _images(tmp_path / "in", 8)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("stages:\n  - op: decode\n  - op: exact_dedup\nengine:\n  name: local\n  workers: 1\n")
+    curate(str(recipe), [str(tmp_path / "in")], str(tmp_path / "out"))
+
+    async def latest():
+        async with get_client() as client:
+            return await client.read_latest_artifacts()
+
+    progress = {a.key: a for a in asyncio.run(latest()) if a.key and a.key.startswith("progress-pass-")}
+    assert {"progress-pass-0", "progress-pass-1"} <= set(progress)
+    assert all(float(a.data) == 100.0 for a in progress.values())
