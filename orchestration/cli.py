@@ -197,22 +197,21 @@ def ops() -> None:
         adds = cls.adds if isinstance(cls.adds, tuple) else cls(cls.Config()).adds if _default_ok(cls) else ()
         title = (f"{name}  [{cls.family}]  ({cls.__module__}.{cls.__name__})\n"
                  f"reads: {', '.join(cls.reads) or '-'}   adds: {', '.join(f'{f.name}: {f.type}' for f in adds) or '-'}")
-        table = Table(title=title, title_justify="left")
-        table.add_column("field")
-        table.add_column("default")
-        table.add_column("description")
-        for field, info in cls.Config.model_fields.items():
-            table.add_row(field, repr(info.default), info.description or "")
-        console.print(table)
+        console.print(_fields_table(title, "field", cls.Config))
     for name, source in sorted(sources().items()):
         columns = ", ".join(f"{f.name}: {f.type}" for f in source.columns) or "-"
-        table = Table(title=f"source {name}  ({type(source).__module__})\ncolumns: {columns}", title_justify="left")
-        table.add_column("reader.options field")
-        table.add_column("default")
-        table.add_column("description")
-        for field, info in source.Options.model_fields.items():
-            table.add_row(field, repr(info.default), info.description or "")
-        console.print(table)
+        title = f"source {name}  ({type(source).__module__})\ncolumns: {columns}"
+        console.print(_fields_table(title, "reader.options field", source.Options))
+
+
+def _fields_table(title: str, first: str, model: type) -> Table:
+    """A pydantic config's fields as a table: name, default, description."""
+    table = Table(title=title, title_justify="left")
+    for column in (first, "default", "description"):
+        table.add_column(column)
+    for field, info in model.model_fields.items():
+        table.add_row(field, repr(info.default), info.description or "")
+    return table
 
 
 def _default_ok(cls: type) -> bool:

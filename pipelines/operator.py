@@ -17,7 +17,7 @@ import hashlib
 import json
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
@@ -151,26 +151,29 @@ def _call_checked(op: Operator, batch: pa.RecordBatch) -> pa.RecordBatch:
     return out
 
 
-def _call_isolating_failures(
-    op: Operator, batch: pa.RecordBatch, schema: pa.Schema, retried: bool = False
+def _isolating_failures(
+    op: Operator, run: Callable[[pa.RecordBatch], pa.RecordBatch], batch: pa.RecordBatch, schema: pa.Schema,
+    retried: bool = False,
 ) -> pa.RecordBatch:
-    """Call `op`; if the batch fails, retry it once, then bisect it so only the rows that fail alone are errors.
+    """`run(batch)`; if the batch fails, retry it once, then bisect it so only the rows that fail alone are errors.
 
     A transient failure costs one retry; a deterministic one (a row the operator cannot handle) costs
     O(log n) extra calls and ends as ledger errors carrying the exception's message. The run goes on.
+    The same for every family: a generator's failing parent becomes one error row; its siblings go on.
     """
     try:
-        return conform(_call_checked(op, batch), schema)
+        return run(batch)
     except Exception as exc:  # noqa: BLE001 - the ledger records it; the run must go on
         if not retried:
-            return _call_isolating_failures(op, batch, schema, retried=True)
+            return _isolating_failures(op, run, batch, schema, retried=True)
         if batch.num_rows > 1:
             half = batch.num_rows // 2
-            parts = [_call_isolating_failures(op, batch.slice(0, half), schema, True),
-                     _call_isolating_failures(op, batch.slice(half), schema, True)]
-            return pa.Table.from_batches(parts).combine_chunks().to_batches()[0]
+            parts = [_isolating_failures(op, run, batch.slice(0, half), schema, True),
+                     _isolating_failures(op, run, batch.slice(half), schema, True)]
+            return pa.Table.from_batches(parts, schema=schema).combine_chunks().to_batches()[0]
         message = f"{op.name}_failed:{type(exc).__name__}: {exc}"[:500]
-        return conform(with_verdicts(batch, [False], [message], [True]), schema)
+        failed = with_verdicts(conform(batch, schema), [False], [message], [True])
+        return set_columns(failed, {"stage": pa.array([op.name]), "image": pa.nulls(1, pa.binary())})
 
 
 def _expand_checked(op: Generator, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
@@ -203,25 +206,6 @@ def _expand_checked(op: Generator, batch: pa.RecordBatch, schema: pa.Schema) -> 
     return pa.RecordBatch.from_pylist(out, schema=schema)
 
 
-def _expand_isolating_failures(op: Generator, batch: pa.RecordBatch, schema: pa.Schema,
-                               retried: bool = False) -> pa.RecordBatch:
-    """As `_call_isolating_failures`, for a generator: a parent whose generation raises on its own becomes one
-    error row naming the exception; its siblings in the batch go on."""
-    try:
-        return _expand_checked(op, batch, schema)
-    except Exception as exc:  # noqa: BLE001 - the ledger records it; the run must go on
-        if not retried:
-            return _expand_isolating_failures(op, batch, schema, retried=True)
-        if batch.num_rows > 1:
-            half = batch.num_rows // 2
-            parts = [_expand_isolating_failures(op, batch.slice(0, half), schema, True),
-                     _expand_isolating_failures(op, batch.slice(half), schema, True)]
-            return pa.Table.from_batches(parts, schema=schema).combine_chunks().to_batches()[0]
-        message = f"{op.name}_failed:{type(exc).__name__}: {exc}"[:500]
-        failed = with_verdicts(conform(batch, schema), [False], [message], [True])
-        return set_columns(failed, {"stage": pa.array([op.name]), "image": pa.nulls(1, pa.binary())})
-
-
 def apply_generator(op: Generator, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     """Run a generator on the live rows of `batch`; dead rows pass through. Every parent stays in the stream
     (dead, for the ledger) directly followed by its children, so the output order is deterministic."""
@@ -234,7 +218,8 @@ def apply_generator(op: Generator, batch: pa.RecordBatch, schema: pa.Schema) -> 
         while end < len(alive) and alive[end] == alive[start]:
             end += 1
         chunk = batch.slice(start, end - start)
-        out.append(_expand_isolating_failures(op, chunk, schema) if alive[start] else conform(chunk, schema))
+        out.append(_isolating_failures(op, lambda b: _expand_checked(op, b, schema), chunk, schema)
+                   if alive[start] else conform(chunk, schema))
         start = end
     if not out:
         return conform(batch, schema)
@@ -253,7 +238,7 @@ def apply_map(op: Operator, batch: pa.RecordBatch, schema: pa.Schema) -> pa.Reco
     alive = batch.column("keep")
     n_alive = pc.sum(alive.cast(pa.int64())).as_py() or 0
     live = batch.filter(alive) if n_alive < batch.num_rows else batch
-    out = _call_isolating_failures(op, live, schema) if n_alive else live
+    out = _isolating_failures(op, lambda b: conform(_call_checked(op, b), schema), live, schema) if n_alive else live
     dropped = pc.invert(out.column("keep"))
     out = set_columns(
         out,
