@@ -78,3 +78,58 @@ def grounding(input: Annotated[str, typer.Option(help="Curated shards or an imag
 
     extra = {"reader.limit": count} if count is not None else {}
     _go("grounding", config or gr.RECIPE, [input], output, engine, set_, extra)
+
+
+Teacher = Annotated[str, typer.Option(help="OpenAI-compatible base URL ending in /v1, or inproc:PATH_OR_PRESET.")]
+ModelName = Annotated[str | None, typer.Option("--model", help="Model name sent to the server; default: the one it serves.")]
+
+
+@app.command("recaption")
+def recaption(input: Annotated[str, typer.Option(help="Curated shards (or an image folder with captions).")],
+              teacher: Teacher, output: Output, model: ModelName = None, config: Config = None, count: Count = None,
+              engine: Engine = None, set_: Sets = []) -> None:  # noqa: B006
+    """Factual recaptioning: the teacher rewrites captions from image + original; checked rewrites are mixed in."""
+    from rich.console import Console
+
+    from synth import recaption as rc
+    from synth.distill import teacher_overrides
+
+    recipe = config or rc.RECIPE
+    extra = teacher_overrides(recipe, "recaption", teacher, model)
+    if count is not None:
+        extra["reader.limit"] = count
+    _go("recaption", recipe, [input], output, engine, set_, extra)
+    report = rc.summarize(output)
+    Console().print(f"recaptions accepted: {report['accepted']}/{report['samples']}; fallbacks by reason: "
+                    f"{report['fallback']}; text is {report['text_is']}", highlight=False, markup=False)
+
+
+@app.command("distill")
+def distill(prompts: Annotated[str, typer.Option(help="Prompt set: JSONL/Parquet (id, images, question, answer, domain).")],
+            teacher: Teacher, output: Output, model: ModelName = None,
+            k: Annotated[int | None, typer.Option("--k", help="Samples per prompt; default from the recipe.")] = None,
+            config: Config = None, count: Count = None, engine: Engine = None, set_: Sets = []) -> None:  # noqa: B006
+    """Long-CoT distillation: k teacher samples per prompt, checked and verified; SFT shards, pass@k tiers and the
+    RL prompt set (OUT/rl_prompts.parquet)."""
+    from rich.console import Console
+
+    from synth import distill as ds
+    from synth.distill.rlset import RL_FILE
+
+    recipe = config or ds.RECIPE
+    extra = ds.teacher_overrides(recipe, "distill", teacher, model, k=k)
+    if count is not None:
+        extra["reader.limit"] = count
+    stale = Path(output) / RL_FILE
+    if stale.is_file() and (Path(output) / ".vlmdata-output").is_file():
+        stale.unlink()  # a failed run must not leave the previous run's RL set behind
+    _go("distill", recipe, [prompts], output, engine, set_, extra)
+    report = ds.finish(output, recipe, {**extra, **_sets(set_)})
+    for line in ds.summary_lines(report)[:2]:
+        Console().print(line, highlight=False, markup=False)
+
+
+def _sets(sets: list[str]) -> dict[str, Any]:
+    from orchestration.cli import _parse_sets
+
+    return _parse_sets(sets)
