@@ -61,7 +61,6 @@ class GroundingDetectConfig(OperatorConfig):
                                    "Grounding DINO); it must be available offline.")
     device: str = Field("cpu", description="torch device.")
     score_threshold: float = Field(0.3, ge=0, le=1, description="Boxes scoring below this are left out.")
-    text_threshold: float = Field(0.25, ge=0, le=1, description="Grounding DINO only: token score a phrase needs.")
     nms_iou: float = Field(0.5, gt=0, le=1, description="Boxes of one phrase overlapping more than this are merged "
                                                         "(torchvision NMS).")
     min_boxes: int = Field(2, ge=1, description="Images with fewer valid boxes are dropped (fewer_than_2_boxes).")
@@ -119,14 +118,8 @@ class GroundingDetect(Generator):
             result = self.processor.post_process_grounded_object_detection(
                 outputs, threshold=c.score_threshold, target_sizes=size, text_labels=[phrases])[0]
             labels = [int(v) for v in result["labels"]]
-        else:  # Grounding DINO: one prompt, phrases separated by dots; labels come back as the matched text
-            inputs = self.processor(images=image, text=". ".join(phrases) + ".", return_tensors="pt")
-            outputs = self.model(**inputs.to(c.device))
-            result = self.processor.post_process_grounded_object_detection(
-                outputs, inputs["input_ids"], threshold=c.score_threshold, text_threshold=c.text_threshold,
-                target_sizes=size)[0]
-            names = result.get("text_labels", result.get("labels"))
-            labels = [phrases.index(n) if n in phrases else -1 for n in names]
+        else:
+            result, labels = self._grounding_dino(image, phrases)
         boxes = result["boxes"].float().cpu()
         scores = result["scores"].float().cpu()
         keep_idx = [i for i, lab in enumerate(labels) if lab >= 0]
@@ -151,6 +144,29 @@ class GroundingDetect(Generator):
             out.append({"box": [round(v, 2) for v in (x1, y1, x2, y2)], "label": phrases[lab],
                         "score": round(float(scores[i]), 4)})
         return out
+
+    def _grounding_dino(self, image: Image.Image, phrases: list[str]) -> tuple[dict[str, Any], list[int]]:
+        """Grounding DINO scores boxes against prompt tokens: a box's score for a phrase is the best sigmoid over
+        the phrase's tokens (found by character offsets in the dot-separated prompt); its label the best phrase."""
+        import torch
+        from torchvision.ops import box_convert
+
+        prompt = ". ".join(phrases) + "."
+        inputs = self.processor(images=image, text=prompt, return_tensors="pt")
+        outputs = self.model(**inputs.to(self.config.device))
+        offsets = self.processor.tokenizer(prompt, return_offsets_mapping=True)["offset_mapping"]
+        probs = outputs.logits[0].sigmoid().float().cpu()  # [queries, text positions]
+        columns, pos = [], 0
+        for phrase in phrases:
+            start = prompt.index(phrase, pos)
+            pos = start + len(phrase)
+            tokens = [i for i, (a, b) in enumerate(offsets) if b > a and a >= start and b <= pos and i < probs.shape[1]]
+            columns.append(probs[:, tokens].max(dim=1).values if tokens else torch.zeros(probs.shape[0]))
+        scores, labels = torch.stack(columns, dim=1).max(dim=1)
+        boxes = box_convert(outputs.pred_boxes[0].float().cpu(), "cxcywh", "xyxy")
+        boxes = boxes * torch.tensor([image.width, image.height, image.width, image.height])
+        keep = scores >= self.config.score_threshold
+        return {"boxes": boxes[keep], "scores": scores[keep]}, [int(v) for v in labels[keep]]
 
     def generate(self, row: dict[str, Any]):
         caption = row.get("text") or ""

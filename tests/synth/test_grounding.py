@@ -149,3 +149,49 @@ def test_images_with_fewer_than_two_boxes_are_dropped(tiny_detector):
     strict.setup()
     [dropped] = strict.generate_batch([_rows(1)[0]])
     assert dropped.reason == "fewer_than_2_boxes:0"
+
+
+def build_tiny_grounding_dino(folder: str, seed: int = 0) -> str:
+    """A 1-encoder/2-decoder-layer Grounding DINO (Swin backbone, BERT text tower) with a word-level vocabulary."""
+    import torch
+    from transformers import (
+        BertConfig,
+        BertTokenizer,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        SwinConfig,
+    )
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "dog", "red", "ball", "beach", "two", "cats",
+             "wooden", "bench", "park", "man", "horse"]
+    torch.manual_seed(seed)
+    config = GroundingDinoConfig(
+        backbone_config=SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=4,
+                                   image_size=64, out_features=["stage2", "stage3", "stage4"]),
+        text_config=BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=37, max_position_embeddings=64),
+        d_model=32, encoder_layers=1, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=37, decoder_ffn_dim=37, num_queries=20, num_feature_levels=3, encoder_n_points=2,
+        decoder_n_points=2, max_text_len=32, use_timm_backbone=False, use_pretrained_backbone=False)
+    GroundingDinoForObjectDetection(config).save_pretrained(folder)
+    GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(size={"shortest_edge": 64, "longest_edge": 96}),
+                           tokenizer=BertTokenizer(vocab={w: i for i, w in enumerate(words)})).save_pretrained(folder)
+    return folder
+
+
+def test_grounding_dino_boxes_are_labelled_with_caption_phrases(tmp_path):
+    model = build_tiny_grounding_dino(str(tmp_path / "gdino"))
+    op = GroundingDetect(model=model, score_threshold=0.0, nms_iou=0.3, max_boxes_per_phrase=2, min_box_side=1.0,
+                         max_box_area=1.0)
+    op.setup()
+    assert op.kind == "grounding-dino"
+    [children] = op.generate_batch([_rows(1)[0]])
+    [child] = children
+    phrases = ["dog", "beach", "red ball"]
+    assert child["phrases"] == phrases
+    assert len(child["boxes"]) >= 2 and {b["label"] for b in child["boxes"]} <= set(phrases)
+    for b in child["boxes"]:
+        x1, y1, x2, y2 = b["box"]
+        assert 0 <= x1 < x2 <= 160 and 0 <= y1 < y2 <= 120 and 0 <= b["score"] <= 1
