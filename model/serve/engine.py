@@ -26,6 +26,9 @@ from model.serve.loading import LoadedModel
 # (pixel_values, image_grid_thw) are concatenated along their first axis in prompt order.
 _IMAGE_KEYS = ("pixel_values", "image_grid_thw")
 
+# Steps a batch runs before it may pause to let waiting requests join (each pause re-reads the resumed rows).
+MIN_STEPS_BEFORE_YIELD = 4
+
 # on_event(choice_index, text_delta, finish_reason | None), called from the generating thread.
 EventSink = Callable[[int, str, str | None], None]
 
@@ -81,11 +84,12 @@ class Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
-class _Row:
+class Row:
     """Decoding state of one sequence: tokens so far, text (incremental detokenization), stop/limit checks."""
 
     def __init__(self, job: Job, index: int, engine: Engine):
         self.job, self.index, self.engine = job, index, engine
+        self.generator: torch.Generator | None = None  # set when the row samples (temperature > 0)
         self.tokens: list[int] = []
         self.text = ""  # decoded text so far (only kept when streaming or matching stop strings)
         self.emitted = 0  # characters already sent to on_event
@@ -154,14 +158,19 @@ class _Row:
 
 
 class _RowStops(StoppingCriteria):
-    """Per-row end of generation: EOS, stop strings, the row's own max_tokens, a cancelled request."""
+    """Per-row end of generation: EOS, stop strings, the row's own max_tokens, a cancelled request; and a pause
+    of the whole batch when the scheduler wants to let waiting requests in."""
 
-    def __init__(self, rows: list[_Row]):
-        self.rows = rows
+    def __init__(self, rows: Sequence[Row], should_yield: Callable[[int], bool] | None = None):
+        self.rows, self.should_yield, self.steps = rows, should_yield, 0
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
         last = input_ids[:, -1].tolist()
         done = [row.step(tok) for row, tok in zip(self.rows, last, strict=True)]
+        self.steps += 1
+        if self.should_yield is not None and self.steps >= MIN_STEPS_BEFORE_YIELD and not all(done) \
+                and self.should_yield(done.count(False)):
+            done = [True] * len(done)
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
@@ -232,14 +241,35 @@ class Engine:
         return self._decoder.decode(ids, skip_special_tokens=False)
 
     # -- batches ---------------------------------------------------------------------------------------------
-    def _collate(self, jobs: Sequence[Job]) -> dict[str, torch.Tensor]:
-        """Left-pad the token-axis tensors of every row (a job with n > 1 repeats its prompt n times)."""
-        prompts = [job.prompt for job in jobs for _ in range(job.params.n)]
-        width = max(p.num_tokens for p in prompts)
+    def new_rows(self, job: Job) -> list[Row]:
+        """The job's n sequences, each with its own random generator when it samples."""
+        rows = [Row(job, i, self) for i in range(job.params.n)]
+        if job.params.temperature > 0:
+            for row in rows:
+                row.generator = torch.Generator(device=self.device)
+                seed = job.params.seed
+                row.generator.manual_seed(
+                    hash((seed, row.index)) & 0x7FFF_FFFF_FFFF_FFFF if seed is not None else self._rng.getrandbits(63))
+        return rows
+
+    def _collate(self, rows: Sequence[Row]) -> dict[str, torch.Tensor]:
+        """Each row's prompt plus the tokens it already generated (a row resumed in a new batch), left-padded."""
+        seqs = []
+        for row in rows:
+            inputs = dict(row.job.prompt.inputs)
+            if row.tokens:  # resumed: its text so far becomes part of the prompt (no image tokens in it)
+                extra = len(row.tokens)
+                for key, t in inputs.items():
+                    if key == "input_ids":
+                        inputs[key] = torch.cat([t, torch.tensor([row.tokens], dtype=t.dtype)], dim=1)
+                    elif key not in _IMAGE_KEYS:
+                        inputs[key] = torch.cat([t, torch.full((1, extra), int(key == "attention_mask"), dtype=t.dtype)], dim=1)
+            seqs.append(inputs)
+        width = max(int(x["input_ids"].shape[1]) for x in seqs)
         batch: dict[str, list[torch.Tensor]] = {}
-        for p in prompts:
-            pad = width - p.num_tokens
-            for key, t in p.inputs.items():
+        for inputs in seqs:
+            pad = width - int(inputs["input_ids"].shape[1])
+            for key, t in inputs.items():
                 if key not in _IMAGE_KEYS and pad:
                     fill = self.pad_token_id if key == "input_ids" else 0
                     t = torch.cat([torch.full((1, pad), fill, dtype=t.dtype), t], dim=1)
@@ -249,35 +279,31 @@ class Engine:
             out["pixel_values"] = out["pixel_values"].to(self.model.dtype)
         return out
 
-    def _generator(self, seed: int | None, index: int) -> torch.Generator:
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(hash((seed, index)) & 0x7FFF_FFFF_FFFF_FFFF if seed is not None else self._rng.getrandbits(63))
-        return gen
-
     @torch.inference_mode()
-    def run(self, jobs: Sequence[Job]) -> list[Result]:
-        """Generate for all jobs in one batch; rows finish independently (EOS, stop string, their max_tokens)."""
-        rows = [_Row(job, i, self) for job in jobs for i in range(job.params.n)]
-        sampled = [(r, row.job.params) for r, row in enumerate(rows) if row.job.params.temperature > 0]
-        samplers = [(r, p.temperature, p.top_p, self._generator(p.seed, rows[r].index)) for r, p in sampled]
-        max_new = max(job.params.max_tokens for job in jobs)
+    def step(self, rows: Sequence[Row], should_yield: Callable[[int], bool] | None = None) -> None:
+        """One `generate` over unfinished rows. Each row ends finished (EOS, stop string, its max_tokens) unless
+        `should_yield(unfinished_rows)` turns true: then generation pauses and the unfinished rows keep their
+        state, to be resumed in a later batch (with newly arrived requests)."""
+        samplers = [(r, row.job.params.temperature, row.job.params.top_p, row.generator)
+                    for r, row in enumerate(rows) if row.generator is not None]
+        max_new = max(row.job.params.max_tokens - len(row.tokens) for row in rows)
         config = GenerationConfig(
             max_new_tokens=max_new, min_new_tokens=0, do_sample=False, num_beams=1, repetition_penalty=1.0,
             no_repeat_ngram_size=0, eos_token_id=sorted(self.stop_token_ids), pad_token_id=self.pad_token_id,
         )
         self.model.generate(
-            **self._collate(jobs), generation_config=config,
+            **self._collate(rows), generation_config=config,
             logits_processor=LogitsProcessorList([_RowSampler(samplers)] if samplers else []),
-            stopping_criteria=StoppingCriteriaList([_RowStops(rows)]),
+            stopping_criteria=StoppingCriteriaList([_RowStops(rows, should_yield)]),
         )
-        results, r = [], 0
-        for job in jobs:
-            choices = []
-            for row in rows[r:r + job.params.n]:
-                if row.finish is None:  # generate stopped on its own limit first; cannot outlast max_tokens
-                    row.finish = "length"
-                    row._emit_final()
-                choices.append(Choice(row.index, row.final_text(), row.tokens, row.finish))
-            r += job.params.n
-            results.append(Result(choices, job.prompt.num_tokens))
-        return results
+
+    @staticmethod
+    def result(job: Job, rows: Sequence[Row]) -> Result:
+        return Result([Choice(r.index, r.final_text(), r.tokens, r.finish or "length") for r in rows],
+                      job.prompt.num_tokens)
+
+    def run(self, jobs: Sequence[Job]) -> list[Result]:
+        """Generate for all jobs in one batch; rows finish independently (EOS, stop string, their max_tokens)."""
+        per_job = [self.new_rows(job) for job in jobs]
+        self.step([row for rows in per_job for row in rows])
+        return [self.result(job, rows) for job, rows in zip(jobs, per_job, strict=True)]
