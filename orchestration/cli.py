@@ -245,5 +245,9 @@ from orchestration.reward_cli import reward as _reward  # noqa: E402
 
 app.command(name="reward")(_reward)
 
+from orchestration.export import export as _export  # noqa: E402
+
+app.command(name="export")(_export)
+
 if __name__ == "__main__":
     app()
