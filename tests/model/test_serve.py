@@ -4,6 +4,7 @@ client: models, text and image chats, n, stop, streaming, usage, concurrent batc
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import queue
@@ -20,8 +21,11 @@ from pathlib import Path
 import openai
 import pytest
 import typer
+from PIL import Image
 from typer.testing import CliRunner
 
+from model.serve.engine import Engine, Job, SamplingParams
+from model.serve.loading import load_model
 from model.serve.protocol import APIError, load_image_url
 from orchestration.serve_model_cli import serve_model
 from tests.images import png_bytes
@@ -227,3 +231,27 @@ def test_a_missing_model_stops_before_serving():
     app.command()(serve_model)
     out = CliRunner().invoke(app, ["--model", "/nonexistent/model", "--port", "0"])
     assert out.exit_code == 2 and "no model at '/nonexistent/model'" in out.output and "tiny" in out.output
+
+
+def test_paused_and_resumed_rows_give_the_uninterrupted_text():
+    """The worker pauses a batch so waiting requests can join; resumed rows must continue exactly as before."""
+    engine = Engine(load_model("tiny"))
+    prompts = [engine.prepare([{"role": "user", "content": [{"type": "text", "text": f"how many stars? {i}"}]}])
+               for i in range(3)]
+    prompts.append(engine.prepare([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "colour?"}]}],
+                                  [Image.open(io.BytesIO(png_bytes(size=(112, 84))))]))
+
+    def jobs() -> list[Job]:
+        return [Job(p, SamplingParams(max_tokens=24, temperature=0)) for p in prompts] + \
+            [Job(prompts[0], SamplingParams(max_tokens=20, temperature=1.0, seed=3, n=2, stop=("§",)))]
+    uninterrupted = engine.run(jobs())
+    resumed_jobs = jobs()
+    rows = [engine.new_rows(j) for j in resumed_jobs]
+    calls = 0
+    while any(r.finish is None for rs in rows for r in rs):
+        engine.step([r for rs in rows for r in rs if r.finish is None], should_yield=lambda unfinished: True)
+        calls += 1
+    assert calls >= 5  # 24 tokens, paused every few steps
+    resumed = [engine.result(j, rs) for j, rs in zip(resumed_jobs, rows, strict=True)]
+    assert [[(c.text, c.finish_reason) for c in r.choices] for r in resumed] == \
+        [[(c.text, c.finish_reason) for c in r.choices] for r in uninterrupted]
