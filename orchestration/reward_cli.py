@@ -7,12 +7,14 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 TRUTH_HELP = """Ground truth. math: LaTeX or plain (\\frac{1}{2}, (0,1], 2\\sqrt{3}); physics/chemistry: a quantity
 with units (3e8 m/s, 9.81 m/s^2) or a formula; chart/numeric: a number, a year or text; choice: B, "B. Paris",
 "A, C" or {"answer":"B","options":[...]}; text: the expected text; ocr: the text in the image; counting: an
 integer; grounding: [[x1,y1,x2,y2],...] in 0-1000; gui: {"action":"click","box":[x1,y1,x2,y2]} (or "text",
 "direction"); format: verifiable or open."""
+TRUTH_HELP = escape(TRUTH_HELP)  # the help is rendered as rich markup: keep the brackets of the box lists
 
 
 def _show(text: str | None) -> str:
