@@ -98,6 +98,7 @@ def flaky_server(failures: int, delay_s: float = 0.0) -> Iterator[tuple[str, lis
 
     def serve() -> None:
         loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
         app = web.Application()
         app.router.add_post("/v1/chat/completions", chat)
         runner = web.AppRunner(app, shutdown_timeout=0.5)
