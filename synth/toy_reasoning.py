@@ -3,6 +3,7 @@ verifiable answers, written as WebDataset shards in the long-CoT answer format."
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import random
@@ -34,6 +35,10 @@ class ToyConfig(BaseModel):
     tasks: list[Task] = Field(default_factory=lambda: list(TASKS), description="Task families to mix uniformly.")
     seed: int = Field(0, description="Seed; train and held-out sets use different seeds.")
     shard_size: int = Field(1000, description="Samples per shard.")
+    split: Literal["all", "train", "heldout"] = Field(
+        "all", description="`train` / `heldout`: only items of that side of `split_of` (disjoint by image and "
+        "question, and by the expression for arithmetic); `all`: no split (items may repeat across sets).")
+    heldout_percent: int = Field(20, ge=1, le=50, description="Share of the item space reserved for `heldout`.")
 
 
 def _levels(difficulty: int) -> dict:
@@ -161,10 +166,24 @@ def render_sample(rng: random.Random, task: Task, cfg: ToyConfig) -> dict:
     }
 
 
+def split_of(sample: dict, heldout_percent: int = 20) -> str:
+    """`heldout` or `train`, fixed by what the item is, not by the seed that drew it: a hash of (task, question,
+    caption). The caption lists every drawn object with its box (the expression with its box for arithmetic), so
+    equal images with equal questions always land on the same side; for arithmetic, whose whole item space is
+    small (100 expressions at difficulty 1), the split is by the answer-generating expression itself."""
+    question = sample["messages"][0]["content"][1]["text"]
+    key = "\x1f".join((sample["task"], question, sample["caption"])).encode()
+    return "heldout" if int(hashlib.blake2b(key, digest_size=8).hexdigest(), 16) % 100 < heldout_percent else "train"
+
+
 def generate(cfg: ToyConfig) -> Iterator[dict]:
     rng = random.Random(cfg.seed)
     for i in range(cfg.samples):
-        yield render_sample(rng, cfg.tasks[i % len(cfg.tasks)], cfg)
+        task = cfg.tasks[i % len(cfg.tasks)]
+        s = render_sample(rng, task, cfg)
+        while cfg.split != "all" and split_of(s, cfg.heldout_percent) != cfg.split:
+            s = render_sample(rng, task, cfg)
+        yield s
 
 
 def write_shards(cfg: ToyConfig, out_dir: str | Path, name: str = "toy") -> list[Path]:
@@ -184,3 +203,8 @@ def write_shards(cfg: ToyConfig, out_dir: str | Path, name: str = "toy") -> list
     write_index(str(out), shards, name)
     shutil.rmtree(tmp, ignore_errors=True)
     return [out / s.url for s in shards]
+
+
+def write_toy(split: str, samples: int, seed: int, difficulty: int, out_dir: str | Path) -> list[Path]:
+    """One split of the toy world (`train` or `heldout`) as shards; the writer RLCS's start builder is handed."""
+    return write_shards(ToyConfig(samples=samples, seed=seed, difficulty=difficulty, split=split), out_dir)

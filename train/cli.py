@@ -1,4 +1,4 @@
-"""`vlmdata train ...`: pretrain, sft, toy (write the toy-world shards) and eval."""
+"""`vlmdata train ...`: pretrain, sft, toy (write the toy-world shards), eval, rlcs and grade."""
 
 from __future__ import annotations
 
@@ -91,12 +91,13 @@ def toy(
     seed: int = typer.Option(0, help="Seed (use different seeds for train and held-out sets)."),
     image_size: int = typer.Option(112, help="Image side in pixels."),
     shard_size: int = typer.Option(1000, help="Samples per shard."),
+    split: str = typer.Option("train", help="train | heldout (disjoint item spaces) | all (no split)."),
 ) -> None:
     """Write the procedurally rendered toy reasoning world (count, colour, position, arithmetic)."""
     from synth.toy_reasoning import ToyConfig, write_shards
 
     paths = write_shards(ToyConfig(samples=samples, difficulty=difficulty, seed=seed, image_size=image_size,
-                                   shard_size=shard_size), output)
+                                   shard_size=shard_size, split=split), output)
     typer.echo(json.dumps({"shards": [str(p) for p in paths], "samples": samples}))
 
 
@@ -112,6 +113,61 @@ def evaluate_cmd(
     from train.evaluate import evaluate
 
     typer.echo(json.dumps(evaluate(model, shards, limit, batch_size, max_new_tokens), indent=1))
+
+
+@app.command()
+def rlcs(
+    config: Path = typer.Option(Path(__file__).resolve().parent.parent / "configs" / "rlcs" / "toy.yaml", "--config",
+                                "-c", help="RLCS recipe (configs/rlcs/*.yaml)."),
+    steps: int | None = typer.Option(None, "--steps", help="Iterations to reach (a resumed run continues)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Run folder (metrics.jsonl, eval.jsonl, "
+                                       "checkpoints/, hf/, start/)."),
+    model: str | None = typer.Option(None, "--model", help="Starting policy (saved model folder)."),
+    prompts: str | None = typer.Option(None, "--prompts", help="RL prompt set Parquet with tiers."),
+    heldout: str | None = typer.Option(None, "--heldout", help="Held-out shard glob."),
+    max_minutes: float | None = typer.Option(None, "--max-minutes", help="Stop after this wall time (checkpointed)."),
+) -> None:
+    """RL with curriculum sampling (GRPO, tiers, dynamic sampling). Builds a missing toy start (SFT checkpoint,
+    graded prompts, held-out split) into OUTPUT/start and says so. Resumes from OUTPUT."""
+    from synth.toy_reasoning import write_toy
+    from train.rlcs.config import RLCSConfig
+    from train.rlcs.loop import train_rlcs
+
+    cfg = RLCSConfig.from_yaml(config)
+    for section, key, value in (("run", "steps", steps), ("run", "output", output), ("start", "model", model),
+                                ("start", "prompts", prompts), ("start", "heldout", heldout),
+                                ("run", "max_minutes", max_minutes)):
+        if value is not None:
+            setattr(getattr(cfg, section), key, value)
+    cfg = RLCSConfig.model_validate(cfg.model_dump())
+    last = train_rlcs(cfg, log=typer.echo, write_toy=write_toy)
+    typer.echo(json.dumps({"output": str(cfg.run.output), **{k: last.get(k) for k in
+                                                              ("step", "reward_mean", "accuracy", "expansion_ratio")}}))
+
+
+@app.command()
+def grade(
+    model: Path = typer.Argument(..., help="Saved model folder."),
+    output: Path = typer.Option(..., "--output", "-o", help="Parquet to write (the RL prompt set schema)."),
+    prompts: str | None = typer.Option(None, "--prompts", help="RL prompt set Parquet to grade."),
+    shards: str | None = typer.Option(None, "--shards", help="Or: SFT shard glob with boxed answers (toy world)."),
+    limit: int = typer.Option(512, help="Prompts read from --shards."),
+    k: int = typer.Option(8, help="Rollouts per prompt."),
+    max_new_tokens: int = typer.Option(64, help="Thinking budget per rollout (then forced answering)."),
+    workers: int = typer.Option(1, help="Verifier worker processes."),
+    seed: int = typer.Option(0, help="Rollout seed."),
+) -> None:
+    """Roll MODEL out k times per prompt, score with the verifiers and write pass rate and tier per prompt."""
+    from train.rlcs.grade import grade as grade_run
+    from train.rlcs.prompts import from_parquet, from_shards
+    from train.rlcs.rollout import RolloutConfig
+
+    if (prompts is None) == (shards is None):
+        raise typer.BadParameter("give exactly one of --prompts and --shards")
+    pool = from_parquet(prompts) if prompts else from_shards(shards, limit)
+    report = grade_run(model, pool, output, k=k, rollout=RolloutConfig(think_budget=max_new_tokens), workers=workers,
+                       seed=seed)
+    typer.echo(json.dumps(report, indent=1))
 
 
 @app.command()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import torch
@@ -58,13 +58,31 @@ def generate_answers(model, processor, samples, batch_size: int, max_new_tokens:
     return texts
 
 
+def majority_baseline(samples) -> dict:
+    """Per task, the accuracy of always giving that task's most frequent reference answer of this very set (the
+    best any constant answer can score here), and that answer; `all` is their sample-weighted mean."""
+    refs: dict[str, list[str]] = defaultdict(list)
+    for _, _, ref, task in samples:
+        refs[task].append(ref)
+    per_task = {t: Counter(v).most_common(1)[0] for t, v in sorted(refs.items())}
+    n = sum(len(v) for v in refs.values())
+    return {"per_task": {t: c / len(refs[t]) for t, (_, c) in per_task.items()},
+            "answer": {t: a for t, (a, _) in per_task.items()},
+            "all": sum(c for _, c in per_task.values()) / max(1, n)}
+
+
 def evaluate(model_path: str | Path, shards: str, limit: int = 400, batch_size: int = 32,
              max_new_tokens: int = 96) -> dict:
-    """{"accuracy": …, "per_task": {task: accuracy}, "n": …, "examples": [...]}"""
+    """{"accuracy": …, "per_task": {task: accuracy}, "majority_baseline": {...}, "n": …, "examples": [...]}"""
     model, processor = load(model_path)
     model.eval()
     samples = read_eval_samples(shards, limit)
     outputs = generate_answers(model, processor, samples, batch_size, max_new_tokens)
+    return score_answers(samples, outputs)
+
+
+def score_answers(samples, outputs: list[str]) -> dict:
+    """Exact-match accuracy overall and per task, beside the majority-answer baseline per task."""
     hits: dict[str, list[bool]] = defaultdict(list)
     for (_, _, ref, task), text in zip(samples, outputs, strict=True):
         hits[task].append(extract_answer(text) == ref)
@@ -73,5 +91,6 @@ def evaluate(model_path: str | Path, shards: str, limit: int = 400, batch_size: 
         "n": len(all_hits),
         "accuracy": sum(all_hits) / max(1, len(all_hits)),
         "per_task": {t: sum(v) / len(v) for t, v in sorted(hits.items())},
+        "majority_baseline": majority_baseline(samples),
         "examples": [{"reference": s[2], "output": o} for s, o in list(zip(samples, outputs, strict=True))[:4]],
     }

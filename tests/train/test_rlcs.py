@@ -1,0 +1,129 @@
+"""RLCS algorithm pieces against hand-computed values: advantages and loss, expansion ratio and its EMA, tier
+updates and sampler weights, exact sampler resume."""
+
+import math
+
+import pytest
+import torch
+
+from train.rlcs.dynamic import DynamicConfig, ExpansionTracker, select_groups
+from train.rlcs.grpo import clipped_token_objective, group_advantages, grpo_loss
+from train.rlcs.sampler import CurriculumSampler, SamplerConfig
+from train.rlcs.tiers import TIERS, tier_of
+
+
+def test_group_advantages_by_hand():
+    adv = group_advantages(torch.tensor([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0]]))
+    s = math.sqrt(1 / 3)  # unbiased std of (1, 0, 0, 1)
+    assert torch.allclose(adv[0], torch.tensor([0.5 / s, -0.5 / s, -0.5 / s, 0.5 / s]), atol=1e-5)
+    assert torch.equal(adv[1], torch.zeros(4))  # no signal: all equal
+    s3 = math.sqrt((0.75**2 + 3 * 0.25**2) / 3)
+    assert torch.allclose(adv[2], torch.tensor([0.75, -0.25, -0.25, -0.25]) / s3, atol=1e-5)
+    assert torch.allclose(group_advantages(torch.tensor([[1.0, 0.0]]), scale=False), torch.tensor([[0.5, -0.5]]))
+
+
+def test_clip_higher_token_objective_by_hand():
+    ratio = torch.tensor([1.5, 1.5, 0.5, 0.5, 1.1])
+    adv = torch.tensor([1.0, -1.0, 1.0, -1.0, 2.0])
+    loss, clipped = clipped_token_objective(ratio.log(), torch.zeros(5), adv, 0.2, 0.28)
+    # A>0: min(1.5, 1.28) = 1.28; A<0: min(-1.5, -1.28) = -1.5; ratio 0.5: min(0.5, 0.8); min(-0.5, -0.8); inside
+    assert torch.allclose(loss, torch.tensor([-1.28, 1.5, -0.5, 0.8, -2.2]), atol=1e-5)
+    assert clipped.tolist() == [True, False, False, True, False]
+
+
+def test_loss_is_averaged_per_sample_not_per_token():
+    # sample 0 has three tokens, sample 1 one; ratio 1 everywhere, so each token's loss is -A
+    logp = torch.zeros(4, requires_grad=True)
+    adv = torch.tensor([1.0, 1.0, 1.0, -2.0])
+    idx = torch.tensor([0, 0, 0, 1])
+    loss, stats = grpo_loss(logp, logp.detach(), adv, idx, 2)
+    assert float(loss.detach()) == pytest.approx((-1.0 + 2.0) / 2)  # per token it would be (-3 + 2) / 4
+    loss.backward()
+    # d loss / d logp: sample 0's tokens share 1/2 between three, sample 1's token gets 1/2 alone
+    assert torch.allclose(logp.grad, torch.tensor([-1 / 6, -1 / 6, -1 / 6, 1.0]))
+    assert stats["clip_fraction"] == 0.0
+
+
+def test_expansion_ratio_and_ema_by_hand():
+    assert ExpansionTracker.observed(0.5, 4.0) == 2.0
+    assert ExpansionTracker.observed(0.8, 4.0) == 4.0  # 5 capped
+    assert ExpansionTracker.observed(1.0, 4.0) == 4.0  # no valid group at all
+    t = ExpansionTracker(DynamicConfig(ema=0.3, max_ratio=4.0))
+    assert t.prompts_to_draw(8) == 8
+    assert t.update(0.5) == pytest.approx(0.7 * 1.0 + 0.3 * 2.0)
+    assert t.prompts_to_draw(8) == math.ceil(8 * 1.3)
+    assert t.update(0.0) == pytest.approx(0.7 * 1.3 + 0.3 * 1.0)
+    t2 = ExpansionTracker(DynamicConfig(ema=0.3))
+    t2.load_state_dict(t.state_dict())
+    assert t2.ratio == t.ratio
+    assert ExpansionTracker(DynamicConfig(enabled=False)).prompts_to_draw(8) == 8
+
+
+def test_select_keeps_the_most_balanced_valid_groups_up_to_the_batch():
+    rewards = [[1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 0]]
+    assert select_groups(rewards, 2) == [1, 2]  # 2 (mean .5), then 1 and 4 tie at .25: draw order decides
+    assert select_groups(rewards, 10) == [1, 2, 4]  # no refill: only valid groups
+    assert select_groups([[0, 0], [1, 1]], 4) == []
+
+
+def test_tiers_match_the_distillation_and_rates_map_to_tiers():
+    from synth.distill.checks import TIERS as DISTILL_TIERS
+    from synth.distill.checks import tier as distill_tier
+
+    assert TIERS == DISTILL_TIERS
+    for p in (1.0, 0.9, 0.75, 0.5, 0.3, 0.2, 0.101, 0.1, 0.01, 0.0):
+        assert tier_of(p) == distill_tier(p), p
+    assert [tier_of(p) for p in (1.0, 0.5, 0.1, 0.0)] == ["very_easy", "medium", "very_hard", "unsolved"]
+
+
+def test_sampler_weights_favour_the_middle_and_tiers_move_with_groups():
+    s = CurriculumSampler(["very_easy", "medium", "medium", "unsolved"], group_size=4,
+                          cfg=SamplerConfig(prompt_ema=0.5, tier_ema=0.3, min_weight=0.02))
+    w = s.weights()
+    raw = {"very_easy": 1 - 0.95**4 - 0.05**4, "medium": 1 - 0.45**4 - 0.55**4, "unsolved": 0.02}
+    total = sum(raw.values())
+    for t, v in raw.items():
+        assert w[t] == pytest.approx(v / total)
+    assert w["easy"] == 0.0 and w["medium"] > w["very_easy"] > w["unsolved"] > 0
+    # a medium prompt (prior pass rate 0.45) whose group all passed: 0.5 * 0.45 + 0.5 * 1 = 0.725 -> easy
+    assert s.update([1], [1.0]) == {"moved": 1}
+    assert s.tiers[1] == "easy" and s.pass_rate[1] == pytest.approx(0.725)
+    assert s.tier_accuracy["medium"] == pytest.approx(0.7 * 0.45 + 0.3 * 1.0)
+    assert s.population()["easy"] == 1 and s.population()["medium"] == 1
+    # the medium tier got easier, so its weight fell
+    assert s.weights()["medium"] / s.weights()["unsolved"] < w["medium"] / w["unsolved"]
+    # draws follow the weights: the unsolved prompt (index 3) is rare
+    draws = s.draw(2000)
+    assert draws.count(3) < 0.1 * 2000 and draws.count(2) > draws.count(0)
+
+
+def test_uniform_sampler_ignores_tiers():
+    s = CurriculumSampler(["very_easy"] * 3 + ["medium"], 4, SamplerConfig(curriculum=False))
+    assert s.weights()["very_easy"] == pytest.approx(0.75)
+    assert sorted(s.draw(4)) == [0, 1, 2, 3]  # a permutation: every prompt once
+
+
+def test_sampler_resumes_exactly(tmp_path):
+    tiers = ["very_easy", "easy", "medium", "hard", "very_hard", "unsolved"] * 5
+    a = CurriculumSampler(tiers, 8, seed=7)
+    rng = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        idx = a.draw(6)
+        a.update(idx, torch.rand(6, generator=rng).tolist())
+    torch.save(a.state_dict(), tmp_path / "sampler.pt")
+    after_a = []
+    for _ in range(3):
+        idx = a.draw(6)
+        after_a.append((idx, a.weights()))
+        a.update(idx, [0.5] * 6)
+    b = CurriculumSampler(tiers, 8, seed=123)
+    b.load_state_dict(torch.load(tmp_path / "sampler.pt", weights_only=False))
+    after_b = []
+    for _ in range(3):
+        idx = b.draw(6)
+        after_b.append((idx, b.weights()))
+        b.update(idx, [0.5] * 6)
+    assert after_a == after_b
+    assert b.state_dict()["tiers"] == a.state_dict()["tiers"]
+    with pytest.raises(ValueError, match="prompts"):
+        CurriculumSampler(tiers[:3], 8).load_state_dict(a.state_dict())

@@ -1,0 +1,205 @@
+"""The RLCS iteration: draw prompts by tier (oversampled by the expansion ratio), roll out G per prompt, score
+with the verifiers in their timeout pool, keep the most balanced groups up to the fixed batch, take one GRPO
+step, update tiers and weights, log, evaluate, checkpoint. Shares the trainer's optimiser, schedule, loss path,
+checkpoints and metrics logger."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+import torch
+
+from model.attention import use_default_attention
+from model.build import load, save
+from train.checkpoint import Checkpointer
+from train.dist import init_distributed
+from train.evaluate import generate_answers, read_eval_samples, score_answers
+from train.metrics import MetricsLogger
+from train.optim import build_optimizer, build_scheduler
+from train.rewards import RewardPool
+from train.rlcs.config import RLCSConfig
+from train.rlcs.dynamic import ExpansionTracker, is_valid, select_groups
+from train.rlcs.grpo import group_advantages
+from train.rlcs.learn import encode_rollout, policy_step
+from train.rlcs.prompts import from_parquet
+from train.rlcs.rollout import make_rollout
+from train.rlcs.sampler import CurriculumSampler
+from train.rlcs.start import ToyWriter, ensure_start
+from train.rlcs.tiers import TIER_NAMES
+from train.trainer import seed_all
+
+
+def heldout_accuracy(model, processor, samples, cfg: RLCSConfig) -> dict:
+    was = model.training
+    model.eval()
+    use_default_attention(model)
+    outputs = generate_answers(model, processor, samples, cfg.eval.batch_size, cfg.eval.max_new_tokens)
+    if was:
+        model.train()
+    r = score_answers(samples, outputs)
+    return {k: r[k] for k in ("accuracy", "per_task", "majority_baseline", "n")}
+
+
+def train_rlcs(cfg: RLCSConfig, log: Callable[[str], None] = print, write_toy: ToyWriter | None = None) -> dict:
+    """Runs (or resumes) to cfg.run.steps iterations; returns the last iteration's metrics."""
+    out, run = cfg.run.output, cfg.run
+    out.mkdir(parents=True, exist_ok=True)
+    start = ensure_start(cfg, log, write_toy)
+    (out / "config.json").write_text(cfg.model_dump_json(indent=1))
+    (out / "start.json").write_text(json.dumps(start.__dict__, indent=1))
+    dist_info = init_distributed()
+    if dist_info.world > 1:
+        raise SystemExit("rlcs runs on one process for now (rollouts and learning on one device)")
+    if run.cpu_threads and dist_info.device.type == "cpu":
+        torch.set_num_threads(run.cpu_threads)
+    seed_all(run.seed)
+    model, processor = load(start.model)
+    model.to(dist_info.device)
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, run.steps, cfg.optim)
+    prompts = from_parquet(start.prompts)
+    if not prompts:
+        raise SystemExit(f"rlcs: no usable prompt in {start.prompts}")
+    g = cfg.grpo.group_size
+    sampler = CurriculumSampler([p.tier for p in prompts], g, cfg.sampler, run.seed, [p.pass_rate for p in prompts])
+    tracker = ExpansionTracker(cfg.dynamic)
+    ckpt = Checkpointer(out / "checkpoints", dist_info, run.keep_checkpoints)
+    step, rollouts_total = 0, 0
+    if (latest := ckpt.latest()) is not None:
+        extra = ckpt.load(latest, model, optimizer)
+        scheduler.load_state_dict(extra["scheduler"])
+        sampler.load_state_dict(extra["sampler"])
+        tracker.load_state_dict(extra["expansion"])
+        step, rollouts_total = extra["step"], extra["rollouts_total"]
+        log(f"rlcs: resumed at iteration {step} from {ckpt.root / f'step-{latest}'}")
+    heldout = read_eval_samples(start.heldout, cfg.eval.limit) if start.heldout else []
+    engine = make_rollout(cfg.rollout, model, processor)
+    pad_id = processor.tokenizer.pad_token_id
+    logger = MetricsLogger(out, run.steps, step, True, run.tensorboard, run.progress, 1)
+    t_start = time.perf_counter()
+    if heldout and step == 0 and cfg.eval.at_start and not (out / "eval.jsonl").exists():
+        ev = heldout_accuracy(model, processor, heldout, cfg)
+        _append(out / "eval.jsonl", {"step": 0, "rollouts": 0, **ev})
+        log(f"rlcs: start held-out accuracy {ev['accuracy']:.3f} (majority baseline {ev['majority_baseline']['all']:.3f})")
+    m: dict = {}
+    with RewardPool(workers=cfg.reward.workers, timeout_s=cfg.reward.timeout_s, configs=cfg.reward.configs,
+                    context="forkserver", domains=sorted({p.domain for p in prompts})) as pool:
+        while step < run.steps:
+            t0 = time.perf_counter()
+            weights, population = sampler.weights(), sampler.population()
+            n_draw = tracker.prompts_to_draw(cfg.grpo.batch_prompts)
+            idx = sampler.draw(n_draw)
+            drawn = [prompts[i] for i in idx]
+            drawn_tiers = [sampler.tiers[i] for i in idx]
+            engine.sync(model)
+            gen_tokens0 = getattr(engine, "generated_tokens", 0)
+            groups = engine.generate(drawn, g, seed=run.seed * 1_000_003 + step)
+            t1 = time.perf_counter()
+            items = [(p.domain, r.text, p.answer) for p, grp in zip(drawn, groups, strict=True) for r in grp]
+            verdicts = pool.score(items)
+            rewards = [[verdicts[j * g + k].score for k in range(g)] for j in range(len(drawn))]
+            t2 = time.perf_counter()
+            passes = [sum(x >= cfg.grpo.pass_score for x in r) / g for r in rewards]
+            invalid = sum(not is_valid(r) for r in rewards) / len(rewards)
+            keep = select_groups(rewards, cfg.grpo.batch_prompts) if cfg.dynamic.enabled else list(range(len(drawn)))
+            moved = sampler.update(idx, passes)["moved"]
+            ratio = tracker.update(invalid)
+            adv = group_advantages(torch.tensor([rewards[j] for j in keep]), scale=cfg.grpo.scale_advantages) \
+                if keep else torch.zeros(0, g)
+            samples, sample_adv = [], []
+            for row, j in enumerate(keep):
+                for k in range(g):
+                    if abs(float(adv[row, k])) > 0:  # zero-advantage rollouts add nothing but cost
+                        samples.append(encode_rollout(drawn[j], groups[j][k], processor, model.config))
+                        sample_adv.append(float(adv[row, k]))
+            lr = optimizer.param_groups[0]["lr"]
+            learn = {"loss": 0.0, "clip_fraction": 0.0, "loss_tokens": 0}
+            grad_norm = 0.0
+            if samples:
+                learn = policy_step(model, samples, sample_adv, micro=cfg.grpo.micro_batch, pad_id=pad_id,
+                                    eps_low=cfg.grpo.eps_low, eps_high=cfg.grpo.eps_high, attention=run.attention,
+                                    device=dist_info.device)
+                # the loss is a mean over the kept groups' rollouts; zero-advantage ones count in the denominator
+                scale = len(samples) / (len(keep) * g)
+                for p_ in model.parameters():
+                    if p_.grad is not None:
+                        p_.grad.mul_(scale)
+                clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
+            optimizer.step()  # without gradients (no group kept) AdamW leaves every parameter as it is
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+            rollouts_total += len(items)
+            t3 = time.perf_counter()
+            flat = [x for r in rewards for x in r]
+            all_rollouts = [r for grp in groups for r in grp]
+            by_tier: dict[str, list[float]] = defaultdict(list)
+            by_source: dict[str, list[float]] = defaultdict(list)
+            for p, t, rate in zip(drawn, drawn_tiers, passes, strict=True):
+                by_tier[t].append(rate)
+                by_source[p.dataset or "?"].append(rate)
+            gen_tokens = getattr(engine, "generated_tokens", 0) - gen_tokens0
+            m = {
+                "step": step,
+                "reward_mean": sum(flat) / len(flat),
+                "pass_rate": sum(passes) / len(passes),
+                "loss": learn["loss"] * len(samples) / max(1, len(keep) * g),
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "tier_weights": weights,
+                "tier_population": population,
+                "tier_accuracy": {t: sum(v) / len(v) for t, v in sorted(by_tier.items())},
+                "tier_accuracy_ema": {t: sampler.tier_accuracy[t] for t in TIER_NAMES},
+                "accuracy_by_source": {s: sum(v) / len(v) for s, v in sorted(by_source.items())},
+                "tiers_moved": moved,
+                "expansion_ratio": ratio,
+                "prompts_drawn": len(drawn),
+                "groups_invalid_rate": invalid,
+                "groups_kept": len(keep),
+                "rollouts": len(items),
+                "rollouts_total": rollouts_total,
+                "forced": sum(r.forced_at is not None for r in all_rollouts),
+                "truncated": sum(not r.finished for r in all_rollouts),
+                "completion_tokens_mean": sum(len(r.completion_ids) for r in all_rollouts) / len(all_rollouts),
+                "clip_fraction": learn["clip_fraction"],
+                "loss_tokens": learn["loss_tokens"],
+                "reward_timeouts": verdicts.stats.timeouts,
+                "time_rollout_s": t1 - t0,
+                "time_reward_s": t2 - t1,
+                "time_learn_s": t3 - t2,
+                "step_time_s": t3 - t0,
+                "tokens_per_s": gen_tokens / max(1e-9, t1 - t0),
+                "elapsed_min": (time.perf_counter() - t_start) / 60,
+            }
+            out_of_time = run.max_minutes is not None and m["elapsed_min"] >= run.max_minutes
+            last = step == run.steps or out_of_time
+            if heldout and ((cfg.eval.every and step % cfg.eval.every == 0) or last):
+                ev = heldout_accuracy(model, processor, heldout, cfg)
+                m["accuracy"], m["accuracy_per_task"] = ev["accuracy"], ev["per_task"]
+                m["majority_baseline"] = ev["majority_baseline"]["per_task"]
+                _append(out / "eval.jsonl", {"step": step, "rollouts": rollouts_total, **ev})
+            logger.log(m)
+            log(f"rlcs {step}/{run.steps}: reward {m['reward_mean']:.3f} kept {len(keep)}/{len(drawn)} "
+                f"ratio {ratio:.2f} rollout {m['time_rollout_s']:.1f}s reward {m['time_reward_s']:.1f}s "
+                f"learn {m['time_learn_s']:.1f}s" + (f" accuracy {m['accuracy']:.3f}" if "accuracy" in m else ""))
+            if last or (run.ckpt_every and step % run.ckpt_every == 0):
+                ckpt.save(step, model, optimizer, {"step": step, "world": 1, "scheduler": scheduler.state_dict(),
+                                                   "sampler": sampler.state_dict(), "expansion": tracker.state_dict(),
+                                                   "rollouts_total": rollouts_total})
+            if out_of_time:
+                log(f"rlcs: stopping at iteration {step}: run.max_minutes {run.max_minutes} reached")
+                break
+    logger.close()
+    if run.save_hf:
+        use_default_attention(model)
+        save(model, processor, out / "hf", dtype=torch.float32)
+    return m
+
+
+def _append(path, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
