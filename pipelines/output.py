@@ -24,7 +24,8 @@ from pipelines.stats import RunStats
 
 OWNER_FILE = ".vlmdata-output"  # written when a run first claims a folder
 LOCK_FILE = ".vlmdata-lock"
-OWNED_TOP = (OWNER_FILE, LOCK_FILE, "shards", "_work", "ledger.parquet", "stats.json", "run.log")
+OWNED_TOP = (OWNER_FILE, LOCK_FILE, "shards", "_work", "ledger.parquet", "stats.json", "run.log",
+             "rl_prompts.parquet")  # the distill verb's RL prompt set
 # What the shard writer names: PART-NNNN.tar and its sidecars, and the index.
 OWNED_SHARD = re.compile(r"^(\d{5}-\d{4}\.(tar|stats\.json|[A-Za-z0-9_]+\.parquet)|index\.json)$")
 
