@@ -60,18 +60,30 @@ def hf_config(cfg: ModelConfig, processor: Glm4vProcessor) -> Glm4vConfig:
 
 
 def build(
-    preset: str | ModelConfig, texts: Iterable[str] | None = None, processor: Glm4vProcessor | None = None
+    preset: str | ModelConfig, texts: Iterable[str] | None = None, processor: Glm4vProcessor | None = None,
+    device: str | torch.device | None = None,
 ) -> tuple[Glm4vForConditionalGeneration, Glm4vProcessor]:
     """A freshly initialised (seeded) model and its processor; the tokenizer is trained on `texts`
-    unless a processor (e.g. a real checkpoint's) is given."""
+    unless a processor (e.g. a real checkpoint's) is given. device="meta" builds the structure without memory
+    (for ranks that receive their weights after sharding)."""
     cfg = preset if isinstance(preset, ModelConfig) else load_preset(preset)
     if processor is None:
         if texts is None:
             raise ValueError("building a tokenizer needs texts (captions, OCR, CoT) or an existing processor")
         processor = build_processor(cfg, train_tokenizer(texts, cfg.vocab_size))
     torch.manual_seed(cfg.seed)
-    model = Glm4vForConditionalGeneration(hf_config(cfg, processor))
+    with torch.device(device or "cpu"):
+        model = Glm4vForConditionalGeneration(hf_config(cfg, processor))
     return model, processor
+
+
+def build_empty(path: str | Path) -> tuple[Glm4vForConditionalGeneration, Glm4vProcessor]:
+    """A saved model's structure on the meta device (no weights read) and its processor."""
+    from transformers import AutoConfig
+
+    with torch.device("meta"):
+        model = Glm4vForConditionalGeneration(AutoConfig.from_pretrained(str(path)))
+    return model, AutoProcessor.from_pretrained(str(path))
 
 
 def load(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[Glm4vForConditionalGeneration, Glm4vProcessor]:
@@ -81,13 +93,48 @@ def load(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[Glm4vFor
     return model, processor
 
 
-def save(model: Glm4vForConditionalGeneration, processor: Glm4vProcessor, path: str | Path) -> Path:
-    """Hugging Face format (config.json, safetensors, tokenizer, processor) that from_pretrained and vLLM read."""
+def save(model: Glm4vForConditionalGeneration, processor: Glm4vProcessor, path: str | Path,
+         dtype: torch.dtype = torch.bfloat16, state_dict: dict | None = None) -> Path:
+    """Hugging Face format in `dtype` (bf16 by default) that transformers 5, transformers 4.5x and vLLM read:
+    config.json, safetensors, tokenizer.json + tokenizer_config.json (PreTrainedTokenizerFast), the processor
+    (processor_config.json and the older preprocessor_config.json / video_preprocessor_config.json) and the
+    chat template (chat_template.jinja and chat_template.json)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
+    sd = state_dict if state_dict is not None else model.state_dict()
+    sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
+    model.save_pretrained(path, state_dict=sd)
     processor.save_pretrained(path)
+    _write_compat_files(path, processor, dtype)
     return path
+
+
+def _write_compat_files(path: Path, processor: Glm4vProcessor, dtype: torch.dtype) -> None:
+    """The files and keys older readers look for, beside transformers 5's own."""
+    import json
+
+    name = str(dtype).removeprefix("torch.")
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["dtype"] = cfg["torch_dtype"] = name
+    text = cfg.get("text_config", {})
+    rope = text.get("rope_parameters") or {}
+    if rope:  # transformers 4.5x reads rope_theta / partial_rotary_factor / rope_scaling.mrope_section
+        text.setdefault("rope_theta", rope.get("rope_theta"))
+        text.setdefault("partial_rotary_factor", rope.get("partial_rotary_factor", 0.5))
+        text.setdefault("rope_scaling", {"rope_type": "default", "type": "default",
+                                         "mrope_section": rope.get("mrope_section")})
+    (path / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    image = {**processor.image_processor.to_dict(), "processor_class": "Glm4vProcessor"}
+    (path / "preprocessor_config.json").write_text(json.dumps(image, indent=2, sort_keys=True) + "\n")
+    video = {**processor.video_processor.to_dict(), "processor_class": "Glm4vProcessor"}
+    (path / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2, sort_keys=True, default=str) + "\n")
+    (path / "chat_template.json").write_text(json.dumps({"chat_template": processor.chat_template}, indent=2) + "\n")
+    tok = json.loads((path / "tokenizer_config.json").read_text())
+    tok["tokenizer_class"] = "PreTrainedTokenizerFast"  # TokenizersBackend exists in transformers 5 only
+    # 4.5x wants the model-specific tokens as a name -> token mapping (5 writes a list)
+    tok["extra_special_tokens"] = {k: tok[k] for k in ("image_token", "video_token") if k in tok}
+    tok["chat_template"] = processor.chat_template
+    (path / "tokenizer_config.json").write_text(json.dumps(tok, indent=2, sort_keys=True) + "\n")
 
 
 def num_parameters(model: torch.nn.Module) -> int:

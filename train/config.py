@@ -25,8 +25,8 @@ class DataConfig(BaseModel):
     sources: list[ShardSource] = Field(default_factory=list, description="Weighted shard sets.")
     seq_len: int = Field(1024, description="Tokens per packed row.")
     rows_per_batch: int = Field(4, description="Packed rows per micro-batch.")
-    shuffle_buffer: int = Field(1000, description="Samples held by the shuffle buffer.")
-    shuffle_initial: int = Field(100, description="Samples buffered before the first one is yielded.")
+    open_shards: int = Field(8, ge=1, description="Shards of each source read at once, samples interleaved by a "
+                             "seeded RNG (the shuffle; resumable by seeking, unlike a sample buffer).")
     samples_per_epoch: int | None = Field(
         None, description="Raw samples per epoch over all ranks and workers; None = one endless resampled stream."
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,11 +22,65 @@ def peak_flops(device: torch.device) -> float | None:
     return next((v for k, v in PEAK_BF16.items() if k in name), None)
 
 
-def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
-    """6N for the matmuls plus the attention scores (forward + backward), per trained token."""
-    text = model.config.text_config
-    n = sum(p.numel() for p in model.parameters())
-    return 6 * n + 12 * text.num_hidden_layers * text.hidden_size * seq_len
+@dataclass
+class FlopModel:
+    """What one training step costs, counted as torchtitan counts it (forward + backward = 3 x forward, a matmul
+    of an m x n weight = 2mn FLOPs per row), on real tokens only (padding is free):
+
+        FLOPs = 6 * N_dec * T + 6 * N_head * T_loss + 12 * l * d * sum_i n_i^2
+              + 6 * N_vit * P + 6 * N_merge * P / m^2 + 12 * l_v * d_v * sum_j p_j^2
+
+    N_dec: decoder parameters without the input embedding (a lookup, no FLOPs) and without the output head;
+    T: real tokens (image tokens included); N_head: the output head, which only runs at the T_loss loss positions;
+    l, d: decoder layers and width; n_i: the length of packed sample i (attention stays inside a sample);
+    N_vit: ViT parameters that run per patch (patch embedding, blocks, norms), P: patches; N_merge: the
+    patch merger and projector, which run per merged token (m = spatial merge size); l_v, d_v: ViT depth and
+    width; p_j: patches of image j (the ViT attends within an image). The attention terms count QK^T and AV
+    (2 matmuls x 2 FLOPs x 3 for the backward) over the full n x n square, as torchtitan does.
+    """
+
+    n_dec: int
+    n_head: int
+    layers: int
+    width: int
+    n_vit: int
+    n_merge: int
+    vit_layers: int
+    vit_width: int
+    merge: int
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> FlopModel:
+        inner = getattr(model, "module", model)
+        lm, visual = inner.model.language_model, inner.model.visual
+
+        def count(mod: torch.nn.Module) -> int:
+            return sum(p.numel() for p in mod.parameters())
+
+        merge_parts = [visual.merger, visual.downsample]
+        n_merge = sum(count(m) for m in merge_parts)
+        tc, vc = inner.config.text_config, inner.config.vision_config
+        return cls(
+            n_dec=count(lm) - count(lm.embed_tokens), n_head=count(inner.lm_head),
+            layers=tc.num_hidden_layers, width=tc.num_attention_heads * (tc.hidden_size // tc.num_attention_heads),
+            n_vit=count(visual) - n_merge - count(visual.embeddings), n_merge=n_merge,
+            vit_layers=vc.depth, vit_width=vc.hidden_size, merge=vc.spatial_merge_size,
+        )
+
+    def step_flops(self, sample_lengths: list[int], loss_tokens: int, image_grid_thw: torch.Tensor | None) -> float:
+        """FLOPs of forward + backward over one micro-batch (its packed sample lengths, loss positions, images)."""
+        T = sum(sample_lengths)
+        f = 6 * self.n_dec * T + 6 * self.n_head * loss_tokens + 12 * self.layers * self.width * sum(
+            n * n for n in sample_lengths)
+        if image_grid_thw is not None and len(image_grid_thw):
+            patches = [int(t * h * w) for t, h, w in image_grid_thw.tolist()]
+            P = sum(patches)
+            f += 6 * self.n_vit * P + 6 * self.n_merge * P / self.merge**2
+            f += 12 * self.vit_layers * self.vit_width * sum(p * p for p in patches)
+        return float(f)
+
+    def batch_flops(self, batch: dict) -> float:
+        return self.step_flops(batch["sample_lengths"], int((batch["labels"] != -100).sum()), batch.get("image_grid_thw"))
 
 
 class MetricsLogger:

@@ -38,6 +38,8 @@ def parallelize(model: torch.nn.Module, run: RunConfig, dist_info: DistInfo) -> 
     elif dist_info.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
+        if any(p.is_meta for p in model.parameters()):
+            model.to_empty(device=dist_info.device)  # DDP copies rank 0's parameters and buffers to every rank
         ids = [dist_info.device.index] if dist_info.device.type == "cuda" else None
         # find_unused_parameters: a rank whose micro-batch has no image leaves the ViT without gradients
         model = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
@@ -47,3 +49,18 @@ def parallelize(model: torch.nn.Module, run: RunConfig, dist_info: DistInfo) -> 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The model under a DDP wrapper (FSDP2 shards in place and needs none)."""
     return getattr(model, "module", model)
+
+
+def materialize(model: torch.nn.Module, full_state: dict | None, dist_info: DistInfo) -> None:
+    """Give a model that ranks other than 0 built on the meta device its weights, after sharding: storage for
+    each rank's own shard only, filled from rank 0's full state dict (`full_state`, None elsewhere), and every
+    buffer (rotary tables) copied from rank 0. Peak host memory of those ranks no longer holds a full model."""
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+        model.to_empty(device=dist_info.device)
+    set_model_state_dict(model, full_state if dist_info.is_main else {},
+                         options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    for buf in model.buffers():
+        dist.broadcast(buf.data, src=0)

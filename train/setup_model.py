@@ -11,7 +11,7 @@ from pathlib import Path
 import webdataset as wds
 from transformers import AutoProcessor, Glm4vForConditionalGeneration, Glm4vProcessor
 
-from model.build import build, load
+from model.build import build, build_empty, load
 from pipelines import codec
 from pipelines.columns import message_text
 from train.config import TrainConfig
@@ -44,16 +44,18 @@ def is_saved_model(ref: str) -> bool:
     return (Path(ref) / "config.json").exists()
 
 
-def setup_model(cfg: TrainConfig, dist_info: DistInfo) -> tuple[Glm4vForConditionalGeneration, Glm4vProcessor]:
-    """Same weights on every rank (seeded init or loaded); the processor is saved to OUTPUT/processor once."""
+def setup_model(cfg: TrainConfig, dist_info: DistInfo, on_meta: bool = False
+                ) -> tuple[Glm4vForConditionalGeneration, Glm4vProcessor]:
+    """Same weights on every rank (seeded init or loaded); the processor is saved to OUTPUT/processor once.
+    on_meta: only the structure, on the meta device (a rank that gets its weights from rank 0 after sharding)."""
     proc_dir = cfg.run.output / "processor"
     if is_saved_model(cfg.model):
-        return load(cfg.model)
+        return build_empty(cfg.model) if on_meta else load(cfg.model)
     if not (proc_dir / "processor_config.json").exists():
         if dist_info.is_main:
             _, processor = build(cfg.model, texts=corpus_texts(cfg))
             processor.save_pretrained(proc_dir)
         barrier()
     processor = AutoProcessor.from_pretrained(str(proc_dir))
-    model, _ = build(cfg.model, processor=processor)
+    model, _ = build(cfg.model, processor=processor, device="meta" if on_meta else None)
     return model, processor

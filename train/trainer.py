@@ -12,16 +12,16 @@ import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from model.attention import resolve_backend, use_default_attention, use_varlen_attention
-from model.build import num_parameters
+from model.build import num_parameters, save
 from train.checkpoint import Checkpointer
 from train.config import TrainConfig
 from train.data.encode import IGNORE
 from train.data.loader import BatchIterator, DataState, to_device
 from train.dist import DistInfo, all_reduce_sum, barrier, cpu_threads, init_distributed
 from train.loss import batch_token_losses, vision_keepalive
-from train.metrics import MetricsLogger, flops_per_token, peak_flops
+from train.metrics import FlopModel, MetricsLogger, peak_flops
 from train.optim import build_optimizer, build_scheduler
-from train.parallelize import parallelize, unwrap
+from train.parallelize import materialize, parallelize, unwrap
 from train.setup_model import setup_model
 
 
@@ -50,10 +50,17 @@ def train(cfg: TrainConfig, dist_info: DistInfo | None = None) -> dict:
     if dist_info.device.type == "cpu":
         torch.set_num_threads(cpu_threads(run.cpu_threads, cfg.data.num_workers))
     seed_all(run.seed)
-    model, processor = setup_model(cfg, dist_info)
+    # ranks other than 0 build the structure only; their weights come from rank 0 once sharded (or replicated)
+    on_meta = dist_info.world > 1 and not dist_info.is_main
+    model, processor = setup_model(cfg, dist_info, on_meta)
     use_varlen_attention(model, resolve_backend(run.attention, dist_info.device))
-    model.to(dist_info.device)
+    if not on_meta:
+        model.to(dist_info.device)
+    full_state = model.state_dict() if dist_info.world > 1 and run.fsdp and dist_info.is_main else None
     model = parallelize(model, run, dist_info)
+    if dist_info.world > 1 and run.fsdp:
+        materialize(model, full_state, dist_info)
+    del full_state
     inner = unwrap(model)
     model.train()
     optimizer = build_optimizer(model, cfg.optim)
@@ -74,7 +81,7 @@ def train(cfg: TrainConfig, dist_info: DistInfo | None = None) -> dict:
     use_bf16 = dist_info.device.type == "cuda" and run.bf16
     sharded = dist_info.world > 1 and run.fsdp
     peak = peak_flops(dist_info.device)
-    fpt = flops_per_token(inner, cfg.data.seq_len)
+    flop_model = FlopModel.of(inner)
     logger = MetricsLogger(out, run.steps, step, dist_info.is_main, run.tensorboard, run.progress, run.log_every)
     if dist_info.is_main:
         logger.console.print(f"[bold]{cfg.stage}[/] {cfg.model}: {num_parameters(inner) / 1e6:.2f}M parameters, "
@@ -112,8 +119,11 @@ def train(cfg: TrainConfig, dist_info: DistInfo | None = None) -> dict:
         dt = time.perf_counter() - t0
         counts = all_reduce_sum(torch.tensor([float(sum(b["real_tokens"] for b in micro)),
                                               float(sum(b["input_ids"].numel() for b in micro)),
-                                              float(sum(b["num_samples"] for b in micro))], device=dist_info.device))
-        real, total, samples = (int(x) for x in counts.tolist())
+                                              float(sum(b["num_samples"] for b in micro)),
+                                              sum(flop_model.batch_flops(b) for b in micro)],
+                                             dtype=torch.float64, device=dist_info.device))
+        real, total, samples = (int(x) for x in counts[:3].tolist())
+        flops = float(counts[3])
         m = {
             "step": step,
             "loss": float(loss),
@@ -128,7 +138,8 @@ def train(cfg: TrainConfig, dist_info: DistInfo | None = None) -> dict:
             "step_time_s": dt,
             "skipped": sum(batches.state.skipped().values()),
             "truncated": batches.state.notes().get("truncated", 0),
-            "mfu": (fpt * total / dt / (peak * dist_info.world)) if peak else None,
+            "tflops_per_s": flops / dt / 1e12,
+            "mfu": (flops / dt / (peak * dist_info.world)) if peak else None,
             "loss_by_source": {k: v[0] / max(1.0, v[1]) for k, v in by_source.items()},
             "loss_tokens_by_source": {k: int(v[1]) for k, v in by_source.items()},
         }
@@ -181,6 +192,5 @@ def save_hf(model: torch.nn.Module, processor, cfg: TrainConfig, dist_info: Dist
         path = cfg.run.output / "hf"
         inner = unwrap(model)
         use_default_attention(inner)  # the export names transformers' own attention, not the packed one
-        inner.save_pretrained(path, state_dict=sd)
-        processor.save_pretrained(path)
+        save(inner, processor, path, dtype=torch.bfloat16, state_dict=sd)
     barrier()

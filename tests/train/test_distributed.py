@@ -25,7 +25,7 @@ def recipe(shards: Path, out: Path, **run) -> dict:
     return {
         "stage": "pretrain", "model": "tiny", "tokenizer_samples": 300,
         "data": {"sources": [{"name": "toy", "urls": str(shards / "*.tar")}], "seq_len": 384, "rows_per_batch": 2,
-                 "shuffle_buffer": 100, "shuffle_initial": 20, "streams": 2},
+                 "open_shards": 2, "streams": 2},
         "optim": {"lr": 2e-3, "warmup_steps": 5},
         "run": {"output": str(out), "steps": 4, "ckpt_every": 2, "progress": False, "tensorboard": False,
                 "cpu_threads": 1, **run},

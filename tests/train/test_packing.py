@@ -1,6 +1,7 @@
 """Encoding and packing: packed = one-by-one losses on every attention backend, label masks, best-fit efficiency,
 skipped and truncated samples, resumable loader state, no L x L tensor."""
 
+import copy
 import io
 import itertools
 import json
@@ -146,8 +147,7 @@ def test_bad_samples_are_counted_and_skipped(tiny, tmp_path):
         w.write({**good[1], "__key__": "thin", "png": png(Image.new("RGB", (3000, 10), "red"))})
         w.write({**good[4], "__key__": "good2"})
     (tmp_path / "trunc-00000.tar").write_bytes((tmp_path / "bad-00000.tar").read_bytes()[:1500])
-    data = DataConfig(sources=[ShardSource(name="bad", urls=str(tmp_path / "*.tar"))], shuffle_buffer=1,
-                      shuffle_initial=1)
+    data = DataConfig(sources=[ShardSource(name="bad", urls=str(tmp_path / "*.tar"))], open_shards=1)
     c = SkipCounter()
     enc = Encoder(proc, model.config, "messages", c, 512)
     out = [enc(s) for s in itertools.islice(raw_stream(data, 0, 0, 0, c), 60)]
@@ -183,18 +183,29 @@ def test_best_fit_packs_sft_and_caption_lengths_at_95_percent():
 def test_loader_resumes_exactly_with_another_worker_count(tiny, toy_shards):
     model, proc = tiny
     data = DataConfig(sources=[ShardSource(name="toy", urls=str(toy_shards / "*.tar"))], seq_len=256,
-                      rows_per_batch=2, shuffle_buffer=50, shuffle_initial=10, streams=2, pack_buffer=16,
+                      rows_per_batch=2, open_shards=2, streams=2, pack_buffer=16,
                       target="caption", samples_per_epoch=60)
     it = BatchIterator(data, proc, model.config, seed=3)
     full = [next(it) for _ in range(3)]
     saved = DataState.from_state_dict(it.state.state_dict())
+    no_rng = DataState.from_state_dict(copy.deepcopy(saved.state_dict()))
     full += [next(it) for _ in range(8)]  # crosses the 30-sample epoch of each stream
-    # saved states carry the packing buffer (raw samples) and the read position of each stream
-    assert all(s["buffer"] and s["position"] > 0 for s in saved.stream_states.values())
+    # saved states carry the packing buffer (raw samples) and where the stream stands: open shards, offsets, RNGs
+    for st in saved.stream_states.values():
+        assert st["buffer"] and st["position"] > 0
+        slots = st["raw"]["sources"][0]["slots"]
+        assert len(slots) == 2 and sum(read for _, read in slots) > 0
     resumed = BatchIterator(data.model_copy(update={"num_workers": 1}), proc, model.config, seed=3, state=saved)
     for a in full[3:]:
         b = next(resumed)
         assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["position_ids"], b["position_ids"])
+    # the RNG states are part of the position: without them the resumed stream reads another order
+    for st in no_rng.stream_states.values():
+        st["raw"].pop("rng")
+        for src in st["raw"]["sources"]:
+            src.pop("rng")
+    other = BatchIterator(data, proc, model.config, seed=3, state=no_rng)
+    assert any(not torch.equal(a["input_ids"], next(other)["input_ids"]) for a in full[3:7])
     assert sum(b["real_tokens"] for b in full) / sum(b["input_ids"].numel() for b in full) > 0.8  # epoch tails included
     with pytest.raises(ValueError, match="divides 2"):
         DataState.resume([saved.state_dict()], rank=0, world=3, saved_world=1)
@@ -239,7 +250,7 @@ def test_weighted_mix_follows_weights(tmp_path, toy_shards):
     write_shards(ToyConfig(samples=50, shard_size=50, seed=9), tmp_path / "b", name="other")
     data = DataConfig(sources=[ShardSource(name="a", urls=str(toy_shards / "*.tar"), weight=3.0),
                                ShardSource(name="b", urls=str(tmp_path / "b" / "*.tar"), weight=1.0)],
-                      shuffle_buffer=10, shuffle_initial=5)
+                      open_shards=2)
     got = [s["__source__"] for s in itertools.islice(raw_stream(data, 0, 0, 0, SkipCounter()), 2000)]
     assert 0.68 < got.count("a") / len(got) < 0.82
     # different logical streams read different sample orders

@@ -17,7 +17,7 @@ def config(shards: Path, out: Path, steps: int, workers: int = 0, ckpt_every: in
     return TrainConfig(
         stage="pretrain", model="tiny", tokenizer_samples=300,
         data=DataConfig(sources=[ShardSource(name="toy", urls=str(shards / "*.tar"))], seq_len=384,
-                        rows_per_batch=2, shuffle_buffer=100, shuffle_initial=20, num_workers=workers),
+                        rows_per_batch=2, open_shards=2, num_workers=workers),
         optim=OptimConfig(lr=2e-3, warmup_steps=5),
         run=RunConfig(output=out, steps=steps, ckpt_every=ckpt_every, progress=False, tensorboard=False, cpu_threads=1,
                       save_hf=False),

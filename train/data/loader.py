@@ -29,11 +29,12 @@ log = logging.getLogger("vlmdata.train.data")
 
 @dataclass
 class StreamState:
-    """Where one logical stream stands: its epoch, the raw samples read this epoch, the raw samples waiting in
-    its packing buffer, and its skip/truncation counts."""
+    """Where one logical stream stands: its epoch, the raw samples read this epoch and the raw stream's seek
+    state (open shards and offsets, RNGs), the raw samples waiting in its packing buffer, skip/truncation counts."""
 
     epoch: int = 0
     position: int = 0
+    raw: dict | None = None
     buffer: list[dict] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
     notes: dict[str, int] = field(default_factory=dict)
@@ -126,30 +127,30 @@ class PackedStream(IterableDataset):
             for raw in buffered:  # the packing buffer of a resumed stream (these encoded before)
                 if (e := encoder(raw)) is not None:
                     packer.add(e, raw)
-            raw_it = raw_stream(data, self.seed, epoch, stream, counter)
-            if data.samples_per_epoch is not None:
-                raw_it = itertools.islice(raw_it, max(1, data.samples_per_epoch // self.state.streams))
-            raw_it = itertools.islice(raw_it, position, None)  # skip what was read before the checkpoint
-
-            for raw in raw_it:
+            # resumes by seeking: the saved state reopens the shards it was reading at their offsets
+            raw_it = raw_stream(data, self.seed, epoch, stream, counter, st.raw if epoch == st.epoch else None)
+            share = None if data.samples_per_epoch is None else max(1, data.samples_per_epoch // self.state.streams)
+            while share is None or position < share:
+                raw = next(raw_it)
                 position += 1
                 if (e := encoder(raw)) is not None:
                     packer.add(e, raw)
                     if packer.full():
-                        yield self.emit(stream, packer, pad_id, epoch, position, counter)
+                        yield self.emit(stream, packer, pad_id, epoch, position, raw_it.state(), counter)
             epoch, position, buffered = epoch + 1, 0, []
             while len(packer):  # the epoch's last samples (the state already points at the next epoch)
-                yield self.emit(stream, packer, pad_id, epoch, position, counter)
+                yield self.emit(stream, packer, pad_id, epoch, position, None, counter)
 
     def emit(self, stream: int, packer: BestFitPacker, pad_id: int, epoch: int, position: int,
-             counter: SkipCounter) -> dict:
+             raw_state: dict | None, counter: SkipCounter) -> dict:
         """A batch from the packer, carrying its stream's state after it (what a checkpoint saves)."""
         rows = packer.take_rows()
         batch = collate_rows([[e for e, _ in r] for r in rows], self.data.seq_len, pad_id,
                              [[e.source for e, _ in r] for r in rows])
         batch["stream"] = stream
-        batch["stream_state"] = {"epoch": epoch, "position": position, "buffer": packer.payloads(),
-                                 "skipped": dict(counter.counts), "notes": dict(counter.notes)}
+        batch["stream_state"] = {"epoch": epoch, "position": position, "raw": raw_state,
+                                 "buffer": packer.payloads(), "skipped": dict(counter.counts),
+                                 "notes": dict(counter.notes)}
         return batch
 
 
