@@ -79,11 +79,14 @@ class GuiScreenshot(Generator):
     adds = (pa.field("width", pa.int32()), pa.field("height", pa.int32()), pa.field("image_format", pa.string()),
             VIEWPORT, C.ELEMENTS, TEXT_SHOWN, EXTRACT_DROPS)
 
-    _FAILED_MEMO = 256  # pages that failed in this worker, so the engine's retry of a batch does not wait again
+    # Pages that failed in this worker: a page gets a second try (the engine retries a failed batch once, which
+    # covers a transient stall), then fails at once, so bisecting the batch does not wait for it again.
+    _FAILED_MEMO = 256
+    _TRIES = 2
 
     def setup(self) -> None:
         self._browser: Browser | None = None
-        self._failed: OrderedDict[str, str] = OrderedDict()
+        self._failed: OrderedDict[str, tuple[int, str]] = OrderedDict()
 
     @property
     def browser(self) -> Browser:
@@ -98,15 +101,15 @@ class GuiScreenshot(Generator):
         if not hasattr(self, "_failed"):
             self.setup()
         url = page_url(row)
-        known = self._failed.get(url)
-        if known is not None:
+        tries, known = self._failed.get(url, (0, ""))
+        if tries >= self._TRIES:
             raise PageError("page_failed_before", known)
         opts = {"min_side": self.config.min_side, "max_text_chars": self.config.max_text_chars}
         try:
             shots = self.browser.render(url, self.viewports(), EXTRACT_JS, opts, self.config.timeout_s,
                                         self.config.settle_ms)
         except PageError as exc:
-            self._failed[url] = str(exc)
+            self._failed[url] = (tries + 1, str(exc))
             while len(self._failed) > self._FAILED_MEMO:
                 self._failed.popitem(last=False)
             raise

@@ -39,7 +39,7 @@ def gui_run(tmp_path_factory):
                                         "Book a berth", "Vienna to Rome", "Paris to Berlin"))
     (pages / "hang.html").write_text("<html><body><p>never</p><script>while (true) {}</script></body></html>")
     recipe = yaml.safe_load(gui.RECIPE.read_text())
-    recipe["stages"][0].update(local_only=True, timeout_s=5, min_elements=3,
+    recipe["stages"][0].update(local_only=True, timeout_s=12, min_elements=3,
                                viewports=[{"name": "desktop", "width": 640, "height": 400},
                                           {"name": "phone", "width": 390, "height": 700, "mobile": True}])
     recipe["stages"][2].update(per_screenshot=2)
