@@ -88,6 +88,18 @@ class RunConfig(BaseModel):
     )
 
 
+class EvalConfig(BaseModel):
+    """Periodic evaluation during a run: validation loss on held-out shards and a generation eval hook."""
+
+    every: int = Field(0, ge=0, description="Steps between evaluations (0: none); also run at the last step.")
+    sources: list[ShardSource] = Field(default_factory=list, description="Held-out shard sets: loss per set.")
+    batches: int = Field(4, ge=1, description="Micro-batches of each held-out set per rank (the same ones each time).")
+    generate: str | None = Field(None, description="Held-out shard glob for the generation hook: greedy answers, "
+                                 "exact match of the boxed answer (runs on single-rank runs; logged as val_accuracy).")
+    generate_limit: int = Field(16, ge=1, description="Prompts per generation eval.")
+    max_new_tokens: int = Field(96, ge=1, description="Generation budget per answer.")
+
+
 class TrainConfig(BaseModel):
     """A pretraining or SFT run."""
 
@@ -97,6 +109,7 @@ class TrainConfig(BaseModel):
     data: DataConfig = Field(default_factory=DataConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:

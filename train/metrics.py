@@ -119,6 +119,10 @@ class MetricsLogger:
             for k, v in m.items():
                 if isinstance(v, int | float) and k != "step":
                     self.tb.add_scalar(f"train/{k}", v, m["step"])
+                elif isinstance(v, dict):  # per source: loss_by_source, val_loss, ...
+                    for name, x in v.items():
+                        if isinstance(x, int | float):
+                            self.tb.add_scalar(f"train/{k}/{name}", x, m["step"])
         info = f"loss {m['loss']:.4f} lr {m['lr']:.2e} tok/s {m['tokens_per_s']:.0f}"
         if m.get("mfu") is not None:
             info += f" mfu {m['mfu']:.1%}"

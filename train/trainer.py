@@ -23,6 +23,7 @@ from train.metrics import FlopModel, MetricsLogger, peak_flops
 from train.optim import build_optimizer, build_scheduler
 from train.parallelize import materialize, parallelize, unwrap
 from train.setup_model import setup_model
+from train.validate import generation_accuracy, validation_losses
 
 
 def resolve(cfg: TrainConfig) -> TrainConfig:
@@ -53,7 +54,8 @@ def train(cfg: TrainConfig, dist_info: DistInfo | None = None) -> dict:
     # ranks other than 0 build the structure only; their weights come from rank 0 once sharded (or replicated)
     on_meta = dist_info.world > 1 and not dist_info.is_main
     model, processor = setup_model(cfg, dist_info, on_meta)
-    use_varlen_attention(model, resolve_backend(run.attention, dist_info.device))
+    backend = resolve_backend(run.attention, dist_info.device)
+    use_varlen_attention(model, backend)
     if not on_meta:
         model.to(dist_info.device)
     full_state = model.state_dict() if dist_info.world > 1 and run.fsdp and dist_info.is_main else None
@@ -143,6 +145,11 @@ def train(cfg: TrainConfig, dist_info: DistInfo | None = None) -> dict:
             "loss_by_source": {k: v[0] / max(1.0, v[1]) for k, v in by_source.items()},
             "loss_tokens_by_source": {k: int(v[1]) for k, v in by_source.items()},
         }
+        if cfg.eval.every and (step % cfg.eval.every == 0 or step == run.steps):
+            if cfg.eval.sources:
+                m["val_loss"] = validation_losses(model, inner, processor, cfg, dist_info)
+            if cfg.eval.generate and dist_info.world == 1:
+                m.update(generation_accuracy(inner, processor, cfg, backend))
         logger.log(m)
         if step == run.steps or (run.ckpt_every and step % run.ckpt_every == 0):
             extra = {"step": step, "world": dist_info.world, "scheduler": scheduler.state_dict(),

@@ -69,3 +69,19 @@ def test_cli_pretrain_then_sft_writes_metrics_checkpoints_and_hf(toy_shards, tmp
     assert r.exit_code == 0, r.output
     rows = [json.loads(line) for line in (sft / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and rows[0]["loss_tokens"] > 0
+
+
+def test_periodic_evaluation_logs_validation_loss_and_generation_accuracy(toy_shards, tmp_path):
+    from train.config import EvalConfig
+
+    cfg = config(toy_shards, tmp_path / "run", steps=2)
+    cfg.eval = EvalConfig(every=2, sources=[ShardSource(name="heldout", urls=str(toy_shards / "*.tar"))],
+                          batches=2, generate=str(toy_shards / "*.tar"), generate_limit=4, max_new_tokens=8)
+    train(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert "val_loss" not in rows[0]
+    last = rows[-1]
+    # an untrained tiny model: validation loss near ln(vocab), well above 0; accuracy is a share of 4 prompts
+    assert 1.0 < last["val_loss"]["heldout"] < 10.0
+    assert last["val_generated"] == 4 and 0.0 <= last["val_accuracy"] <= 1.0
+    assert last["loss_by_source"]["toy"] > 0 and last["loss_tokens_by_source"]["toy"] == last["loss_tokens"]
