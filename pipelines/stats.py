@@ -138,6 +138,9 @@ class RunStats:
         self.by_stage: dict[str, Counter[str]] = {s: Counter(r) for s, r in data.get("by_stage", {}).items()}
         self.histograms = {f: ValueHistogram(data.get("histograms", {}).get(f)) for f in HISTOGRAM_FIELDS}
         self.concepts_kept: Counter[str] = Counter(data.get("concepts_kept", {}))
+        # Every numeric field of the kept samples' .json (cer, clip_score, pass_at_k, gui_ocr.matched, …), as the
+        # shard writer histogrammed them: a generator's quality figures reach stats.json with no code of its own.
+        self.fields = {k: ValueHistogram(v) for k, v in data.get("fields", {}).items()}
 
     def add_row(self, status: str, stage: str | None, reason: str | None) -> None:
         self.status[status] += 1
@@ -151,6 +154,8 @@ class RunStats:
         for name, size in _FROM_SHARD_SIZES.items():
             if size in shards.sizes:
                 self.histograms[name].merge(shards.sizes[size])
+        for name, hist in shards.fields.items():
+            self.fields.setdefault(name, ValueHistogram()).merge(hist)
 
     def add_concepts(self, entries: list[str] | None) -> None:
         """Concept entries of a kept sample (the 'after' side of concept balancing)."""
@@ -163,6 +168,8 @@ class RunStats:
             self.by_stage.setdefault(stage, Counter()).update(reasons)
         for name, hist in other.histograms.items():
             self.histograms[name].merge(hist)
+        for name, hist in other.fields.items():
+            self.fields.setdefault(name, ValueHistogram()).merge(hist)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,4 +178,18 @@ class RunStats:
             "by_stage": {s: dict(sorted(r.items())) for s, r in sorted(self.by_stage.items())},
             "histograms": {f: h.to_dict() for f, h in self.histograms.items()},
             **({"concepts_kept": dict(sorted(self.concepts_kept.items()))} if self.concepts_kept else {}),
+            **({"fields": {k: h.to_dict() for k, h in sorted(self.fields.items())}} if self.fields else {}),
+            **({"rates": rates} if (rates := self.rates()) else {}),
         }
+
+    def rates(self) -> dict[str, float]:
+        """Pooled rates of count pairs a stage records per sample (`X.matched` / `X.checked`): e.g. the GUI OCR
+        read-back match rate over all checked elements."""
+        out = {}
+        for name, hist in self.fields.items():
+            if name.endswith(".matched"):
+                base = name[: -len(".matched")]
+                checked = self.fields.get(f"{base}.checked")
+                if checked is not None and checked.sum > 0:
+                    out[f"{base}.match_rate"] = round(hist.sum / checked.sum, 4)
+        return out

@@ -79,6 +79,7 @@ class Distill(Generator):
         state = dict(self.__dict__)
         state.pop("_teacher", None)
         state.pop("_cache", None)
+        state.pop("_rewards", None)
         return state
 
     def _ask(self, rows: list[dict[str, Any]]) -> None:
@@ -154,10 +155,16 @@ class Distill(Generator):
             return []
         c = self.config
         try:
-            from train.rewards.pool import score_batch
+            if getattr(self, "_rewards", None) is None:
+                # One warm pool per worker, reused by every batch (starting one per batch cost more than scoring).
+                import atexit
 
-            return list(score_batch(items, timeout_s=c.verifier_timeout_s, workers=c.verifier_workers,
-                                    configs=c.verifier_configs))
+                from train.rewards.pool import RewardPool
+
+                self._rewards = RewardPool(workers=c.verifier_workers, timeout_s=c.verifier_timeout_s,
+                                           configs=c.verifier_configs, context="forkserver")
+                atexit.register(self._rewards.close)
+            return list(self._rewards.score(items))
         except (AssertionError, OSError) as exc:  # no child processes allowed here (a daemonic worker)
             from train.rewards.base import get_verifier
 
