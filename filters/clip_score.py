@@ -13,7 +13,7 @@ from pydantic import Field
 
 from filters.clip_model import LoadedClip, checkpoint_threshold, load_clip
 from pipelines.columns import sidecar
-from pipelines.imaging import decode_rgb
+from pipelines.imaging import DecodedViews, views
 from pipelines.operator import Operator, OperatorConfig, with_verdicts
 
 DECODE_FAILED = "clip_decode_failed"
@@ -104,11 +104,12 @@ class ClipScore(Operator):
         if steps and len(steps) >= 2 and isinstance(steps[-2], T.ToTensor) and isinstance(steps[-1], T.Normalize):
             self._pil_steps, self._normalize = T.Compose(steps[:-2]), steps[-1]
 
-    def _pixels(self, data: bytes | None) -> Any:
-        """A preprocessed image (uint8 HWC array on the split path, else a tensor), or None when the bytes do not decode."""
+    def _pixels(self, data: bytes | None, pictures: DecodedViews | None = None) -> Any:
+        """A preprocessed image (uint8 HWC array on the split path, else a tensor), or None when the bytes do not decode.
+        `pictures`: the pass's decoded views (pool threads do not see `views()`); None decodes here."""
         assert self.clip is not None
         try:
-            rgb = decode_rgb(data or b"")
+            rgb = (pictures or views()).rgb(data or b"")
             if self._pil_steps is not None:
                 return np.asarray(self._pil_steps(rgb), dtype=np.uint8)
             return self.clip.preprocess(rgb)
@@ -130,9 +131,13 @@ class ClipScore(Operator):
         std = torch.tensor(norm.std, dtype=x.dtype).view(1, -1, 1, 1)
         return x.sub_(mean).div_(std)
 
-    def _prepare(self, images: list[bytes | None], texts: list[str | None]) -> tuple[Any, Any, list[bool]]:
+    def _prepare(self, images: list[bytes | None], texts: list[str | None],
+                 pictures: DecodedViews) -> tuple[Any, Any, list[bool]]:
         assert self.clip is not None and self._pool is not None
-        pixels = list(self._pool.map(self._pixels, images)) if len(images) > 1 else [self._pixels(images[0])]
+        if len(images) > 1:
+            pixels = list(self._pool.map(self._pixels, images, [pictures] * len(images)))
+        else:
+            pixels = [self._pixels(images[0], pictures)]
         ok = [p is not None for p in pixels]
         good = [p for p in pixels if p is not None]
         x = self._stack(good) if good else None
@@ -156,17 +161,18 @@ class ClipScore(Operator):
         if self.clip is None:
             self.setup()
         assert self._pool is not None
+        pictures = views()  # this thread's (the pass's) decoded views, handed to the decoding threads
         bs = self.config.batch_size
         starts = list(range(0, len(images), bs))
         # The sub-batch's own decode fans out over the pool; its preparation runs on a separate thread
         # so the pool is free for it while the model (which releases the GIL) encodes the previous one.
         with ThreadPoolExecutor(1, thread_name_prefix="clip-prepare") as ahead:
-            pending: Future | None = ahead.submit(self._prepare, images[0:bs], texts[0:bs]) if starts else None
+            pending: Future | None = ahead.submit(self._prepare, images[0:bs], texts[0:bs], pictures) if starts else None
             for i, _ in enumerate(starts):
                 assert pending is not None
                 x, tokens, ok = pending.result()
                 nxt = starts[i + 1] if i + 1 < len(starts) else None
-                pending = ahead.submit(self._prepare, images[nxt:nxt + bs], texts[nxt:nxt + bs]) if nxt is not None else None
+                pending = ahead.submit(self._prepare, images[nxt:nxt + bs], texts[nxt:nxt + bs], pictures) if nxt is not None else None
                 if x is None:
                     yield ok, None, None, None
                 else:

@@ -9,7 +9,7 @@ import pyarrow as pa
 from PIL import Image
 from pydantic import Field
 
-from pipelines.imaging import DecodeError, color_spread, open_image, orientation, pixel_digest, to_rgb
+from pipelines.imaging import DecodeError, color_spread, pixel_digest, views
 from pipelines.operator import Operator, OperatorConfig, with_verdicts
 
 _FORMATS = {"JPEG": "jpeg", "PNG": "png"}
@@ -40,10 +40,11 @@ class Decode(Operator):
 
     def decode_one(self, data: bytes) -> tuple[bytes, int, int, str, str, float]:
         cfg = self.config
-        img = open_image(data, max_pixels=cfg.max_pixels)
-        source_format = img.format
-        upright = orientation(img) == 1
-        rgb = to_rgb(img)  # the picture later stages and the trainer see (pipelines.imaging.decode_rgb)
+        # the picture later stages and the trainer see (pipelines.imaging.decode_rgb), shared with the pass's stages
+        picture = views().decoded(data, max_pixels=cfg.max_pixels)
+        source_format = picture.format
+        upright = picture.orientation == 1
+        rgb = picture.rgb
         w, h = rgb.size
         pixel_sha1 = pixel_digest(rgb)
         color_std = color_spread(rgb, cfg.thumb_side)

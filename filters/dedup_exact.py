@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from pipelines.global_stage import DedupOperator
-from pipelines.imaging import decode_rgb, pixel_digest
+from pipelines.imaging import pixel_digest, views
 from pipelines.operator import OperatorConfig
 from pipelines.schema import set_columns
 
@@ -33,9 +33,10 @@ class ExactDedup(DedupOperator):
             return batch
         # Only when decode did not run before us: hash the pixels here.
         images = batch.column("image").to_pylist()
+        pictures = views()  # shared with the other stages of this pass
         for i, h in enumerate(hashes):
             if h is None and images[i]:
-                hashes[i] = pixel_digest(decode_rgb(images[i]))
+                hashes[i] = pixel_digest(pictures.rgb(images[i]))
         return set_columns(batch, {"pixel_sha1": hashes})
 
     def buckets(self, keys: pa.RecordBatch, state: Any) -> list[list[str]]:

@@ -1,11 +1,18 @@
 """The one picture every stage and the trainer see (`decode_rgb`: stored bytes → upright 8-bit RGB, transparency
-over white), plus pixel hashes and colour spread of that picture."""
+over white), pixel hashes and colour spread of that picture, and the batch-scoped cache of decoded pictures
+(`decoded_views`/`views`) that lets the stages of one pass decode each image once."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
@@ -84,6 +91,106 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def decode_rgb(data: bytes, *, max_pixels: int | None = None, draft_size: tuple[int, int] | None = None) -> Image.Image:
     """Stored image bytes → the RGB picture every stage and the trainer see (`open_image`, then `to_rgb`)."""
     return to_rgb(open_image(data, max_pixels=max_pixels, draft_size=draft_size))
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One stored picture, decoded: the RGB view (`to_rgb`) plus what the decode stage reads about the file."""
+
+    rgb: Image.Image  # shared by every stage of the pass: read it, never change it in place
+    format: str | None  # Pillow's name of the stored format ("JPEG", "PNG", …)
+    orientation: int  # EXIF orientation of the stored bytes (1: upright)
+    stored_size: tuple[int, int]  # width, height as stored (before orientation): what a bomb limit counts
+
+
+def decode(data: bytes, *, max_pixels: int | None = None, draft_size: tuple[int, int] | None = None) -> Decoded:
+    """`decode_rgb` that also keeps the stored format, orientation and size (the decode stage needs them)."""
+    img = open_image(data, max_pixels=max_pixels, draft_size=draft_size)
+    return Decoded(to_rgb(img), img.format, orientation(img), img.size)
+
+
+VIEWS_BUDGET_BYTES = 512 << 20  # decoded pixels a pass keeps per batch at most; past it, stages decode again
+
+
+class DecodedViews:
+    """Decoded pictures of one batch, shared by the stages of a pass, so each image is decoded once per pass.
+
+    Keyed by the stored bytes themselves (not the row key): a stage that replaced a row's bytes (decode re-encodes
+    rotated or oversized pictures) gets the picture of the new bytes, exactly as decoding them would give. Entries
+    are the same objects every stage gets: read them, never change them in place. Deterministic decode failures
+    (`DecodeError`) are remembered too; a bomb limit is applied to each caller's own `max_pixels`. Memory is
+    bounded by one batch and by `budget` bytes of pixels; `budget=0` stores nothing (every call decodes).
+    Thread-safe: a stage may decode on a pool (give the pool threads this object; they do not see `views()`).
+    """
+
+    def __init__(self, budget: int = VIEWS_BUDGET_BYTES):
+        self.budget = budget
+        self.held = 0  # bytes of pixels held now
+        self.decodes = 0  # pictures decoded through this object (a cache miss each)
+        self._pictures: dict[tuple[bytes, tuple[int, int] | None], Decoded | DecodeError] = {}
+        self._lock = threading.Lock()
+
+    def decoded(self, data: bytes, *, max_pixels: int | None = None, draft_size: tuple[int, int] | None = None) -> Decoded:
+        """The picture of `data` (as `decode`), decoded on first use in this batch. Raises DecodeError."""
+        key = (data, draft_size)
+        hit = self._pictures.get(key)
+        if hit is None:
+            with self._lock:
+                self.decodes += 1
+            try:
+                hit = decode(data, max_pixels=max_pixels, draft_size=draft_size)
+            except DecodeError as exc:
+                if not exc.reason.startswith("decompression_bomb:"):  # that one depends on the caller's limit
+                    self._store(self._pictures, key, exc, 0)
+                raise
+            self._store(self._pictures, key, hit, _nbytes(hit.rgb))
+        if isinstance(hit, DecodeError):
+            raise DecodeError(hit.reason)
+        w, h = hit.stored_size
+        limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+        if limit is not None and w * h > limit:  # as open_image would have refused it
+            raise DecodeError(f"decompression_bomb:{w}x{h}")
+        return hit
+
+    def rgb(self, data: bytes, *, max_pixels: int | None = None) -> Image.Image:
+        """`decode_rgb(data)`, decoded on first use in this batch."""
+        return self.decoded(data, max_pixels=max_pixels).rgb
+
+    def clear(self) -> None:
+        with self._lock:
+            self._pictures.clear()
+            self.held = 0
+
+    def _store(self, store: dict, key: Any, value: Any, size: int) -> None:
+        with self._lock:
+            if self.held + size <= self.budget:
+                store[key] = value
+                self.held += size
+
+
+def _nbytes(img: Image.Image) -> int:
+    return img.width * img.height * len(img.getbands())
+
+
+_CURRENT: ContextVar[DecodedViews | None] = ContextVar("vlmdata_decoded_views", default=None)
+
+
+def views() -> DecodedViews:
+    """The decoded views of the batch being processed (inside `decoded_views()`), else a fresh object that stores
+    nothing, so outside a pass (unit tests, the trainer) the same calls simply decode."""
+    return _CURRENT.get() or DecodedViews(budget=0)
+
+
+@contextmanager
+def decoded_views(budget: int = VIEWS_BUDGET_BYTES) -> Iterator[DecodedViews]:
+    """Share decoded pictures among the calls made inside (one batch of one pass); released on exit."""
+    cache = DecodedViews(budget)
+    token = _CURRENT.set(cache)
+    try:
+        yield cache
+    finally:
+        _CURRENT.reset(token)
+        cache.clear()
 
 
 def _over_white(rgba: Image.Image) -> Image.Image:

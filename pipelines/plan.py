@@ -9,6 +9,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipelines.global_stage import GlobalOperator
+from pipelines.imaging import decoded_views
 from pipelines.operator import Operator, apply_map, ready
 from pipelines.schema import record_schema
 
@@ -82,6 +83,7 @@ def run_steps(steps: list[Step], batches: Iterator[pa.RecordBatch], result: Any 
             op = _Decision(op, result)
         live.append((op, s.schema))
     for batch in batches:
-        for op, schema in live:
-            batch = apply_map(op, batch, schema)
+        with decoded_views():  # each picture decoded once for all stages of the pass; released with the batch
+            for op, schema in live:
+                batch = apply_map(op, batch, schema)
         yield batch
