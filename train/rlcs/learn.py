@@ -69,7 +69,7 @@ def policy_step(model, samples: list[Encoded], advantages: list[float], *, micro
         old = (torch.cat([old_logps[p] for p in pos]).to(logp.device) if old_logps is not None else logp.detach())
         loss, stats = grpo_loss(logp, old, adv, idx, len(pos), eps_low, eps_high)
         (loss * len(pos) / total).backward()
-        loss_sum += float(loss) * len(pos)
+        loss_sum += float(loss.detach()) * len(pos)
         clip_sum += stats["clip_fraction"] * logp.numel()
         n_tok += logp.numel()
     return {"loss": loss_sum / max(1, total), "clip_fraction": clip_sum / max(1, n_tok), "loss_tokens": n_tok}
