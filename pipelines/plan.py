@@ -9,7 +9,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipelines.global_stage import GlobalOperator
-from pipelines.imaging import decoded_views
+from pipelines.imaging import VIEWS_BUDGET_BYTES, decoded_views
 from pipelines.operator import Operator, apply_map, ready
 from pipelines.schema import record_schema
 
@@ -82,8 +82,11 @@ def run_steps(steps: list[Step], batches: Iterator[pa.RecordBatch], result: Any 
             assert isinstance(op, GlobalOperator)
             op = _Decision(op, result)
         live.append((op, s.schema))
+    # Each picture decoded once for all stages of the pass that read pixels, released with the batch; a pass with
+    # a single such stage has nothing to share and keeps no pictures.
+    budget = VIEWS_BUDGET_BYTES if sum(s.kind == "map" and "image" in s.op.reads for s in steps) > 1 else 0
     for batch in batches:
-        with decoded_views():  # each picture decoded once for all stages of the pass; released with the batch
+        with decoded_views(budget):
             for op, schema in live:
                 batch = apply_map(op, batch, schema)
         yield batch

@@ -194,3 +194,25 @@ def test_near_dedup_crop_grid_replays_opencv_area_resizes_byte_for_byte():
             assert np.array_equal(replayed, _opencv_views(gray, *g)), (gray.shape, g[:2])
             compared += len(replayed)
     assert compared > 4000
+
+
+def test_a_pass_with_one_stage_reading_pixels_keeps_no_pictures():
+    from pipelines.operator import Operator
+
+    seen: list[int] = []
+
+    class Probe(Operator):
+        name = "probe"
+        reads = ("width",)
+
+        def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+            seen.append(views().budget)
+            return batch
+
+    class PixelProbe(Probe):
+        reads = ("image",)
+
+    batch = _batch(_images()[:2])
+    list(run_steps(_steps([Decode(), Probe()]), iter([batch])))
+    list(run_steps(_steps([Decode(), PixelProbe()]), iter([batch])))
+    assert seen == [0, imaging.VIEWS_BUDGET_BYTES]
