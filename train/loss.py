@@ -45,8 +45,10 @@ def per_sample_losses(tok: torch.Tensor, batch: dict) -> torch.Tensor:
 
 
 def vision_keepalive(model: torch.nn.Module, batch: dict) -> torch.Tensor:
-    """0 x the ViT's output on a 1-token dummy image, for a micro-batch without images when several ranks train:
-    every rank then runs (and reduces gradients for) the same sharded ViT blocks, so collectives stay matched."""
+    """0 x the ViT's output on a 1-token dummy image, for a micro-batch without images when several ranks train
+    with FSDP: every rank then has gradients (zeros here) for the same ViT parameters, so the root unit's
+    reduce-scatter matches. Called after the model's forward, while the root unit (which holds the ViT) is
+    still gathered."""
     if batch.get("pixel_values") is not None:
         return torch.zeros((), device=batch["input_ids"].device)
     visual = model.model.visual

@@ -16,7 +16,7 @@ def blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 def parallelize(model: torch.nn.Module, run: RunConfig, dist_info: DistInfo) -> torch.nn.Module:
     """Block-wise activation checkpointing and compile (in place, state-dict keys unchanged), then, when several
-    ranks run, fully_shard each block, the ViT and the root (bf16 params, fp32 reduce on GPU), or wrap the model
+    ranks run, fully_shard each decoder layer and the root (with the ViT) (bf16 params, fp32 reduce on GPU), or wrap the model
     in DDP when run.fsdp is false (each rank then holds a full replica, gradients all-reduced)."""
     if run.activation_checkpointing:
         # GLM blocks are transformers GradientCheckpointingLayers: recompute them in backward.
@@ -30,10 +30,11 @@ def parallelize(model: torch.nn.Module, run: RunConfig, dist_info: DistInfo) -> 
         kw = {}
         if dist_info.device.type == "cuda" and run.bf16:
             kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        for block in blocks(model):
-            fully_shard(block, **kw)
-        # the ViT is a unit of its own so a text-only micro-batch can run it alone (loss.vision_keepalive)
-        fully_shard(model.model.visual, **kw)
+        for layer in model.model.language_model.layers:
+            fully_shard(layer, **kw)
+        # The ViT stays in the root unit: every rank then issues the same collectives whether or not its
+        # micro-batch has images (a rank without runs the ViT on a dummy image, loss.vision_keepalive, with the
+        # root's parameters already gathered), so ranks never wait on mismatched all-gathers/reduce-scatters.
         fully_shard(model, **kw)
     elif dist_info.world > 1:
         from torch.nn.parallel import DistributedDataParallel
