@@ -233,6 +233,7 @@ from orchestration.stats_cli import stats as _stats  # noqa: E402
 
 app.command(name="stats")(_stats)
 
+from orchestration import train_verbs as _train_verbs  # noqa: E402,F401 - adds `train toy` and `train rlcs`
 from train.cli import app as _train_app  # noqa: E402
 
 app.add_typer(_train_app, name="train")

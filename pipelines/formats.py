@@ -1,4 +1,5 @@
-"""The text formats synth, train and the verifiers share: the long-CoT answer and boxes in the 0–1000 convention.
+"""The formats synth, train and the verifiers share: the long-CoT answer, boxes in the 0–1000 convention, and the
+difficulty tiers a prompt's pass rate falls in (written by distillation and grading, read by RLCS).
 
 GLM-4.1V writes a reasoning answer as `<think>…</think><answer>…</answer>` with the verifiable final answer in
 exactly one `<|begin_of_box|>…<|end_of_box|>`; boxes in model text are integers normalised to [0, 1000).
@@ -143,3 +144,22 @@ _BOX_TEXT_RE = re.compile(r"\[\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s
 def parse_boxes(text: str) -> list[list[float]]:
     """Every `[x1,y1,x2,y2]` in `text` (also the `[[…],[…]]` list form), in order."""
     return [[float(v) for v in m.groups()] for m in _BOX_TEXT_RE.finditer(text)]
+
+
+# --- difficulty tiers ----------------------------------------------------------------------------------------
+
+# (name, lowest pass rate in the tier), easiest first: very_hard is 0 < p <= 0.1; a pass rate of 0 is `unsolved`.
+TIERS: tuple[tuple[str, float], ...] = (("very_easy", 0.9), ("easy", 0.6), ("medium", 0.3), ("hard", 0.101),
+                                        ("very_hard", 1e-9))
+UNSOLVED = "unsolved"
+TIER_NAMES: tuple[str, ...] = tuple(name for name, _ in TIERS) + (UNSOLVED,)
+
+
+def tier_of(pass_rate: float | None, tiers: tuple[tuple[str, float], ...] = TIERS) -> str:
+    """The tier of a pass rate in [0, 1] (pass@k of a prompt); None (never rolled out) counts as unsolved."""
+    if pass_rate is None or pass_rate <= 0:
+        return UNSOLVED
+    for name, low in tiers:
+        if pass_rate >= low:
+            return name
+    return tiers[-1][0]

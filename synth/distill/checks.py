@@ -11,13 +11,9 @@ from __future__ import annotations
 
 from functools import cache
 
-from pipelines.formats import parse_answer
+from pipelines.formats import TIERS, UNSOLVED, parse_answer, tier_of  # noqa: F401 - TIERS/UNSOLVED re-exported
 
 FAIL_PREFIXES = ("truncated", "format:", "wrong_answer")
-# Tiers from easiest to hardest: (name, lowest pass@k in the tier): very_hard is 0 < p <= 0.1; unsolved is p = 0.
-TIERS: tuple[tuple[str, float], ...] = (("very_easy", 0.9), ("easy", 0.6), ("medium", 0.3), ("hard", 0.101),
-                                        ("very_hard", 1e-9))
-UNSOLVED = "unsolved"
 UNVERIFIABLE = "unverifiable"
 
 
@@ -68,12 +64,6 @@ def counts_as_pass(status: str, reason: str | None) -> bool:
 
 
 def tier(pass_at_k: float | None, tiers: tuple[tuple[str, float], ...] = TIERS) -> str:
-    """The offline difficulty tier of a prompt: very_easy … very_hard by pass@k, unsolved at 0."""
-    if pass_at_k is None:
-        return UNVERIFIABLE
-    if pass_at_k <= 0:
-        return UNSOLVED
-    for name, low in tiers:
-        if pass_at_k >= low:
-            return name
-    return tiers[-1][0]
+    """The offline difficulty tier of a prompt: very_easy … very_hard by pass@k, unsolved at 0; a prompt with no
+    verifiable answer is `unverifiable`."""
+    return UNVERIFIABLE if pass_at_k is None else tier_of(pass_at_k, tiers)

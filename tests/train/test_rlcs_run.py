@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import yaml
 from typer.testing import CliRunner
 
+from orchestration.train_verbs import train_app as app
 from synth.toy_reasoning import ToyConfig, generate, split_of
-from train.cli import app
 
 
 def test_toy_heldout_split_is_disjoint_from_training():

@@ -1,24 +1,9 @@
-"""Difficulty tiers from a pass rate: the same names and lower bounds as the distillation's pass@k tiers
-(synth/distill/checks.py; `train` does not import `synth`, so the table is repeated here and a test keeps the two
-equal)."""
+"""Difficulty tiers from a pass rate: the table lives in `pipelines.formats` (shared with the distillation's pass@k
+tiers); here, what the sampler adds to it."""
 
 from __future__ import annotations
 
-# (name, lowest pass rate in the tier), easiest first; a pass rate of exactly 0 is `unsolved`.
-TIERS: tuple[tuple[str, float], ...] = (("very_easy", 0.9), ("easy", 0.6), ("medium", 0.3), ("hard", 0.101),
-                                        ("very_hard", 1e-9))
-UNSOLVED = "unsolved"
-TIER_NAMES: tuple[str, ...] = tuple(name for name, _ in TIERS) + (UNSOLVED,)
-
-
-def tier_of(pass_rate: float | None, tiers: tuple[tuple[str, float], ...] = TIERS) -> str:
-    """The tier of a pass rate in [0, 1]; None (never rolled out) counts as unsolved."""
-    if pass_rate is None:
-        return UNSOLVED
-    for name, low in tiers:
-        if pass_rate >= low:
-            return name
-    return UNSOLVED
+from pipelines.formats import TIER_NAMES, TIERS, UNSOLVED, tier_of  # noqa: F401 - one table, shared with distillation
 
 
 def tier_midpoint(name: str, tiers: tuple[tuple[str, float], ...] = TIERS) -> float:
