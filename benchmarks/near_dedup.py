@@ -2,7 +2,8 @@
 
 Map: the per-row hashing (and thumbnail) over --n rows from image bytes. Reduce: the whole dedup reduce in one
 process (buckets, candidate pairs, verification) over the distinct stamps. (a) and (b) alternate for --rounds
-rounds and the best round of each counts. Prints rates and b/a; there is no target, it is the price of crops.
+rounds and the best round of each counts. The map is timed in wall seconds and in CPU-seconds of this process (on a
+shared, loaded machine the CPU figure is the reliable one). Prints rates and b/a (target >= 0.8 on the map side).
 
     .venv/bin/python benchmarks/near_dedup.py            # needs data/demo (make demo builds it)
 """
@@ -34,10 +35,11 @@ def batches(images: list[bytes], op: NearDedup, batch_size: int = 64) -> list[pa
     return out
 
 
-def run_map(op: NearDedup, inputs: list[pa.RecordBatch]) -> tuple[float, list[pa.RecordBatch]]:
-    start = time.perf_counter()
+def run_map(op: NearDedup, inputs: list[pa.RecordBatch]) -> tuple[float, float, list[pa.RecordBatch]]:
+    """(wall seconds, CPU seconds, mapped batches)."""
+    start, cpu = time.perf_counter(), time.process_time()
     mapped = [op(b) for b in inputs]
-    return time.perf_counter() - start, mapped
+    return time.perf_counter() - start, time.process_time() - cpu, mapped
 
 
 def run_reduce(op: NearDedup, mapped: list[pa.RecordBatch]) -> tuple[float, int]:
@@ -61,20 +63,23 @@ def main() -> None:
     repeated = [distinct[i % len(distinct)] for i in range(args.n)]
     ops = {"a": NearDedup(), "b": NearDedup(crops=True)}
     best_map = {k: float("inf") for k in ops}
+    best_cpu = {k: float("inf") for k in ops}
     best_reduce = {k: float("inf") for k in ops}
     dropped = {}
     for _ in range(args.rounds):
         for name, op in ops.items():
-            seconds, _ = run_map(op, batches(repeated, op))
-            best_map[name] = min(best_map[name], seconds)
-            _, mapped = run_map(op, batches(distinct, op))
+            seconds, cpu, _ = run_map(op, batches(repeated, op))
+            best_map[name], best_cpu[name] = min(best_map[name], seconds), min(best_cpu[name], cpu)
+            _, _, mapped = run_map(op, batches(distinct, op))
             seconds, dropped[name] = run_reduce(op, mapped)
             best_reduce[name] = min(best_reduce[name], seconds)
     rate = {k: args.n / v for k, v in best_map.items()}
+    per_cpu = {k: args.n / v for k, v in best_cpu.items()}
     print(f"{len(distinct)} distinct images from {args.images}; map over {args.n} rows, best of {args.rounds} rounds")
-    print(f"(a) plain pHash map {rate['a']:.1f} rows/s; reduce over {len(distinct)} rows {best_reduce['a']:.2f} s, {dropped['a']} dropped")
-    print(f"(b) crops map       {rate['b']:.1f} rows/s; reduce over {len(distinct)} rows {best_reduce['b']:.2f} s, {dropped['b']} dropped")
-    print(f"map b/a {rate['b'] / rate['a']:.2f}")
+    for key, name in (("a", "plain pHash map"), ("b", "crops map      ")):
+        print(f"({key}) {name} {rate[key]:7.1f} rows/s wall, {per_cpu[key]:7.1f} rows per CPU-second; reduce over "
+              f"{len(distinct)} rows {best_reduce[key]:.2f} s, {dropped[key]} dropped")
+    print(f"map b/a {rate['b'] / rate['a']:.2f} wall, {per_cpu['b'] / per_cpu['a']:.2f} CPU  (target >= 0.8)")
 
 
 if __name__ == "__main__":
