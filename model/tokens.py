@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# The answer-format tokens have one home, shared with synth/ and the verifiers.
+from pipelines.formats import ANSWER_BEGIN, ANSWER_END, BOX_BEGIN, BOX_END, THINK_BEGIN, THINK_END  # noqa: F401
+
 PAD = "<|endoftext|>"
 EOS = "<|endoftext|>"
 IMAGE = "<|image|>"
@@ -10,8 +13,6 @@ IMAGE_END = "<|end_of_image|>"
 VIDEO = "<|video|>"
 VIDEO_BEGIN = "<|begin_of_video|>"
 VIDEO_END = "<|end_of_video|>"
-# The answer-format tokens have one home, shared with synth/ and the verifiers.
-from pipelines.formats import ANSWER_BEGIN, ANSWER_END, BOX_BEGIN, BOX_END, THINK_BEGIN, THINK_END  # noqa: E402,F401
 USER, ASSISTANT, SYSTEM, OBSERVATION = "<|user|>", "<|assistant|>", "<|system|>", "<|observation|>"
 GMASK, SOP = "[gMASK]", "<sop>"
 
