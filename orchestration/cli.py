@@ -126,7 +126,7 @@ def demo(
         f"demo corpus: {manifest.clean_samples} tuxpaint stamps + {len(manifest.faults)} injected faults under {data}/corpus"
     )
     overrides = {"engine.master": master} if master else {}
-    if not (DEMO_CLIP / "clip.pt").exists():
+    if not (DEMO_CLIP / "threshold.json").exists():  # written last: a training cut short is redone
         # The CLIP filter is trained once, on the curated clean stamps, with open_clip's own trainer.
         from train.clip import ClipTrainConfig, train_clip
 
