@@ -82,9 +82,15 @@ def run_steps(steps: list[Step], batches: Iterator[pa.RecordBatch], result: Any 
             assert isinstance(op, GlobalOperator)
             op = _Decision(op, result)
         live.append((op, s.schema))
-    # Each picture decoded once for all stages of the pass that read pixels, released with the batch; a pass with
-    # a single such stage has nothing to share and keeps no pictures.
-    budget = VIEWS_BUDGET_BYTES if sum(s.kind == "map" and "image" in s.op.reads for s in steps) > 1 else 0
+    # Each picture decoded once for all stages of the pass that read pixels, released with the batch. A pass with a
+    # single such stage has nothing to share and keeps no pictures; a stage whose columns an earlier stage of the
+    # pass already made (exact_dedup after decode: pixel_sha1) computes nothing and does not count.
+    readers, made = 0, set()
+    for s in steps:
+        adds = {f.name for f in s.op.adds}
+        readers += s.kind == "map" and "image" in s.op.reads and not (adds and adds <= made)
+        made |= adds
+    budget = VIEWS_BUDGET_BYTES if readers > 1 else 0
     for batch in batches:
         with decoded_views(budget):
             for op, schema in live:

@@ -214,5 +214,7 @@ def test_a_pass_with_one_stage_reading_pixels_keeps_no_pictures():
 
     batch = _batch(_images()[:2])
     list(run_steps(_steps([Decode(), Probe()]), iter([batch])))
+    list(run_steps(_steps([Decode(), ExactDedup(), Probe()]), iter([batch])))  # exact_dedup reuses decode's hashes
     list(run_steps(_steps([Decode(), PixelProbe()]), iter([batch])))
-    assert seen == [0, imaging.VIEWS_BUDGET_BYTES]
+    list(run_steps(_steps([ExactDedup(), PixelProbe()]), iter([batch])))
+    assert seen == [0, 0, imaging.VIEWS_BUDGET_BYTES, imaging.VIEWS_BUDGET_BYTES]
