@@ -91,11 +91,9 @@ class GroundingDetect(Generator):
     adds = (pa.field("width", pa.int32()), pa.field("height", pa.int32()), C.BOXES, C.MESSAGES, PHRASES)
 
     def setup(self) -> None:
-        import torch
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
         path = check_model(self.config.model)
-        torch.set_grad_enabled(False)
         self.processor = AutoProcessor.from_pretrained(path)
         self.model = AutoModelForZeroShotObjectDetection.from_pretrained(path).to(self.config.device).eval()
         self.kind = self.model.config.model_type  # owlv2 | owlvit | grounding-dino | mm-grounding-dino
@@ -106,7 +104,14 @@ class GroundingDetect(Generator):
         return found[: self.config.max_phrases]
 
     def detect(self, image: Image.Image, phrases: list[str]) -> list[dict[str, Any]]:
-        """Boxes (pixels), scores and phrases above the threshold, after NMS per phrase."""
+        """Boxes (pixels), scores and phrases above the threshold, after NMS per phrase (no autograd: inference only,
+        scoped to this call so a worker that also trains is unaffected)."""
+        import torch
+
+        with torch.inference_mode():
+            return self._detect(image, phrases)
+
+    def _detect(self, image: Image.Image, phrases: list[str]) -> list[dict[str, Any]]:
         import torch
         from torchvision.ops import batched_nms
 

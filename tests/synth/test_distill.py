@@ -4,12 +4,10 @@ against `vlmdata serve-model --model tiny` through the CLI (a real model over re
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +22,7 @@ from pipelines.formats import build_answer
 from synth import distill
 from synth.distill.checks import counts_as_pass, format_problem, is_verifiable, tier
 from synth.distill.quality import mixed_language, repetition
+from tests.aio import serve_in_thread
 from tests.model.test_serve import running_server
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,21 +103,10 @@ def scripted_teacher() -> Iterator[str]:
                                                "finish_reason": "stop"} for i, c in enumerate(choices)],
                                   "usage": {"prompt_tokens": 10, "completion_tokens": 20}})
 
-    loop = asyncio.new_event_loop()
     app = web.Application()
     app.add_routes([web.get("/v1/models", models), web.post("/v1/chat/completions", chat)])
-    runner = web.AppRunner(app)
-    loop.run_until_complete(runner.setup())
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    loop.run_until_complete(site.start())
-    port = site._server.sockets[0].getsockname()[1]
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
+    with serve_in_thread(app) as url:
+        yield f"{url}/v1"
 
 
 def kept_samples(out: Path) -> list[dict]:

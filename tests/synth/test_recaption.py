@@ -4,13 +4,11 @@ contradicts, the ratio draw); and `vlmdata synth recaption` against `vlmdata ser
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pipelines.codec import TarWriter, decode_sample, tarfile_samples
 from synth import recaption
 from synth.recaption.checks import RecaptionChecks, candidate_text, check_recaption, facts, missing_facts
+from tests.aio import serve_in_thread
 from tests.images import png_bytes
 from tests.model.test_serve import running_server
 
@@ -99,21 +98,10 @@ def scripted_teacher() -> Iterator[str]:
                                                "finish_reason": "stop"}],
                                   "usage": {"prompt_tokens": 10, "completion_tokens": 20}})
 
-    loop = asyncio.new_event_loop()
     app = web.Application()
     app.add_routes([web.get("/v1/models", models), web.post("/v1/chat/completions", chat)])
-    runner = web.AppRunner(app)
-    loop.run_until_complete(runner.setup())
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    loop.run_until_complete(site.start())
-    port = site._server.sockets[0].getsockname()[1]
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
+    with serve_in_thread(app) as url:
+        yield f"{url}/v1"
 
 
 def write_shards(folder: Path, captions: list[str], images: list[bytes]) -> Path:
