@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
@@ -26,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
+from pipelines.plugins import import_path, load_group
 from pipelines.schema import child_key, conform, set_columns
 
 ENTRY_POINT_GROUP = "vlmdata.operators"
@@ -274,26 +273,13 @@ def operator_classes() -> dict[str, type[Operator]]:
 
     An entry point that fails to load is reported by name instead of hiding every other operator.
     """
-    found: dict[str, type[Operator]] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            found[ep.name] = ep.load()
-        except Exception as exc:  # noqa: BLE001 - a broken plug-in must not hide the others
-            warnings.warn(f"operator {ep.name!r} ({ep.value}) cannot be loaded: {exc}", stacklevel=2)
-    return found
+    return load_group(ENTRY_POINT_GROUP, "operator")
 
 
 def build_operator(name: str, config: Mapping[str, Any] | None = None) -> Operator:
     """A registered operator by name, or any Operator subclass by import path (`package.module:Class`)."""
     if ":" in name:
-        module, _, attr = name.partition(":")
-        try:
-            cls = getattr(import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"cannot import operator {name!r}: {exc}") from exc
-        if not (isinstance(cls, type) and issubclass(cls, Operator)):
-            raise ValueError(f"{name!r} is not an Operator subclass")
-        return cls(config or {})
+        return import_path(name, "operator", Operator)(config or {})
     points = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
     if name not in points:
         known = ", ".join(sorted(points)) or "none registered (is the package installed?)"

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from importlib import import_module
-from importlib.metadata import entry_points
 from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipelines import storage
+from pipelines.plugins import import_path, load_group
 from pipelines.schema import make_key, record_schema
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
@@ -134,24 +133,16 @@ class ModuleSource(Source):
 @cache
 def sources() -> dict[str, Source]:
     """Every registered source by name (entry points `vlmdata.sources`); a broken plug-in is reported by name."""
-    found: dict[str, Source] = {}
-    for ep in entry_points(group=SOURCE_ENTRY_POINTS):
-        try:
-            obj = ep.load()
-            found[ep.name] = obj() if isinstance(obj, type) else obj
-        except Exception as exc:  # noqa: BLE001 - a broken plug-in must not hide the others
-            warnings.warn(f"source {ep.name!r} ({ep.value}) cannot be loaded: {exc}", stacklevel=2)
-    return found
+    return {name: obj() if isinstance(obj, type) else obj for name, obj in load_group(SOURCE_ENTRY_POINTS, "source").items()}
 
 
 def get_source(name: str) -> Source:
     """A registered source, or any Source subclass by import path (`package.module:Class`)."""
     if ":" in name and not name.startswith("count:"):
-        module, _, attr = name.partition(":")
         try:
-            obj = getattr(import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise InputError(f"cannot import source {name!r}: {exc}") from exc
+            obj = import_path(name, "source")
+        except ValueError as exc:
+            raise InputError(str(exc)) from exc
         return obj() if isinstance(obj, type) else obj
     known = sources()
     if name not in known:

@@ -14,7 +14,7 @@ from pipelines.formats import parse_answer
 from pipelines.operator import Generator, OperatorConfig
 from synth.distill.checks import TIERS, format_problem, is_verifiable, tier
 from synth.distill.quality import mixed_language, repetition
-from synth.teachers import TeacherConfig, TeacherError
+from synth.teachers import TeacherConfig, TeacherError, TeacherStage
 
 INSTRUCTION = ("{question}\n\nThink step by step inside <think></think>, then answer inside <answer></answer>; "
                "put the final answer inside <|begin_of_box|><|end_of_box|>.")
@@ -48,7 +48,7 @@ def _image_format(data: bytes | None) -> str | None:
     return "png" if data.startswith(b"\x89PNG") else "jpeg"
 
 
-class Distill(Generator):
+class Distill(TeacherStage, Generator):
     name = "distill"
     Config = DistillConfig
     reads = ("text", "image", "answer", "domain")
@@ -64,12 +64,6 @@ class Distill(Generator):
         pa.field("image_format", pa.string()),
     )
 
-    _teacher: Any = None
-
-    def preflight(self) -> None:
-        t = self.config.teacher
-        if not t.endpoint.startswith("inproc:"):
-            t.build().close()  # an unreachable server stops the run here, naming the URL
 
     def setup(self) -> None:
         self._teacher = self.config.teacher.build()

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from pipelines.operator import Operator, OperatorConfig, with_verdicts
 from synth.recaption.checks import RecaptionChecks, candidate_text, check_recaption, clip_margin_ok
-from synth.teachers import TeacherConfig, TeacherError
+from synth.teachers import TeacherConfig, TeacherError, TeacherStage
 
 PROMPT = ("Here is an image and its original caption:\n{caption}\n\nRewrite the caption so that it describes the "
           "image accurately and in detail. Keep every name, number and quoted text of the original that the image "
@@ -50,7 +50,7 @@ class RecaptionConfig(OperatorConfig):
     clip: ClipMargin | None = Field(None, description="CLIP score check; None: off.")
 
 
-class Recaption(Operator):
+class Recaption(TeacherStage, Operator):
     name = "recaption"
     Config = RecaptionConfig
     reads = ("image", "text")
@@ -64,14 +64,8 @@ class Recaption(Operator):
         pa.field("clip_score_recaption", pa.float32()),
     )
 
-    _teacher: Any = None
     _ocr: Any = None
     _clip: Any = None
-
-    def preflight(self) -> None:
-        t = self.config.teacher
-        if not t.endpoint.startswith("inproc:"):
-            t.build().close()  # an unreachable server stops the run here, naming the URL
 
     def setup(self) -> None:
         self._teacher = self.config.teacher.build()

@@ -10,7 +10,7 @@ from synth.teachers.base import (
            Usage,
            attach_images,
 )
-from synth.teachers.config import TeacherConfig, teacher_from_spec
+from synth.teachers.config import TeacherConfig, TeacherStage, teacher_from_spec
 
-__all__ = ["Completion", "Messages", "Teacher", "TeacherConfig", "TeacherError", "TeacherTimeout", "Usage",
+__all__ = ["Completion", "Messages", "Teacher", "TeacherConfig", "TeacherStage", "TeacherError", "TeacherTimeout", "Usage",
            "attach_images", "teacher_from_spec"]

@@ -49,3 +49,15 @@ def teacher_from_spec(spec: str, model: str | None = None, **options: Any) -> Te
 
         return OpenAITeacher(spec, model, **options)
     raise ValueError(f"teacher {spec!r}: expected http(s)://HOST:PORT/v1 or inproc:PATH_OR_PRESET")
+
+
+class TeacherStage:
+    """Mixin for operators with a `teacher: TeacherConfig` in their config: the driver checks the teacher is
+    reachable before the run starts (an unreachable server stops it, naming the URL)."""
+
+    _teacher: Any = None
+
+    def preflight(self) -> None:
+        t = self.config.teacher  # type: ignore[attr-defined]
+        if not t.endpoint.startswith("inproc:"):
+            t.build().close()

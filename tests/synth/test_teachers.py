@@ -4,7 +4,6 @@ aiohttp servers that fail with 503 or never answer, for retries and timeouts; th
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -15,6 +14,7 @@ from pydantic import ValidationError
 from synth.teachers import TeacherConfig, TeacherError, TeacherTimeout, attach_images, teacher_from_spec
 from synth.teachers.inproc import InprocTeacher
 from synth.teachers.openai_http import OpenAITeacher
+from tests.aio import serve_in_thread
 from tests.images import png_bytes
 from tests.model.test_serve import running_server
 
@@ -94,34 +94,10 @@ def flaky_server(failures: int, delay_s: float = 0.0) -> Iterator[tuple[str, lis
             {"index": 0, "message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}})
 
-    started, box = threading.Event(), {}
-
-    def serve() -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", chat)
-        runner = web.AppRunner(app, shutdown_timeout=0.5)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
-        box.update(url=f"http://127.0.0.1:{runner.addresses[0][1]}/v1", loop=loop, stop=asyncio.Event())
-        started.set()
-        loop.run_until_complete(box["stop"].wait())
-        loop.run_until_complete(runner.cleanup())
-        pending = asyncio.all_tasks(loop)  # a handler still sleeping (the timeout case) is cancelled, not leaked
-        for task in pending:
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.close()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    assert started.wait(30)
-    try:
-        yield box["url"], hits
-    finally:
-        box["loop"].call_soon_threadsafe(box["stop"].set)
-        t.join(10)
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    with serve_in_thread(app) as url:
+        yield f"{url}/v1", hits
 
 
 def test_retries_503_with_backoff_then_succeeds():

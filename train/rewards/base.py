@@ -7,14 +7,13 @@ the built-ins are also known without installed metadata, and any `module:Class` 
 from __future__ import annotations
 
 import re
-import warnings
-from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.formats import BOX_BEGIN, BOX_END, parse_answer
+from pipelines.plugins import import_path, load_group
 
 ENTRY_POINT_GROUP = "vlmdata.verifiers"
 _WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")  # words of prose; \frac, \sqrt, x, y are not
@@ -167,23 +166,12 @@ def verifier_classes() -> dict[str, type[Verifier]]:
     """Every registered verifier by domain name: the built-ins, then the entry points of `vlmdata.verifiers`
     (a plug-in may add a domain or replace a built-in). A broken plug-in is reported, not fatal."""
     found = {name: _load(path) for name, path in BUILTINS.items()}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            found[ep.name] = ep.load()
-        except Exception as exc:  # noqa: BLE001 - a broken plug-in must not hide the others
-            warnings.warn(f"verifier {ep.name!r} ({ep.value}) cannot be loaded: {exc}", stacklevel=2)
+    found.update(load_group(ENTRY_POINT_GROUP, "verifier"))
     return found
 
 
 def _load(path: str) -> type[Verifier]:
-    module, _, attr = path.partition(":")
-    try:
-        cls = getattr(import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot import verifier {path!r}: {exc}") from exc
-    if not (isinstance(cls, type) and issubclass(cls, Verifier)):
-        raise ValueError(f"{path!r} is not a Verifier subclass")
-    return cls
+    return import_path(path, "verifier", Verifier)
 
 
 def verifier_class(domain: str) -> type[Verifier]:
