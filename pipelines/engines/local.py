@@ -76,7 +76,9 @@ class LocalEngine:
                     if attempts[part.id] > self.config.task_retries:
                         raise RuntimeError(
                             f"local engine: part {part.id} ({part.path or part.root}) killed its worker "
-                            f"{attempts[part.id]} times in {runner.describe(k)}; see the worker's output above"
+                            f"{attempts[part.id]} times in {runner.describe(k)}; see the worker's output above (a script "
+                            "that runs a pipeline must guard its entry point with `if __name__ == '__main__':`, as "
+                            "Python's multiprocessing requires)"
                         ) from None
                     failed.append(part)
             if failed:
