@@ -144,6 +144,8 @@ def get_source(name: str) -> Source:
         except ValueError as exc:
             raise InputError(str(exc)) from exc
         return obj() if isinstance(obj, type) else obj
+    if name in BUILTIN_SOURCES:  # no entry-point scan in every engine worker for the built-ins
+        return getattr(import_module("pipelines.readers.builtin"), name.upper())
     known = sources()
     if name not in known:
         raise InputError(f"unknown source {name!r}; known sources: {', '.join(sorted(known)) or 'none'}")
