@@ -9,6 +9,7 @@ import pyarrow as pa
 from PIL import Image
 from pydantic import Field
 
+from pipelines.columns import IMAGE_FIELDS
 from pipelines.imaging import DecodeError, color_spread, pixel_digest, views
 from pipelines.operator import Operator, OperatorConfig, with_verdicts
 
@@ -31,9 +32,7 @@ class Decode(Operator):
     Config = DecodeConfig
     reads = ("image",)
     adds = (
-        pa.field("width", pa.int32()),
-        pa.field("height", pa.int32()),
-        pa.field("image_format", pa.string()),  # "jpeg" | "png": extension of the stored bytes
+        *IMAGE_FIELDS,
         pa.field("pixel_sha1", pa.string()),  # hash of decoded RGB pixels (exact dedup)
         pa.field("color_std", pa.float32()),  # std of a small RGB thumbnail (solid-colour test)
     )

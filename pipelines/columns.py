@@ -16,6 +16,12 @@ import pyarrow as pa
 WORKING = b"vlmdata.working"  # field metadata: the column never enters a sample
 SIDECAR = b"vlmdata.sidecar"  # field metadata: the column goes to NAME.<value>.parquet beside the shard
 
+# The stored image's size and encoding: every operator that decodes or makes an image declares these.
+WIDTH = pa.field("width", pa.int32())
+HEIGHT = pa.field("height", pa.int32())
+IMAGE_FORMAT = pa.field("image_format", pa.string())  # "jpeg" | "png": the extension of the stored bytes
+IMAGE_FIELDS = (WIDTH, HEIGHT, IMAGE_FORMAT)
+
 # A chat message: HF's multimodal chat format, so transformers, LLaMA-Factory and our trainer read it as is.
 # `content` is always a list of parts: {"type": "image"} (the sample's image `image` index, default 0),
 # {"type": "text", "text": …}.

@@ -61,7 +61,7 @@ class Distill(TeacherStage, Generator):
         pa.field("finish_reason", pa.string()),
         pa.field("verdict", pa.string()),  # the verifier's reason (match, mismatch, no_box, …)
         pa.field("think_words", pa.int32()),
-        pa.field("image_format", pa.string()),
+        C.IMAGE_FORMAT,
     )
 
 

@@ -88,7 +88,7 @@ class GroundingDetect(Generator):
     name = "grounding_detect"
     Config = GroundingDetectConfig
     reads = ("image", "text")
-    adds = (pa.field("width", pa.int32()), pa.field("height", pa.int32()), C.BOXES, C.MESSAGES, PHRASES)
+    adds = (C.WIDTH, C.HEIGHT, C.BOXES, C.MESSAGES, PHRASES)
 
     def setup(self) -> None:
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor

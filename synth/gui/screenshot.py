@@ -76,8 +76,7 @@ class GuiScreenshot(Generator):
     name = "gui_screenshot"
     Config = GuiScreenshotConfig
     reads = ("source",)
-    adds = (pa.field("width", pa.int32()), pa.field("height", pa.int32()), pa.field("image_format", pa.string()),
-            VIEWPORT, C.ELEMENTS, TEXT_SHOWN, EXTRACT_DROPS)
+    adds = (*C.IMAGE_FIELDS, VIEWPORT, C.ELEMENTS, TEXT_SHOWN, EXTRACT_DROPS)
 
     # Pages that failed in this worker: a page gets a second try (the engine retries a failed batch once, which
     # covers a transient stall), then fails at once, so bisecting the batch does not wait for it again.

@@ -106,9 +106,7 @@ class AcademicPages(Generator):
     Config = AcademicConfig
     reads = ()
     adds = (
-        pa.field("width", pa.int32()),
-        pa.field("height", pa.int32()),
-        pa.field("image_format", pa.string()),
+        *C.IMAGE_FIELDS,
         C.OCR,  # one "block" item per block on the page: its markup and box
         C.MESSAGES,
         pa.field("page", pa.int32()),  # 0-based page number in the document

@@ -87,9 +87,7 @@ class RenderDocs(Generator):
     Config = RenderConfig
     reads = ()
     adds = (
-        pa.field("width", pa.int32()),
-        pa.field("height", pa.int32()),
-        pa.field("image_format", pa.string()),
+        *C.IMAGE_FIELDS,
         C.OCR,
         C.MESSAGES,
         pa.field("font", pa.string()),  # family and weight, e.g. "DejaVu Sans bold"

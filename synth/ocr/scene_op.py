@@ -41,9 +41,7 @@ class SceneText(Generator):
     Config = SceneConfig
     reads = ("image",)
     adds = (
-        pa.field("width", pa.int32()),
-        pa.field("height", pa.int32()),
-        pa.field("image_format", pa.string()),
+        *C.IMAGE_FIELDS,
         C.OCR,
         C.MESSAGES,
         pa.field("caption", pa.string()),  # the parent's caption; `text` becomes the text read in the image
