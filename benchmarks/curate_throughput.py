@@ -26,13 +26,13 @@ from pipelines.spec import EngineConfig, PipelineSpec, ShardConfig, StageSpec
 from synth.demo_corpus import STAMPS_DIR
 
 
-def make_images(folder: Path, n: int, side: int, seed: int = 0) -> None:
+def web_jpegs(n: int, side: int, seed: int = 0) -> list[bytes]:
     """`n` web-like JPEGs: real tuxpaint stamps pasted on textured backgrounds, `side` px on the long side."""
     rng = random.Random(seed)
     stamps = sorted(Path(STAMPS_DIR).rglob("*.png"))
-    folder.mkdir(parents=True, exist_ok=True)
     noise = np.random.default_rng(seed)
-    for i in range(n):
+    out = []
+    for _ in range(n):
         w, h = side, rng.randint(side * 2 // 3, side)
         bg = (noise.random((h, w, 3)) * 80 + np.array([rng.randint(0, 170) for _ in range(3)])).clip(0, 255)
         canvas = Image.fromarray(bg.astype("uint8"))
@@ -41,7 +41,15 @@ def make_images(folder: Path, n: int, side: int, seed: int = 0) -> None:
         canvas.paste(stamp, (rng.randint(0, w - stamp.width), rng.randint(0, h - stamp.height)), stamp)
         buf = io.BytesIO()
         canvas.save(buf, format="JPEG", quality=90)
-        (folder / f"{i:06d}.jpg").write_bytes(buf.getvalue())
+        out.append(buf.getvalue())
+    return out
+
+
+def make_images(folder: Path, n: int, side: int, seed: int = 0) -> None:
+    """`web_jpegs` written as a folder of images with captions."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, data in enumerate(web_jpegs(n, side, seed)):
+        (folder / f"{i:06d}.jpg").write_bytes(data)
         (folder / f"{i:06d}.txt").write_text(f"a clip-art picture number {i} on a textured background")
 
 

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import argparse
 import io
-import random
+import sys
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from curate_throughput import web_jpegs  # noqa: E402 - one generator of benchmark JPEGs
 
 from pipelines.imaging import decode_rgb
 from synth.demo_corpus import STAMPS_DIR
@@ -40,23 +43,6 @@ def curation_before(data: bytes) -> Image.Image:
             return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
         return img.convert("RGB")
 
-
-def web_jpegs(stamps: list[Path], n: int, side: int, seed: int = 0) -> list[bytes]:
-    rng, noise = random.Random(seed), np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        w, h = side, rng.randint(side * 2 // 3, side)
-        bg = (noise.random((h, w, 3)) * 80 + np.array([rng.randint(0, 170) for _ in range(3)])).clip(0, 255)
-        canvas = Image.fromarray(bg.astype("uint8"))
-        stamp = Image.open(rng.choice(stamps)).convert("RGBA")
-        stamp.thumbnail((w * 3 // 4, h * 3 // 4))
-        canvas.paste(stamp, (rng.randint(0, w - stamp.width), rng.randint(0, h - stamp.height)), stamp)
-        buf = io.BytesIO()
-        canvas.save(buf, format="JPEG", quality=90)
-        out.append(buf.getvalue())
-    return out
-
-
 def best_time(fn: Callable[[bytes], Image.Image], datas: list[bytes]) -> float:
     start = time.process_time()  # CPU time of this (single-threaded) loop: steadier than wall time on a shared box
     for d in datas:
@@ -74,7 +60,7 @@ def main() -> None:
     stamps = sorted(Path(STAMPS_DIR).rglob("*.png"))
     sets = {
         f"demo stamps (PNG, {len(stamps)})": [p.read_bytes() for p in stamps],
-        f"web-like JPEGs ({args.jpegs}, {args.side} px)": web_jpegs(stamps, args.jpegs, args.side),
+        f"web-like JPEGs ({args.jpegs}, {args.side} px)": web_jpegs(args.jpegs, args.side),
     }
     methods = {"plain convert": plain, "curation before": curation_before, "decode_rgb": decode_rgb}
     for name, datas in sets.items():
