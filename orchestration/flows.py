@@ -87,18 +87,18 @@ def curate(config: str, inputs: list[str], output: str, overrides: dict[str, Any
            lock: bool = True) -> dict[str, Any]:
     """Curate `inputs` with the recipe at `config` into `output` (shards, index.json, stats.json, ledger.parquet).
     `lock`: take the output folder's lock (False when the caller already holds it)."""
-    spec = load_spec(config, overrides)
-    if not lock:
-        return _curate(spec, inputs, output)
-    with OutputLayout(output).lock():
-        return _curate(spec, inputs, output)
+    return _run(load_spec(config, overrides), inputs, output, lock)
 
 
 @flow(name="synth", log_prints=True)
 def synth(verb: str, config: str, inputs: list[str], output: str, overrides: dict[str, Any] | None = None,
           lock: bool = True) -> dict[str, Any]:
     """A generating recipe (`vlmdata synth VERB`): the same passes, reduces, resume, ledger and shards as curate."""
-    spec = load_spec(config, overrides)
+    return _run(load_spec(config, overrides), inputs, output, lock)
+
+
+def _run(spec: PipelineSpec, inputs: list[str], output: str, lock: bool) -> dict[str, Any]:
+    """The body both flows share, under the output folder's lock unless the caller holds it."""
     if not lock:
         return _curate(spec, inputs, output)
     with OutputLayout(output).lock():
