@@ -8,8 +8,10 @@ a recipe names one in `reader.format` (or `auto` picks by what each input is), w
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import math
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -210,9 +212,6 @@ def json_meta(meta: Mapping[str, Any] | None) -> str:
 
 
 def _json_safe(value: Any) -> Any:
-    import base64
-    import math
-
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
