@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, Field
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "train"
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_yaml(cls: type[M], path: str | Path, config_dir: Path) -> M:
+    """A config model from a YAML file, or from `config_dir/NAME.yaml` when `path` is a bare recipe name."""
+    path = Path(path)
+    if not path.exists() and (config_dir / f"{path}.yaml").exists():
+        path = config_dir / f"{path}.yaml"
+    return cls.model_validate(yaml.safe_load(path.read_text()) or {})
 
 
 class ShardSource(BaseModel):
@@ -113,7 +122,4 @@ class TrainConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
-        path = Path(path)
-        if not path.exists() and (CONFIG_DIR / f"{path}.yaml").exists():
-            path = CONFIG_DIR / f"{path}.yaml"
-        return cls.model_validate(yaml.safe_load(path.read_text()) or {})
+        return load_yaml(cls, path, CONFIG_DIR)

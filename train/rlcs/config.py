@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from train.config import OptimConfig
+from train.config import OptimConfig, load_yaml
 from train.rlcs.dynamic import DynamicConfig
 from train.rlcs.rollout import RolloutConfig
 from train.rlcs.sampler import SamplerConfig
@@ -102,7 +101,4 @@ class RLCSConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RLCSConfig:
-        path = Path(path)
-        if not path.exists() and (CONFIG_DIR / f"{path}.yaml").exists():
-            path = CONFIG_DIR / f"{path}.yaml"
-        return cls.model_validate(yaml.safe_load(path.read_text()) or {})
+        return load_yaml(cls, path, CONFIG_DIR)
