@@ -1,22 +1,32 @@
 """Scoring many (domain, answer, truth) items in parallel, each under a hard timeout.
 
-Built on `pebble.ProcessPool`: a task that overruns its timeout has its worker process killed and replaced, which
+Built on `pebble.ProcessPool`: a task that overruns its deadline has its worker process killed and replaced, which
 no in-process timer can do (sympy may hang inside one C call; math-verify's `signal.alarm` timeout works only on
-a main thread). Per-call overhead is kept low by sending chunks of items per task, sized from the measured cost
-per item to about `chunk_s` of work (a task costs the caller about half a millisecond of CPU, so cheap verifiers
-need hundreds of items per task); a chunk gets `timeout_s` in all, and a chunk that overruns it (or whose worker dies) is re-run one item per task, each with its own
-`timeout_s`, so an item is scored as a timeout (0, reason `timeout`, counted) only when it alone overruns.
+a main thread). Per-item overhead is kept low by sending chunks of items per task, as columns of plain strings,
+sized from the measured CPU cost per item to about `chunk_s` of work (a task costs the caller and a worker about
+0.3 ms of CPU in all, so cheap verifiers need hundreds of items per task).
+
+Every item still gets its own `timeout_s`: a worker writes, into an array shared with the caller, which item of
+its chunk it is scoring and since when. A chunk's deadline is `timeout_s` for the item that may hang plus
+`timeout_s` for the rest (chunks are sized to a small fraction of that); when a chunk overruns it (or its worker
+dies), the caller reads how far it got: the item in progress scores 0 as a `timeout` if it alone ran for
+`timeout_s` (else it is re-run alone with its own `timeout_s`; a worker that dies on it twice is `error:worker_died`),
+and the items before and after it are re-run as chunks, so only the stuck item scores 0.
 """
 
 from __future__ import annotations
 
+import gc
 import math
 import multiprocessing
 import os
 import threading
 import time
+from collections import Counter, deque
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 from pebble import ProcessExpired, ProcessPool
@@ -25,12 +35,14 @@ from train.rewards.base import BUILTINS, Verdict, get_verifier
 
 Item = tuple[str, str, str]  # (domain, answer, truth)
 _SHOWN = 300  # extracted/compared text sent back per item, at most
+_SLOTS = 8192  # chunks in flight that report their progress (more still run; a failure then re-runs item by item)
+_FAILED = (FutureTimeout, ProcessExpired, OSError, RuntimeError)  # a task that gave no result
 
 
 @dataclass
 class PoolStats:
     """Counters over the pool's life: items scored, timeouts, errors (a verifier raised, a worker died),
-    chunks re-run item by item."""
+    chunks that overran their deadline or lost their worker and were split around the item in progress."""
 
     items: int = 0
     timeouts: int = 0
@@ -62,32 +74,71 @@ def warm(configs: dict[str, dict[str, Any]] | None = None, domains: list[str] | 
         del verifier
 
 
-Row = tuple[float, str | None, str | None, str]  # a Verdict as a plain tuple: pickles ~6x faster
+_PROGRESS: memoryview | None = None  # in a worker: per slot, [index of the item being scored, its start in ns]
 
 
-def _score_chunk(items: list[Item]) -> tuple[float, list[Row]]:
-    """(seconds taken, verdicts) for a chunk, in a worker; an exception is that item's verdict (0, `error:…`),
-    not the chunk's."""
-    start = time.perf_counter()
-    out: list[Row] = []
+def _init_worker(configs: dict[str, dict[str, Any]], domains: list[str] | None, progress: Any) -> None:
+    """A worker's setup: warm verifiers, the shared progress array, and the warm heap moved out of the garbage
+    collector's sight (it never becomes garbage; scanning it on every full collection is pure overhead)."""
+    global _PROGRESS
+    warm(configs, domains)
+    _PROGRESS = memoryview(progress).cast("B").cast("q")
+    gc.freeze()
+
+
+Columns = tuple[float, int, list[float], list[str | None], list[str | None], list[str]]
+
+
+def _score_chunk(slot: int, domains: str | tuple[str, ...], answers: tuple[str, ...],
+                 truths: tuple[str, ...]) -> Columns:
+    """Score a chunk in a worker: (CPU seconds taken, errors, scores, extracted, compared, reasons). `domains` is
+    one name for the whole chunk or one per item. An exception is that item's verdict (0, `error:…`), not the
+    chunk's. Before each item, its index and start time go to progress slot `slot` (-1: none)."""
+    start = time.thread_time()
+    progress = _PROGRESS if slot >= 0 else None
+    at = 2 * slot
+    now = time.monotonic_ns
+    scores: list[float] = []
+    extracted: list[str | None] = []
+    compared: list[str | None] = []
+    reasons: list[str] = []
+    errors = 0
     verifiers: dict[str, Any] = {}
-    for domain, answer, truth in items:
+    names = repeat(domains, len(answers)) if isinstance(domains, str) else domains
+    for i, (domain, answer, truth) in enumerate(zip(names, answers, truths, strict=True)):
+        if progress is not None:
+            progress[at] = i
+            progress[at + 1] = now()
         try:
             verifier = verifiers.get(domain)
             if verifier is None:
                 verifier = verifiers[domain] = get_verifier(domain, _CONFIGS.get(domain))
-            v = verifier.score(answer, truth)
-            score = float(v.score)
+            score, ext, cmp, reason = verifier.score(answer, truth)
+            score = float(score)
             if not 0.0 <= score <= 1.0:  # also nan
                 score = min(1.0, max(0.0, score)) if math.isfinite(score) else 0.0
-            out.append((score, _clip(v.extracted), _clip(v.compared), v.reason))
         except Exception as exc:  # noqa: BLE001 - a failing verifier scores 0 with the reason, the batch goes on
-            out.append((0.0, None, None, f"error:{type(exc).__name__}: {str(exc)[:200]}"))
-    return time.perf_counter() - start, out
+            score, ext, cmp, reason = 0.0, None, None, f"error:{type(exc).__name__}: {str(exc)[:200]}"
+            errors += 1
+        scores.append(score)
+        extracted.append(ext if ext is None or len(ext) <= _SHOWN else str(ext)[:_SHOWN] + "…")
+        compared.append(cmp if cmp is None or len(cmp) <= _SHOWN else str(cmp)[:_SHOWN] + "…")
+        reasons.append(reason)
+    if progress is not None:
+        progress[at] = len(answers)  # all scored: a failure from here on lost results, not an item
+    return time.thread_time() - start, errors, scores, extracted, compared, reasons
 
 
-def _clip(text: str | None) -> str | None:
-    return text if text is None or len(text) <= _SHOWN else str(text)[:_SHOWN] + "…"
+def _stamp(future: Any) -> None:
+    future.done_ns = time.monotonic_ns()  # when the task ended (for a killed chunk: when its worker was stopped)
+
+
+@dataclass
+class _Job:
+    start: int  # index of the chunk's first item in the batch
+    items: list[Item]
+    slot: int
+    future: Any
 
 
 class RewardPool:
@@ -95,7 +146,7 @@ class RewardPool:
 
     `configs` maps a domain to its verifier options (`{"grounding": {"iou_threshold": 0.7}}`); `context` is a
     multiprocessing start method (default: the platform's; pass `forkserver` or `spawn` from a process whose
-    threads must not be forked)."""
+    threads must not be forked). Safe to call `score` from several threads at once."""
 
     def __init__(self, workers: int | None = None, timeout_s: float = 5.0, chunk_size: int = 1024, chunk_s: float = 0.1,
                  configs: dict[str, dict[str, Any]] | None = None, context: str | None = None,
@@ -105,15 +156,18 @@ class RewardPool:
         self.workers = workers or os.cpu_count() or 1
         self.timeout_s = timeout_s
         self.chunk_size = max(1, chunk_size)  # most items per task
-        self.chunk_s = chunk_s  # aimed-at seconds of work per task
-        self._per_item: float | None = None  # running estimate of a worker's seconds per item
+        self.chunk_s = chunk_s  # aimed-at CPU seconds of work per task
+        self._per_item: float | None = None  # running estimate of a worker's CPU seconds per item
         self.configs = configs or {}
         self.stats = PoolStats()
         self._lock = threading.Lock()
         warm(self.configs, domains)
         ctx = multiprocessing.get_context(context)
-        self._pool = ProcessPool(max_workers=self.workers, initializer=warm, initargs=(self.configs, domains),
-                                 context=ctx)
+        self._progress = ctx.RawArray("q", 2 * _SLOTS)  # shared with every worker, replacements included
+        self._view = memoryview(self._progress).cast("B").cast("q")
+        self._free = list(range(_SLOTS))
+        self._pool = ProcessPool(max_workers=self.workers, initializer=_init_worker,
+                                 initargs=(self.configs, domains, self._progress), context=ctx)
 
     def __enter__(self) -> RewardPool:
         return self
@@ -126,49 +180,105 @@ class RewardPool:
         self._pool.stop()
         self._pool.join()
 
+    def _chunk_len(self, n: int) -> int:
+        if self._per_item is None:
+            guess = 32
+        else:  # about chunk_s of work, and far below the deadline's slack for the items besides a stuck one
+            guess = int(min(self.chunk_s, self.timeout_s / 10) / max(self._per_item, 1e-7))
+        return max(1, min(self.chunk_size, guess, math.ceil(n / (2 * self.workers))))
+
+    def _submit(self, start: int, items: list[Item]) -> _Job:
+        """Schedule `items` as one task: a single item under `timeout_s`; a chunk under `2 * timeout_s`, reporting
+        its progress in a slot when one is free."""
+        slot = -1
+        if len(items) > 1:
+            with self._lock:
+                slot = self._free.pop() if self._free else -1
+            if slot >= 0:
+                self._view[2 * slot] = -1
+        domains, answers, truths = zip(*items, strict=True)
+        first = domains[0]
+        same = domains.count(first) == len(domains)
+        deadline = self.timeout_s * min(len(items), 2)
+        future = self._pool.schedule(_score_chunk, args=(slot, first if same else domains, answers, truths),
+                                     timeout=deadline)
+        if slot >= 0:
+            future.add_done_callback(_stamp)
+        return _Job(start, items, slot, future)
+
+    def _release(self, slot: int) -> tuple[int, int]:
+        """Free a slot whose task has ended; (the index of the item it was at, that item's start in ns)."""
+        if slot < 0:
+            return -1, 0
+        at = self._view[2 * slot], self._view[2 * slot + 1]
+        with self._lock:
+            self._free.append(slot)
+        return at
+
     def score(self, items: list[Item] | list[tuple[str, str, str]]) -> Scores:
         """Verdicts for `items` in their order; every item gets one, whatever happens to it."""
-        out: Scores = Scores([None] * len(items))  # type: ignore[list-item]
-        out.stats = PoolStats()
-        guess = 32 if self._per_item is None else int(self.chunk_s / max(self._per_item, 1e-7))
-        size = max(1, min(self.chunk_size, guess, math.ceil(len(items) / (2 * self.workers))))
-        chunks = [(i, items[i:i + size]) for i in range(0, len(items), size)]
-        futures = [(start, chunk, self._pool.schedule(_score_chunk, args=(chunk,), timeout=self.timeout_s))
-                   for start, chunk in chunks]
-        retry: list[tuple[int, Item, Any]] = []
-        for start, chunk, fut in futures:
+        n = len(items)
+        out: Scores = Scores([None] * n)  # type: ignore[list-item]
+        stats = out.stats = PoolStats()
+        size = self._chunk_len(n)
+        jobs = deque(self._submit(i, items[i:i + size]) for i in range(0, n, size))
+        timeout, took, scored = self.timeout_s * 1e9, 0.0, 0
+        while jobs:
+            job = jobs.popleft()
             try:
-                took, rows = fut.result()
-                out[start:start + len(chunk)] = map(Verdict._make, rows)
-                per = took / len(chunk)
-                self._per_item = per if self._per_item is None else 0.7 * self._per_item + 0.3 * per
-            except (FutureTimeout, ProcessExpired, OSError, RuntimeError):
-                out.stats.split_chunks += 1
-                retry.extend((start + j, it, self._pool.schedule(_score_chunk, args=([it],), timeout=self.timeout_s))
-                             for j, it in enumerate(chunk))
-        for idx, item, fut in retry:
-            try:
-                out[idx] = Verdict._make(fut.result()[1][0])
-            except FutureTimeout:
-                out[idx] = Verdict(0.0, None, str(item[2])[:_SHOWN], "timeout")
-            except (ProcessExpired, OSError, RuntimeError) as exc:
-                out[idx] = Verdict(0.0, None, str(item[2])[:_SHOWN], f"error:worker_died: {exc}")
-        for (domain, _, _), v in zip(items, out, strict=True):
-            out.stats.items += 1
-            out.stats.by_domain[domain] = out.stats.by_domain.get(domain, 0) + 1
-            if v.reason == "timeout":
-                out.stats.timeouts += 1
-            elif v.reason.startswith("error:"):
-                out.stats.errors += 1
+                cpu, errors, *columns = job.future.result()
+            except _FAILED as exc:
+                k, began = self._release(job.slot)
+                self._failed(job, exc, k, began, timeout, out, jobs)
+                continue
+            self._release(job.slot)
+            out[job.start:job.start + len(job.items)] = map(Verdict._make, zip(*columns, strict=True))
+            stats.errors += errors
+            took, scored = took + cpu, scored + len(job.items)
+        if scored >= 8:  # CPU time is steady under load, unlike wall time; tiny batches say little
+            per = took / scored
+            self._per_item = per if self._per_item is None else 0.7 * self._per_item + 0.3 * per
+        stats.items = n
+        stats.by_domain = dict(Counter(map(itemgetter(0), items)))
         with self._lock:
             s = self.stats
-            s.items += out.stats.items
-            s.timeouts += out.stats.timeouts
-            s.errors += out.stats.errors
-            s.split_chunks += out.stats.split_chunks
-            for d, n in out.stats.by_domain.items():
-                s.by_domain[d] = s.by_domain.get(d, 0) + n
+            s.items += stats.items
+            s.timeouts += stats.timeouts
+            s.errors += stats.errors
+            s.split_chunks += stats.split_chunks
+            for d, c in stats.by_domain.items():
+                s.by_domain[d] = s.by_domain.get(d, 0) + c
         return out
+
+    def _failed(self, job: _Job, exc: BaseException, k: int, began: int, timeout: float, out: Scores,
+                jobs: deque[_Job]) -> None:
+        """A task gave no result (deadline passed, worker died, pool broken): verdicts for a single item; for a
+        chunk, the item in progress is settled and the items around it are re-run."""
+        stats = out.stats
+        chunk = job.items
+        if len(chunk) == 1:
+            item = chunk[0]
+            if isinstance(exc, FutureTimeout):
+                out[job.start] = Verdict(0.0, None, str(item[2])[:_SHOWN], "timeout")
+                stats.timeouts += 1
+            else:
+                out[job.start] = Verdict(0.0, None, str(item[2])[:_SHOWN], f"error:worker_died: {exc}")
+                stats.errors += 1
+            return
+        stats.split_chunks += 1
+        if not 0 <= k < len(chunk):  # never started, no slot, or lost after scoring all: each item alone
+            jobs.extend(self._submit(job.start + j, [it]) for j, it in enumerate(chunk))
+            return
+        if k:
+            jobs.append(self._submit(job.start, chunk[:k]))
+        ended = getattr(job.future, "done_ns", None) or time.monotonic_ns()
+        if isinstance(exc, FutureTimeout) and ended - began >= timeout:
+            out[job.start + k] = Verdict(0.0, None, str(chunk[k][2])[:_SHOWN], "timeout")
+            stats.timeouts += 1
+        else:  # it had less than its own timeout, or its worker died: once more, alone
+            jobs.append(self._submit(job.start + k, [chunk[k]]))
+        if k + 1 < len(chunk):
+            jobs.append(self._submit(job.start + k + 1, chunk[k + 1:]))
 
 
 def score_batch(items: list[Item], timeout_s: float = 5.0, workers: int | None = None,

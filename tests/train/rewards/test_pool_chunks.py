@@ -1,0 +1,123 @@
+"""Chunked scoring keeps every item under its own hard timeout: a chunk that hangs or kills its worker is split at
+the item in progress (read from the progress its worker shares), so only that item scores 0, it is not re-run once
+it has had its full timeout, and the items around it are scored (those already scored, once more)."""
+
+import os
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from train.rewards.base import Verdict, Verifier, VerifierConfig
+from train.rewards.pool import RewardPool
+
+DOMAIN = "tests.train.rewards.test_pool_chunks:Recorder"
+
+
+class Recorder(Verifier):
+    """Exact match that logs each call (one line per call, appended: atomic across processes); the answer
+    `hang` hangs, `sleep:S` sleeps S seconds first, `die` ends its worker process abruptly."""
+
+    name = "recorder"
+
+    class Config(VerifierConfig):
+        log: str = ""
+
+    def compare(self, final: str, truth: str) -> Verdict:
+        with open(self.config.log, "a") as f:
+            f.write(truth + "\n")
+        if final == "hang":
+            while True:
+                time.sleep(0.05)
+        if final == "die":
+            os._exit(3)
+        if final.startswith("sleep:"):
+            time.sleep(float(final[6:]))
+            final = truth
+        return Verdict(float(final == truth), final, truth, "match" if final == truth else "mismatch")
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Path:
+    return tmp_path / "calls.log"
+
+
+def _pool(log: Path, timeout_s: float) -> RewardPool:
+    # one worker and a fresh pool: chunks of ceil(n / 2) items, in order
+    return RewardPool(workers=1, timeout_s=timeout_s, configs={DOMAIN: {"log": str(log)}}, domains=[])
+
+
+def _calls(log: Path) -> Counter:
+    return Counter(log.read_text().split())
+
+
+def test_a_hang_mid_chunk_scores_only_that_item_and_is_not_rerun(log):
+    answers = ["t0", "t1", "t2", "hang", "t4", "bad", "t6", "t7", "t8", "t9", "t10", "t11"]
+    items = [(DOMAIN, a, f"t{i}") for i, a in enumerate(answers)]
+    with _pool(log, timeout_s=0.5) as pool:
+        got = pool.score(items)
+        assert [v.reason for v in got] == ["match"] * 3 + ["timeout", "match", "mismatch"] + ["match"] * 6
+        assert [v.score for v in got] == [1.0] * 3 + [0.0, 1.0, 0.0] + [1.0] * 6
+        assert got.stats.timeouts == 1 and got.stats.split_chunks == 1 and got.stats.errors == 0
+        calls = _calls(log)
+        # first chunk t0..t5: t0-t2 scored, lost with the killed worker and scored again; t3 had its full timeout
+        assert [calls[f"t{i}"] for i in range(12)] == [2, 2, 2, 1] + [1] * 8
+        # the replaced worker scores the next batch in full
+        again = pool.score([(DOMAIN, f"u{i}", f"u{i}") for i in range(10)])
+        assert [v.score for v in again] == [1.0] * 10 and again.stats.timeouts == 0
+        assert pool.stats.timeouts == 1 and pool.stats.items == 22
+
+
+def test_two_hangs_in_one_chunk_are_two_timeouts_and_the_rest_is_scored(log):
+    answers = ["t0", "hang", "t2", "t3", "hang", "t5", "t6", "t7", "t8", "t9"]
+    with _pool(log, timeout_s=0.5) as pool:
+        got = pool.score([(DOMAIN, a, f"t{i}") for i, a in enumerate(answers)])
+    assert [v.reason == "timeout" for v in got] == [a == "hang" for a in answers]
+    assert [v.score for v in got] == [0.0 if a == "hang" else 1.0 for a in answers]
+    assert got.stats.timeouts == 2 and got.stats.split_chunks == 2
+    calls = _calls(log)
+    assert calls["t1"] == 1 and calls["t4"] == 1  # neither hang re-run
+    assert all(calls[f"t{i}"] <= 2 for i in range(10))
+
+
+def test_an_item_that_kills_its_worker_is_an_error_the_others_are_scored(log):
+    answers = ["t0", "t1", "t2", "die", "t4", "t5", "t6", "t7"]
+    with _pool(log, timeout_s=2.0) as pool:
+        got = pool.score([(DOMAIN, a, f"t{i}") for i, a in enumerate(answers)])
+        assert [v.score for v in got] == [1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0]
+        assert got[3].reason.startswith("error:worker_died")
+        assert got.stats.errors == 1 and got.stats.timeouts == 0 and got.stats.split_chunks == 1
+        calls = _calls(log)
+        assert calls["t3"] == 2  # killed its worker in the chunk and once more alone
+        assert [calls[f"t{i}"] for i in (4, 5, 6, 7)] == [1, 1, 1, 1]
+        assert pool.score([(DOMAIN, "x", "x")])[0].score == 1.0
+
+
+def test_slow_items_that_overrun_the_chunk_deadline_together_are_not_timeouts(log):
+    # each item takes 0.6 s, under its own 1 s timeout; four in one chunk overrun the chunk's 2 s deadline, so the
+    # one in progress then had less than its timeout: it is re-run alone, not scored as a timeout
+    items = [(DOMAIN, "sleep:0.6", f"s{i}") for i in range(4)] + [(DOMAIN, f"t{i}", f"t{i}") for i in range(4)]
+    with _pool(log, timeout_s=1.0) as pool:
+        got = pool.score(items)
+    assert [v.score for v in got] == [1.0] * 8
+    assert got.stats.timeouts == 0 and got.stats.split_chunks == 1
+
+
+def test_batches_from_several_threads_at_once(pool):
+    def run(tag: str, out: dict) -> None:
+        batch = [("counting", str(i % 7), str(i % 5)) for i in range(300)]
+        batch[150] = ("tests.train.rewards.plugins:Sleeper", "hang", "x")
+        out[tag] = pool.score(batch)
+
+    results: dict = {}
+    threads = [threading.Thread(target=run, args=(t, results)) for t in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got in results.values():
+        assert [v.score for v in got[:150]] == [float(i % 7 == i % 5) for i in range(150)]
+        assert got[150].reason == "timeout" and got.stats.timeouts == 1
+        assert [v.score for v in got[151:]] == [float(i % 7 == i % 5) for i in range(151, 300)]
