@@ -1,5 +1,6 @@
 import io
 
+import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageEnhance
 
@@ -90,3 +91,46 @@ def test_small_crops_are_found_by_crop_hashes_and_aligned_correlation_and_distin
     as_rows = {r["key"]: r for r in keys.to_pylist()}
     assert op.crop_correlation(as_rows["o0"], as_rows["c0"]) > 0.96
     assert op.crop_correlation(as_rows["o1"], as_rows["c0"]) < 0.9
+
+
+def _reference_grid(gray: np.ndarray, scales: tuple[float, ...]) -> list[int]:
+    """The crop grid's hashes the slow, obvious way: each view's 32×32 exact area average from the picture's
+    running sums (linear inside a pixel), scipy's 2-D DCT, the 8×8 lowest frequencies above their median."""
+    from scipy.fft import dctn
+
+    h, w = gray.shape
+    sums = np.zeros((h + 1, w + 1))
+    sums[1:, 1:] = gray.astype(np.float64).cumsum(0).cumsum(1)
+
+    def integral(y: float, x: float) -> float:  # ∫∫ of the picture over [0, y] × [0, x], bilinear between pixels
+        i, j = min(int(y), h - 1), min(int(x), w - 1)
+        fy, fx = y - i, x - j
+        return ((1 - fy) * (1 - fx) * sums[i, j] + fy * (1 - fx) * sums[i + 1, j]
+                + (1 - fy) * fx * sums[i, j + 1] + fy * fx * sums[i + 1, j + 1])
+
+    views = [(1.0, 0.0, 0.0)] + [(k, fx, fy) for k in scales for fx in (0.0, 0.5, 1.0) for fy in (0.0, 0.5, 1.0)]
+    hashes = []
+    for k, fx, fy in views:
+        y0, x0, ch, cw = (1 - k) * h * fy, (1 - k) * w * fx, k * h / 32, k * w / 32
+        ys, xs = y0 + ch * np.arange(33), x0 + cw * np.arange(33)
+        corners = np.array([[integral(y, x) for x in xs] for y in ys])
+        view = np.diff(np.diff(corners, axis=0), axis=1) / (ch * cw)
+        low = np.round(dctn(view, type=2)[:8, :8] / 4, 4).ravel()  # scipy's DCT-II is 2·Σ per axis
+        bits = low > np.median(low)
+        hashes.append(int("".join("1" if b else "0" for b in bits), 2))
+    return hashes
+
+
+def test_crop_grid_hashes_are_phash_of_exact_area_averages_of_each_view():
+    from filters.dedup_near import grid_hashes
+
+    rng = np.random.default_rng(0)
+    scales = (0.97, 0.94, 0.91)
+    pictures = [rng.integers(0, 256, (h, w), dtype=np.uint8) for h, w in ((128, 128), (40, 90), (17, 23))]
+    pictures.append(np.asarray(_img(_smooth(6)).convert("L").resize((128, 128), Image.Resampling.BOX)))
+    pictures.append(np.full((128, 128), 200, np.uint8))  # flat: float noise must not decide its bits
+    for gray in pictures:
+        got = grid_hashes(gray, scales)
+        assert got.dtype == np.uint64 and len(got) == 1 + 9 * len(scales)
+        assert [int(v) for v in got] == _reference_grid(gray, scales), gray.shape
+    assert int(grid_hashes(pictures[-1], scales)[0]) == 1 << 63  # a flat view: only its mean is above the median

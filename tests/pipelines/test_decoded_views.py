@@ -165,37 +165,6 @@ def test_a_shared_picture_is_the_one_decode_rgb_gives_for_every_kind():
             assert shared.format == Image.open(io.BytesIO(data)).format
 
 
-def test_near_dedup_crop_grid_replays_opencv_area_resizes_byte_for_byte():
-    """The crop grid's 27 views, computed at once, equal one OpenCV INTER_AREA call per crop (so hashes are as
-    before), on random pictures of many sizes and on real clip art."""
-    import numpy as np
-
-    from filters.dedup_near import _GRID, _area_views, _general_area, _opencv_views
-
-    rng = np.random.default_rng(0)
-    pictures = [rng.integers(0, 256, (h, w), dtype=np.uint8) for h, w in rng.integers(33, 257, (150, 2))]
-    pictures += [(rng.random((h, w)) * 3).astype(np.uint8) * 85 for h, w in rng.integers(33, 257, (50, 2))]  # flat-ish
-    for p in sorted(STAMPS.rglob("*.png"))[:40]:
-        gray = decode_rgb(p.read_bytes()).convert("L")
-        gray.thumbnail((256, 256))
-        pictures.append(np.asarray(gray))
-    compared = 0
-    for gray in pictures:
-        h, w = gray.shape
-        groups = []
-        for k in (0.97, 0.94, 0.91):
-            cw, ch = max(1, round(w * k)), max(1, round(h * k))
-            if _general_area(cw) and _general_area(ch):
-                groups.append((cw, ch, [round((w - cw) * f) for f in _GRID], [round((h - ch) * f) for f in _GRID]))
-        if not groups:
-            continue
-        got = _area_views(gray.T.astype(np.float32), groups)
-        for g, replayed in zip(groups, got, strict=True):
-            assert np.array_equal(replayed, _opencv_views(gray, *g)), (gray.shape, g[:2])
-            compared += len(replayed)
-    assert compared > 4000
-
-
 def test_a_pass_with_one_stage_reading_pixels_keeps_no_pictures():
     from pipelines.operator import Operator
 
