@@ -44,8 +44,11 @@ def main() -> None:
     ap.add_argument("--group", type=int, default=8)
     ap.add_argument("--think-budget", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                    help="torch threads (default: all cores; on a machine others load, 1 avoids idle-spinning "
+                         "thread barriers that make every small op wait for a second core)")
     args = ap.parse_args()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(max(1, args.threads))
     samples = list(generate(ToyConfig(samples=max(200, args.prompts), seed=5, split="train")))
     if args.model:
         model, processor = load(args.model)
@@ -56,16 +59,31 @@ def main() -> None:
                       TOY_DOMAINS[s["task"]], dataset=s["task"]) for i, s in enumerate(samples[: args.prompts])]
     engine = HFRollout(model, processor, RolloutConfig(think_budget=args.think_budget, answer_budget=16,
                                                        batch_size=args.prompts * args.group))
-    ours, plain = [], []
-    for rep in range(args.repeats):  # alternate, so load on the machine hits both alike
+    # warm both paths up (first-call costs: kernels, lazy imports) before anything is timed
+    engine.generate(prompts[:2], 2, seed=-1)
+    plain_generate_tokens(model, processor, prompts[:2], 2, 4, engine.stop_ids)
+    ours, plain, forced = [], [], []
+
+    def run_ours(rep: int) -> None:
+        nonlocal groups
         t0, tok0 = time.perf_counter(), engine.generated_tokens
         groups = engine.generate(prompts, args.group, seed=rep)
         ours.append(((engine.generated_tokens - tok0), time.perf_counter() - t0))
+        forced.append(sum(r.forced_at is not None for g in groups for r in g))
+
+    def run_plain(rep: int) -> None:
         t0 = time.perf_counter()
         n = plain_generate_tokens(model, processor, prompts, args.group, args.think_budget + 16, engine.stop_ids)
         plain.append((n, time.perf_counter() - t0))
+
+    groups = []
+    for rep in range(args.repeats):  # alternate which goes first, so load on the machine hits both alike
+        for f in (run_ours, run_plain) if rep % 2 == 0 else (run_plain, run_ours):
+            f(rep)
     t_roll = ours[-1][1]
     with RewardPool(workers=1, context="forkserver", domains=sorted({p.domain for p in prompts})) as pool:
+        # the run's pool lives across iterations: start its workers (first task) before timing one iteration's
+        pool.score([(p.domain, "", p.answer) for p in {p.domain: p for p in prompts}.values()])
         t0 = time.perf_counter()
         v = pool.score([(p.domain, r.text, p.answer) for p, g in zip(prompts, groups, strict=True) for r in g])
         t_reward = time.perf_counter() - t0
@@ -82,7 +100,10 @@ def main() -> None:
     ours_tps = sum(n for n, _ in ours) / sum(t for _, t in ours)
     plain_tps = sum(n for n, _ in plain) / sum(t for _, t in plain)
     print(f"rollout tokens/s: rlcs {ours_tps:.0f} vs plain generate {plain_tps:.0f} on the same prompts: "
-          f"ratio {ours_tps / plain_tps:.2f} (target >= 0.9)")
+          f"ratio {ours_tps / plain_tps:.2f} (target >= 0.9); per repeat "
+          + ", ".join(f"{(a / ta) / (b / tb):.2f}" for (a, ta), (b, tb) in zip(ours, plain, strict=True))
+          + f"; forced answering fired in {'/'.join(map(str, forced))} of {len(prompts) * args.group} rollouts; "
+          f"{torch.get_num_threads()} torch threads, load {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

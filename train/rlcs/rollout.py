@@ -9,6 +9,7 @@ from typing import Literal, Protocol
 
 import torch
 from pydantic import BaseModel, Field
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from model import tokens
 from model.attention import use_default_attention
@@ -48,8 +49,58 @@ class RolloutEngine(Protocol):
     def generate(self, prompts: list[Prompt], n: int, seed: int) -> list[list[Rollout]]: ...
 
 
+class _ForceAnswer(LogitsProcessor):
+    """Forced answering inside the one `generate` call: at `budget` new tokens, every row that has not written
+    `</think>` gets the `forced` tokens (all other logits -inf, so sampling picks them with probability 1); the
+    row then continues from its KV cache, with no second prefill."""
+
+    def __init__(self, width: int, budget: int, think_end: list[int], forced: list[int]) -> None:
+        self.width, self.budget, self.think_end = width, budget, torch.tensor(think_end)
+        self.forced = forced
+        self.rows: torch.Tensor | None = None  # [B] bool: rows being forced (set at the budget)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        k = input_ids.shape[1] - self.width - self.budget
+        if k < 0 or k >= len(self.forced):
+            return scores
+        if k == 0:
+            self.rows = ~_has(input_ids[:, self.width:], self.think_end.to(input_ids.device))
+        if not bool(self.rows.any()):
+            return scores
+        forced = torch.full_like(scores[0], float("-inf"))
+        forced[self.forced[k]] = 0.0
+        return torch.where(self.rows[:, None], forced, scores)
+
+
+class _RowBudget(StoppingCriteria):
+    """Stops each row at its own length: think budget + answer budget, plus the inserted tokens if forced."""
+
+    def __init__(self, width: int, force: _ForceAnswer, answer_budget: int) -> None:
+        self.width, self.force, self.answer_budget = width, force, answer_budget
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        n = input_ids.shape[1] - self.width
+        limit = self.force.budget + self.answer_budget
+        if self.force.rows is None:
+            return torch.full((input_ids.shape[0],), n >= limit, dtype=torch.bool, device=input_ids.device)
+        return n >= limit + self.force.rows.long() * len(self.force.forced)
+
+
+def _has(seqs: torch.Tensor, sub: torch.Tensor) -> torch.Tensor:
+    """[B] whether each row of [B, L] contains the token sequence `sub`."""
+    n = len(sub)
+    if seqs.shape[1] < n:
+        return torch.zeros(seqs.shape[0], dtype=torch.bool, device=seqs.device)
+    return (seqs.unfold(1, n, 1) == sub).all(-1).any(-1)
+
+
 class HFRollout:
-    """Rollouts with the policy's own `generate` (the policy is the rollout model, so syncing is a no-op)."""
+    """Rollouts with the policy's own `generate` (the policy is the rollout model, so syncing is a no-op).
+
+    One `generate` call per batch does thinking, forced answering and the answer: the forcing is a logits
+    processor and each row's budget a stopping criterion, so a forced row continues from its KV cache (no second
+    prefill, no second pass of the vision encoder) and sampling is exactly plain `generate`'s. Each prompt's
+    text and images go through the processor once per batch, however many rollouts it has."""
 
     def __init__(self, model, processor, cfg: RolloutConfig) -> None:
         self.model, self.processor, self.cfg = model, processor, cfg
@@ -71,24 +122,29 @@ class HFRollout:
         self.model = model
 
     def _inputs(self, prompts: list[Prompt]) -> dict[str, torch.Tensor]:
+        """The left-padded batch of `prompts`; a prompt repeated in the list (a group) is processed once."""
         self.tok.padding_side = "left"
+        uniq: dict[int, int] = {}
+        for p in prompts:
+            uniq.setdefault(id(p), len(uniq))
+        firsts = list({id(p): p for p in prompts}.values())
         texts = [self.processor.apply_chat_template(p.messages, add_generation_prompt=True, tokenize=False)
-                 for p in prompts]
-        images = [im for p in prompts for im in p.images]
+                 for p in firsts]
+        images = [im for p in firsts for im in p.images]
         inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
         inputs.pop("token_type_ids", None)
-        return {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
-
-    @torch.no_grad()
-    def _generate(self, inputs: dict[str, torch.Tensor], max_new: int) -> torch.Tensor:
-        device = next(self.model.parameters()).device
-        inputs = {k: v.to(device) for k, v in inputs.items()}
-        t0 = time.perf_counter()
-        out = self.model.generate(**inputs, max_new_tokens=max_new, do_sample=True, temperature=self.cfg.temperature,
-                                  top_p=self.cfg.top_p, top_k=0, suppress_tokens=self.suppress or None,
-                                  eos_token_id=self.stop_ids, pad_token_id=self.pad_id)
-        self.generate_seconds += time.perf_counter() - t0
-        return out[:, inputs["input_ids"].shape[1]:].cpu()
+        inputs = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+        rows = torch.tensor([uniq[id(p)] for p in prompts])
+        out = {k: v[rows] for k, v in inputs.items() if k not in ("pixel_values", "image_grid_thw")}
+        if "image_grid_thw" in inputs:  # per-image patch rows, gathered in the order of the batch's prompts
+            grid, pix = inputs["image_grid_thw"], inputs["pixel_values"]
+            bounds = [0, *torch.cumsum(grid.prod(-1), 0).tolist()]
+            first_image = [0, *torch.cumsum(torch.tensor([len(p.images) for p in firsts]), 0).tolist()]
+            images_of = [list(range(first_image[u], first_image[u + 1])) for u in rows.tolist()]
+            order = [i for ims in images_of for i in ims]
+            out["image_grid_thw"] = grid[order]
+            out["pixel_values"] = torch.cat([pix[bounds[i]:bounds[i + 1]] for i in order])
+        return out
 
     def _cut(self, row: list[int]) -> tuple[list[int], bool]:
         """Tokens up to and including the first stop token; whether there was one."""
@@ -96,6 +152,35 @@ class HFRollout:
             if t in self.stop_ids:
                 return row[: j + 1], True
         return row, False
+
+    @torch.no_grad()
+    def _batch(self, prompts: list[Prompt]) -> list[Rollout]:
+        inputs = self._inputs(prompts)
+        device = next(self.model.parameters()).device
+        inputs = {k: v.to(device) for k, v in inputs.items()}
+        width, budget, answer = inputs["input_ids"].shape[1], self.cfg.think_budget, self.cfg.answer_budget
+        force = _ForceAnswer(width, budget, self.think_end, self.forced)
+        t0 = time.perf_counter()
+        out = self.model.generate(
+            **inputs, max_new_tokens=budget + len(self.forced) + answer, do_sample=True,
+            temperature=self.cfg.temperature, top_p=self.cfg.top_p, top_k=0, suppress_tokens=self.suppress or None,
+            eos_token_id=self.stop_ids, pad_token_id=self.pad_id, logits_processor=LogitsProcessorList([force]),
+            stopping_criteria=StoppingCriteriaList([_RowBudget(width, force, answer)]))
+        self.generate_seconds += time.perf_counter() - t0
+        gen = out[:, width:].tolist()
+        forced_rows = force.rows.tolist() if force.rows is not None else [False] * len(prompts)
+        mask = inputs["attention_mask"].bool().cpu()
+        ids = inputs["input_ids"].cpu()
+        part = []
+        for b, row in enumerate(gen):
+            head, done = self._cut(row[:budget])
+            forced_at = None
+            if not done:  # reached the thinking budget: the rest of the row is its answer phase
+                forced_at = budget if forced_rows[b] else None
+                head, done = self._cut(row[:budget + (len(self.forced) if forced_rows[b] else 0) + answer])
+            part.append(Rollout(ids[b][mask[b]], head, forced_at, len(self.forced) if forced_at is not None else 0,
+                                done, ""))
+        return part
 
     def generate(self, prompts: list[Prompt], n: int, seed: int) -> list[list[Rollout]]:
         """n rollouts per prompt; a rollout that reaches `think_budget` without `</think>` gets `</think><answer>`
@@ -107,16 +192,7 @@ class HFRollout:
         rows = [p for p in prompts for _ in range(n)]
         results: list[Rollout] = []
         for start in range(0, len(rows), self.cfg.batch_size):
-            chunk = rows[start:start + self.cfg.batch_size]
-            inputs = self._inputs(chunk)
-            gen = self._generate(inputs, self.cfg.think_budget)
-            mask = inputs["attention_mask"].bool()
-            part = []
-            for b in range(len(chunk)):
-                ids, done = self._cut(gen[b].tolist())
-                part.append(Rollout(inputs["input_ids"][b][mask[b]], ids, None, 0, done, ""))
-            self._force(chunk, part)
-            results += part
+            results += self._batch(rows[start:start + self.cfg.batch_size])
         for r in results:
             self.generated_tokens += len(r.completion_ids) - r.forced_len
             body = r.completion_ids[:-1] if r.finished else r.completion_ids
@@ -124,39 +200,6 @@ class HFRollout:
         if was_training:
             self.model.train()
         return [results[i * n:(i + 1) * n] for i in range(len(prompts))]
-
-    def _force(self, prompts: list[Prompt], rollouts: list[Rollout]) -> None:
-        todo = [i for i, r in enumerate(rollouts) if not r.finished]
-        if not todo:
-            return
-        for i in todo:
-            r = rollouts[i]
-            if not _contains(r.completion_ids, self.think_end):
-                r.forced_at, r.forced_len = len(r.completion_ids), len(self.forced)
-                r.completion_ids = r.completion_ids + self.forced
-        inputs = self._inputs([prompts[i] for i in todo])
-        seqs = [torch.cat([rollouts[i].prompt_ids, torch.tensor(rollouts[i].completion_ids, dtype=torch.long)])
-                for i in todo]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        att = torch.zeros((len(seqs), width), dtype=torch.long)
-        for b, s in enumerate(seqs):
-            ids[b, width - len(s):] = s
-            att[b, width - len(s):] = 1
-        inputs["input_ids"], inputs["attention_mask"] = ids, att
-        if "mm_token_type_ids" in inputs:
-            image_id = self.model.config.image_token_id
-            inputs["mm_token_type_ids"] = (ids == image_id).long() * att
-        cont = self._generate(inputs, self.cfg.answer_budget)
-        for b, i in enumerate(todo):
-            more, done = self._cut(cont[b].tolist())
-            rollouts[i].completion_ids += more
-            rollouts[i].finished = done
-
-
-def _contains(seq: list[int], sub: list[int]) -> bool:
-    n = len(sub)
-    return any(seq[j:j + n] == sub for j in range(len(seq) - n + 1))
 
 
 def make_rollout(cfg: RolloutConfig, model, processor) -> RolloutEngine:
