@@ -12,6 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from PIL import Image
 from transformers import Glm4vConfig, Glm4vModel, Glm4vProcessor
@@ -53,12 +54,77 @@ class _RopeIndex:
         self.config = config
 
 
-def rope_positions(config: Glm4vConfig, input_ids: torch.Tensor, mm: torch.Tensor, grid: torch.Tensor | None) -> torch.Tensor:
-    """[3, n] positions of one unpacked sample, as the model would compute them itself."""
+def reference_rope_positions(config: Glm4vConfig, input_ids: torch.Tensor, mm: torch.Tensor,
+                             grid: torch.Tensor | None) -> torch.Tensor:
+    """[3, n] positions from transformers' `Glm4vModel.get_rope_index` (a Python loop over every token): the
+    reference `rope_positions` is checked against."""
     if grid is None:
         return torch.arange(input_ids.shape[0]).expand(3, -1).clone()
     pos, _ = _RopeIndex(config).get_rope_index(input_ids[None], mm[None], image_grid_thw=grid)
     return pos[:, 0]
+
+
+def rope_positions(config: Glm4vConfig, input_ids: torch.Tensor, mm: torch.Tensor, grid: torch.Tensor | None) -> torch.Tensor:
+    """[3, n] (t, h, w) positions of one unpacked sample, as the model would compute them itself
+    (`Glm4vModel.get_rope_index`), with one step per text span or image instead of one per token: text advances
+    all three by 1 per token; an image of merged grid t x h x w starts all three at the current position p
+    (t: p + frame, h: p + row, w: p + column) and the text after it continues at p + max(h, w)."""
+    n = int(input_ids.shape[0])
+    if grid is None:
+        return torch.arange(n).expand(3, -1).clone()
+    merge = config.vision_config.spatial_merge_size
+    m = mm.numpy().astype(bool)  # numpy: a sample's handful of small ops cost less than torch's dispatch
+    bounds = [0, *(np.flatnonzero(m[1:] != m[:-1]) + 1).tolist(), n]
+    pos = np.empty((3, n), dtype=np.int64)
+    grids = iter(grid.tolist())
+    cur = 0
+    for s, e in zip(bounds[:-1], bounds[1:], strict=True):
+        if not m[s]:
+            pos[:, s:e] = np.arange(cur, cur + e - s)
+            cur += e - s
+            continue
+        t, h, w = next(grids)
+        h, w = h // merge, w // merge
+        if t * h * w != e - s:  # as transformers would fail: a run of image tokens that is not one whole image
+            raise ValueError(f"{e - s} image tokens where the image has {t * h * w}")
+        pos[0, s:e] = np.repeat(np.arange(cur, cur + t), h * w)
+        pos[1, s:e] = np.tile(np.repeat(np.arange(cur, cur + h), w), t)
+        pos[2, s:e] = np.tile(np.arange(cur, cur + w), t * h)
+        cur += max(h, w)
+    return torch.from_numpy(pos).to(input_ids.dtype)
+
+
+class ImageInputs:
+    """The image processor's `pixel_values` and `image_grid_thw` for a sample's RGB pictures, through the
+    processor's own resize, rescale/normalise and patchify (so the values are the processor's, bit for bit) but
+    without its per-call argument validation and input conversion, which cost more than the pixel work on
+    training-size images. Pictures that are not 8-bit RGB go through the processor's full call."""
+
+    def __init__(self, image_processor) -> None:
+        ip = self.ip = image_processor
+        kwargs = {k: getattr(ip, k, None) for k in ip._valid_kwargs_names}
+        self.kw = ip._standardize_kwargs(**kwargs)
+        ip._validate_preprocess_kwargs(**self.kw)
+        self.factor = ip.patch_size * ip.merge_size
+
+    def __call__(self, images: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
+        if any(im.mode != "RGB" or "transparency" in im.info for im in images):
+            out = self.ip(images=images, return_tensors="pt")
+            return out["pixel_values"], out["image_grid_thw"]
+        ip, kw = self.ip, self.kw
+        pixels, grids = [], []
+        for im in images:
+            x = torch.from_numpy(np.array(im)).permute(2, 0, 1).contiguous()[None]
+            if kw["do_resize"]:
+                x = ip.resize(images=x, size=kw["size"], resample=kw["resample"], factor=self.factor,
+                              temporal_factor=ip.temporal_patch_size)
+            x = ip.rescale_and_normalize(x, kw["do_rescale"], kw["rescale_factor"], kw["do_normalize"],
+                                         kw["image_mean"], kw["image_std"])
+            patches, gh, gw = ip.patchify(x, patch_size=ip.patch_size, merge_size=ip.merge_size,
+                                          temporal_patch_size=ip.temporal_patch_size)
+            pixels.append(patches[0])
+            grids.append([1, gh, gw])
+        return (pixels[0] if len(pixels) == 1 else torch.cat(pixels)), torch.tensor(grids)
 
 
 def decode_image(image_bytes: bytes) -> Image.Image:
@@ -128,12 +194,19 @@ class Encoder:
     """Sample -> Encoded with the processor's image processor and tokenizer; counts and skips bad samples."""
 
     def __init__(self, processor: Glm4vProcessor, config: Glm4vConfig, target: str, counter: SkipCounter,
-                 max_len: int | None = None, over_long: str = "truncate") -> None:
+                 max_len: int | None = None, over_long: str = "truncate", reference: bool = False) -> None:
+        """reference=True encodes the slow, obvious way (the processor's full image call, transformers'
+        get_rope_index, each segment tokenized with its image tokens spelled out): the fast path is checked
+        against it."""
         self.processor, self.config, self.counter = processor, config, counter
         self.target, self.max_len, self.over_long = target, max_len, over_long
+        self.reference = reference
         self.tok = processor.tokenizer
         self.bpe = getattr(self.tok, "backend_tokenizer", None)
         self.template = _compiled(processor.chat_template)
+        self.special_tokens = dict(self.tok.special_tokens_map)
+        self.images = ImageInputs(processor.image_processor)
+        self.piece_ids: dict[str, list[int]] = {}  # short text pieces (template and role markup) -> ids
         self.eos = self.tok.eos_token
         self.image_id = config.image_token_id
         self.begin_id, self.end_id = config.image_start_token_id, config.image_end_token_id
@@ -146,7 +219,7 @@ class Encoder:
             return self.processor.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
                                                       tokenize=False)
         return self.template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                    **self.tok.special_tokens_map)
+                                    **self.special_tokens)
 
     # -- text segments: (text, is_target) --------------------------------------------------------------------
     def caption_segments(self, caption: str, n_images: int) -> list[tuple[str, bool]]:
@@ -212,15 +285,18 @@ class Encoder:
                 raise Skip("bad_image", str(e)) from None
         segments = self.segments(meta, caption, len(images))
         pixel_values = grid = None
+        image_tokens: list[int] = []
         if images:
             try:
-                out = self.processor.image_processor(images=images, return_tensors="pt")
+                if self.reference:
+                    out = self.processor.image_processor(images=images, return_tensors="pt")
+                    pixel_values, grid = out["pixel_values"], out["image_grid_thw"]
+                else:
+                    pixel_values, grid = self.images(images)
             except Exception as e:  # e.g. an aspect ratio over 200 after resizing, or a degenerate size
                 raise Skip("bad_image_size", f"{[im.size for im in images]}: {e}") from None
-            pixel_values, grid = out["pixel_values"], out["image_grid_thw"]
-            expand = iter([tokens.IMAGE * int(g.prod() // self.merge**2) for g in grid])
-            segments = [(re.sub(re.escape(tokens.IMAGE), lambda _: next(expand), t), tgt) for t, tgt in segments]
-        ids, target = self.tokenize(segments)
+            image_tokens = [int(g.prod() // self.merge**2) for g in grid]
+        ids, target = self.tokenize(segments, image_tokens)
         if self.max_len is not None and len(ids) > self.max_len:
             ids, target, pixel_values, grid = self.truncate(ids, target, pixel_values, grid)
         labels = torch.full_like(ids, IGNORE)
@@ -228,19 +304,57 @@ class Encoder:
         if not bool((labels != IGNORE).any()):
             raise Skip("no_target_tokens", f"{len(ids)} tokens, none to learn")
         mm = (ids == self.image_id).long()
-        return Encoded(ids, labels, rope_positions(self.config, ids, mm, grid), mm, pixel_values, grid,
-                       str(raw.get("__source__", "")))
+        positions = (reference_rope_positions if self.reference else rope_positions)(self.config, ids, mm, grid)
+        return Encoded(ids, labels, positions, mm, pixel_values, grid, str(raw.get("__source__", "")))
 
-    def tokenize(self, segments: list[tuple[str, bool]]) -> tuple[torch.Tensor, torch.Tensor]:
-        texts = [t for t, _ in segments]
+    def _ids(self, text: str) -> list[int]:
+        if not text:
+            return []
+        if (hit := self.piece_ids.get(text)) is not None:
+            return hit
         if self.bpe is not None:  # the Rust tokenizer one text at a time: encode_batch's thread pool costs more
-            pieces = [self.bpe.encode(t, add_special_tokens=False).ids if t else [] for t in texts]
+            ids = self.bpe.encode(text, add_special_tokens=False).ids
         else:
-            pieces = self.tok(texts, add_special_tokens=False)["input_ids"]
-        ids, target = [], []
-        for (_, is_target), p in zip(segments, pieces, strict=True):
-            ids += p
-            target += [is_target] * len(p)
+            ids = self.tok(text, add_special_tokens=False)["input_ids"]
+        if len(text) <= 64:  # markup between messages and images repeats in every sample; content rarely does
+            if len(self.piece_ids) > 4096:
+                self.piece_ids.clear()
+            self.piece_ids[text] = ids
+        return ids
+
+    def tokenize(self, segments: list[tuple[str, bool]], image_tokens: list[int] | None = None,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and the target mask of the segments; the k-th `<|image|>` placeholder becomes
+        image_tokens[k] image tokens. The tokenizer splits its text at special tokens before BPE, so the
+        placeholders are cut out and their runs inserted as ids (the same ids as tokenizing the spelled-out
+        text, which the reference path does)."""
+        image_tokens = image_tokens or []
+        ids: list[int] = []
+        target: list[bool] = []
+        if self.reference:
+            expand = iter([tokens.IMAGE * k for k in image_tokens])
+            try:
+                texts = [re.sub(re.escape(tokens.IMAGE), lambda _: next(expand), t) for t, _ in segments]
+            except (StopIteration, RuntimeError):
+                raise Skip("image_count", "more image placeholders than images") from None
+            for (_, is_target), text in zip(segments, texts, strict=True):
+                p = self.tok(text, add_special_tokens=False)["input_ids"] if text else []
+                ids += p
+                target += [is_target] * len(p)
+        else:
+            runs = iter(image_tokens)
+            for text, is_target in segments:
+                start = len(ids)
+                for j, piece in enumerate(text.split(tokens.IMAGE)):
+                    if j:
+                        k = next(runs, None)
+                        if k is None:
+                            raise Skip("image_count", "more image placeholders than images")
+                        ids += [self.image_id] * k
+                    ids += self._ids(piece)
+                target += [is_target] * (len(ids) - start)
+            if next(runs, None) is not None:
+                raise Skip("image_count", "fewer image placeholders than images")
         # the token right after an assistant span ends the turn: learn it too
         t = torch.tensor(target, dtype=torch.bool)
         t[1:] |= t[:-1].clone() & ~t[1:]

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 
 import webdataset as wds
 
+from pipelines import codec
 from train.config import DataConfig, ShardSource
 from train.data.counters import SkipCounter
 
@@ -70,7 +71,8 @@ class SourceReader:
         return self.next_shard - 1
 
     def _open(self, index: int, skip: int) -> Iterator[dict]:
-        samples = wds.tarfile_samples([{"url": self.url(index)}], handler=self.counter.handler)
+        # the project's own tar reader (webdataset's key rule; about twice as fast as webdataset's on small members)
+        samples = codec.tarfile_samples([self.url(index)], handler=self.counter.handler)
         return itertools.islice(samples, skip, None)  # seek within this one shard
 
     def __iter__(self) -> SourceReader:
