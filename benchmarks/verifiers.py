@@ -2,10 +2,14 @@
 timeout) against the batch API (`RewardPool`: worker processes, chunks, hard per-call timeout), measured in the
 same run on varied items (no two alike, so no parser cache flatters either side). Target: batch/plain >= 0.8.
 
-"Per core" is per CPU-second: items / CPU time of every process that worked (the caller, and for the batch API
-its workers too, read from /proc), so the ratio is the pool's overhead whatever else loads the machine. The wall
-ratio, (batch items/s ÷ workers) / plain items/s, is printed beside it; it only means something on an idle machine
-with a core per worker plus one for the caller."""
+Both sides produce the same thing, the list of verdicts of the items (plain: `[verifier.score(a, t) for ...]`),
+so both pay for keeping them (the garbage collector's passes over what survives).
+
+"Per core" is per CPU-second: items / CPU time of every process that worked (plain: this process; batch API:
+this process, whose threads pickle and unpickle, plus every worker, read from /proc), so a pool of N workers is
+compared with one in-process core by the CPU each verification costs, whatever else loads the machine. The wall
+ratio, (batch items/s ÷ workers) / plain items/s, is printed beside it; it only means something on an idle
+machine with a core per worker plus one for the caller."""
 
 from __future__ import annotations
 
@@ -122,12 +126,13 @@ def _children_cpu() -> float:
 
 
 def plain_rate(domain: str, items: list[tuple[str, str]]) -> tuple[float, float]:
-    """(items per CPU-second, items per wall second) scoring in this process."""
+    """(items per CPU-second, items per wall second) scoring in this process, keeping the verdicts."""
     verifier = get_verifier(domain)
     t, c = time.perf_counter(), time.process_time()
-    for answer, truth in items:
-        verifier.score(answer, truth)
-    return len(items) / (time.process_time() - c), len(items) / (time.perf_counter() - t)
+    out = [verifier.score(answer, truth) for answer, truth in items]
+    cpu, wall = time.process_time() - c, time.perf_counter() - t
+    assert len(out) == len(items)
+    return len(items) / cpu, len(items) / wall
 
 
 def pool_rate(pool: RewardPool, domain: str, items: list[tuple[str, str]]) -> tuple[float, float]:
@@ -152,7 +157,7 @@ def main() -> None:
     r = random.Random(0)
     print(f"cores={os.cpu_count()} workers={args.workers} timeout={args.timeout}s rounds={args.rounds} "
           f"load={os.getloadavg()[0]:.1f} (per core = per CPU-second; median of rounds)")
-    print(f"{'domain':<10} {'plain/s/core':>13} {'batch/s/core':>13} {'ratio':>6} {'wall ratio':>11}")
+    print(f"{'domain':<10} {'plain/s/core':>13} {'batch/s/core':>13} {'ratio':>6} {'wall ratio':>11} {'items/task':>11}")
     ratios = []
     with RewardPool(workers=args.workers, timeout_s=args.timeout) as pool:
         pool.score([(d, *DOMAINS[d](r)) for d in args.domains for _ in range(4 * args.workers)])  # workers up
@@ -167,7 +172,8 @@ def main() -> None:
             p, b = statistics.median(x[0] for x in plain), statistics.median(x[0] for x in batch)
             wall = statistics.median(x[1] for x in batch) / statistics.median(x[1] for x in plain)
             ratios.append(b / p)
-            print(f"{domain:<10} {p:>13.0f} {b:>13.0f} {b / p:>6.2f} {wall:>11.2f}", flush=True)
+            per_task = pool._chunk_len(domain, n * args.workers)  # what the pool sends per task now
+            print(f"{domain:<10} {p:>13.0f} {b:>13.0f} {b / p:>6.2f} {wall:>11.2f} {per_task:>11}", flush=True)
     print(f"{'all':<10} {'':>13} {'':>13} {statistics.geometric_mean(ratios):>6.2f}  (geometric mean; target >= 0.8)")
 
 

@@ -2,13 +2,14 @@
 
 Built on `pebble.ProcessPool`: a task that overruns its deadline has its worker process killed and replaced, which
 no in-process timer can do (sympy may hang inside one C call; math-verify's `signal.alarm` timeout works only on
-a main thread). Per-item overhead is kept low by sending chunks of items per task, as columns of plain strings,
-sized from the measured CPU cost per item to about `chunk_s` of work (a task costs the caller and a worker about
-0.3 ms of CPU in all, so cheap verifiers need hundreds of items per task).
+a main thread). Per-item overhead is kept low by sending chunks of items per task: a batch is grouped by domain,
+and each domain's items go as columns of plain strings in chunks sized from that domain's measured CPU cost per
+item to about `chunk_s` of work (a task costs the caller and a worker about 0.3 ms of CPU in all, so cheap
+verifiers need hundreds of items per task).
 
 Every item still gets its own `timeout_s`: a worker writes, into an array shared with the caller, which item of
 its chunk it is scoring and since when. A chunk's deadline is `timeout_s` for the item that may hang plus
-`timeout_s` for the rest (chunks are sized to a small fraction of that); when a chunk overruns it (or its worker
+`timeout_s` for the rest (chunks are sized to a tenth of that at most); when a chunk overruns it (or its worker
 dies), the caller reads how far it got: the item in progress scores 0 as a `timeout` if it alone ran for
 `timeout_s` (else it is re-run alone with its own `timeout_s`; a worker that dies on it twice is `error:worker_died`),
 and the items before and after it are re-run as chunks, so only the stuck item scores 0.
@@ -89,12 +90,13 @@ def _init_worker(configs: dict[str, dict[str, Any]], domains: list[str] | None, 
 Columns = tuple[float, int, list[float], list[str | None], list[str | None], list[str]]
 
 
-def _score_chunk(slot: int, domains: str | tuple[str, ...], answers: tuple[str, ...],
-                 truths: tuple[str, ...]) -> Columns:
-    """Score a chunk in a worker: (CPU seconds taken, errors, scores, extracted, compared, reasons). `domains` is
-    one name for the whole chunk or one per item. An exception is that item's verdict (0, `error:…`), not the
-    chunk's. Before each item, its index and start time go to progress slot `slot` (-1: none)."""
+def _score_chunk(slot: int, domain: str, answers: tuple[str, ...], truths: tuple[str, ...]) -> Columns:
+    """Score a chunk of one domain in a worker: (CPU seconds taken, errors, scores, extracted, compared, reasons);
+    `compared` is None when every item compared its own truth as given (the caller has those: fewer bytes back).
+    An exception is that item's verdict (0, `error:…`), not the chunk's. Before each item, its index and start
+    time go to progress slot `slot` (-1: none)."""
     start = time.thread_time()
+    same = True  # every compared text is the truth as given
     progress = _PROGRESS if slot >= 0 else None
     at = 2 * slot
     now = time.monotonic_ns
@@ -103,16 +105,19 @@ def _score_chunk(slot: int, domains: str | tuple[str, ...], answers: tuple[str, 
     compared: list[str | None] = []
     reasons: list[str] = []
     errors = 0
-    verifiers: dict[str, Any] = {}
-    names = repeat(domains, len(answers)) if isinstance(domains, str) else domains
-    for i, (domain, answer, truth) in enumerate(zip(names, answers, truths, strict=True)):
+    verifier: Any = None
+    failure: Exception | None = None
+    try:
+        verifier = get_verifier(domain, _CONFIGS.get(domain))
+    except Exception as exc:  # noqa: BLE001 - an unknown or broken domain: each of its items says why
+        failure = exc
+    for i, (answer, truth) in enumerate(zip(answers, truths, strict=True)):
         if progress is not None:
             progress[at] = i
             progress[at + 1] = now()
         try:
-            verifier = verifiers.get(domain)
-            if verifier is None:
-                verifier = verifiers[domain] = get_verifier(domain, _CONFIGS.get(domain))
+            if failure is not None:
+                raise failure
             score, ext, cmp, reason = verifier.score(answer, truth)
             score = float(score)
             if not 0.0 <= score <= 1.0:  # also nan
@@ -122,11 +127,14 @@ def _score_chunk(slot: int, domains: str | tuple[str, ...], answers: tuple[str, 
             errors += 1
         scores.append(score)
         extracted.append(ext if ext is None or len(ext) <= _SHOWN else str(ext)[:_SHOWN] + "…")
-        compared.append(cmp if cmp is None or len(cmp) <= _SHOWN else str(cmp)[:_SHOWN] + "…")
+        if cmp is not None and len(cmp) > _SHOWN:
+            cmp = str(cmp)[:_SHOWN] + "…"
+        same = same and cmp == truth
+        compared.append(cmp)
         reasons.append(reason)
     if progress is not None:
         progress[at] = len(answers)  # all scored: a failure from here on lost results, not an item
-    return time.thread_time() - start, errors, scores, extracted, compared, reasons
+    return time.thread_time() - start, errors, scores, extracted, None if same else compared, reasons
 
 
 def _stamp(future: Any) -> None:
@@ -135,8 +143,8 @@ def _stamp(future: Any) -> None:
 
 @dataclass
 class _Job:
-    start: int  # index of the chunk's first item in the batch
-    items: list[Item]
+    where: range | list[int]  # the chunk's positions in the batch
+    items: list[Item]  # all of one domain
     slot: int
     future: Any
 
@@ -157,7 +165,7 @@ class RewardPool:
         self.timeout_s = timeout_s
         self.chunk_size = max(1, chunk_size)  # most items per task
         self.chunk_s = chunk_s  # aimed-at CPU seconds of work per task
-        self._per_item: float | None = None  # running estimate of a worker's CPU seconds per item
+        self._cost: dict[str, float] = {}  # running estimate of a worker's CPU seconds per item, per domain
         self.configs = configs or {}
         self.stats = PoolStats()
         self._lock = threading.Lock()
@@ -180,31 +188,29 @@ class RewardPool:
         self._pool.stop()
         self._pool.join()
 
-    def _chunk_len(self, n: int) -> int:
-        if self._per_item is None:
+    def _chunk_len(self, domain: str, batch: int) -> int:
+        cost = self._cost.get(domain)
+        if cost is None:
             guess = 32
         else:  # about chunk_s of work, and far below the deadline's slack for the items besides a stuck one
-            guess = int(min(self.chunk_s, self.timeout_s / 10) / max(self._per_item, 1e-7))
-        return max(1, min(self.chunk_size, guess, math.ceil(n / (2 * self.workers))))
+            guess = int(min(self.chunk_s, self.timeout_s / 10) / max(cost, 1e-7))
+        return max(1, min(self.chunk_size, guess, math.ceil(batch / (2 * self.workers))))
 
-    def _submit(self, start: int, items: list[Item]) -> _Job:
-        """Schedule `items` as one task: a single item under `timeout_s`; a chunk under `2 * timeout_s`, reporting
-        its progress in a slot when one is free."""
+    def _submit(self, where: range | list[int], items: list[Item]) -> _Job:
+        """Schedule `items` (one domain) as one task: a single item under `timeout_s`; a chunk under
+        `2 * timeout_s`, reporting its progress in a slot when one is free."""
         slot = -1
         if len(items) > 1:
             with self._lock:
                 slot = self._free.pop() if self._free else -1
             if slot >= 0:
                 self._view[2 * slot] = -1
-        domains, answers, truths = zip(*items, strict=True)
-        first = domains[0]
-        same = domains.count(first) == len(domains)
-        deadline = self.timeout_s * min(len(items), 2)
-        future = self._pool.schedule(_score_chunk, args=(slot, first if same else domains, answers, truths),
-                                     timeout=deadline)
+        _, answers, truths = zip(*items, strict=True)
+        future = self._pool.schedule(_score_chunk, args=(slot, items[0][0], answers, truths),
+                                     timeout=self.timeout_s * min(len(items), 2))
         if slot >= 0:
             future.add_done_callback(_stamp)
-        return _Job(start, items, slot, future)
+        return _Job(where, items, slot, future)
 
     def _release(self, slot: int) -> tuple[int, int]:
         """Free a slot whose task has ended; (the index of the item it was at, that item's start in ns)."""
@@ -220,26 +226,50 @@ class RewardPool:
         n = len(items)
         out: Scores = Scores([None] * n)  # type: ignore[list-item]
         stats = out.stats = PoolStats()
-        size = self._chunk_len(n)
-        jobs = deque(self._submit(i, items[i:i + size]) for i in range(0, n, size))
-        timeout, took, scored = self.timeout_s * 1e9, 0.0, 0
+        stats.by_domain = dict(Counter(map(itemgetter(0), items)))
+        groups: dict[str, range | list[int]]
+        if len(stats.by_domain) <= 1:
+            groups = {d: range(n) for d in stats.by_domain}
+        else:  # chunks of one domain each: sized by that domain's cost, and timed per domain
+            groups = {d: [] for d in stats.by_domain}
+            for i, it in enumerate(items):
+                groups[it[0]].append(i)  # type: ignore[union-attr]
+        jobs: deque[_Job] = deque()
+        for domain, where in groups.items():
+            size = self._chunk_len(domain, n)
+            for i in range(0, len(where), size):
+                part = where[i:i + size]
+                jobs.append(self._submit(part, items[part.start:part.stop] if isinstance(part, range)
+                                         else [items[j] for j in part]))
+        timeout = self.timeout_s * 1e9
+        took: dict[str, list[float]] = {}
         while jobs:
             job = jobs.popleft()
             try:
-                cpu, errors, *columns = job.future.result()
+                cpu, errors, scores, extracted, compared, reasons = job.future.result()
             except _FAILED as exc:
                 k, began = self._release(job.slot)
                 self._failed(job, exc, k, began, timeout, out, jobs)
                 continue
             self._release(job.slot)
-            out[job.start:job.start + len(job.items)] = map(Verdict._make, zip(*columns, strict=True))
+            if compared is None:  # each compared its own truth
+                compared = map(itemgetter(2), job.items)
+            # Verdicts from 4-tuples at C speed (Verdict._make is a Python function)
+            verdicts = map(tuple.__new__, repeat(Verdict), zip(scores, extracted, compared, reasons, strict=True))
+            if isinstance(job.where, range):
+                out[job.where.start:job.where.stop] = verdicts
+            else:
+                for j, v in zip(job.where, verdicts, strict=True):
+                    out[j] = v
             stats.errors += errors
-            took, scored = took + cpu, scored + len(job.items)
-        if scored >= 8:  # CPU time is steady under load, unlike wall time; tiny batches say little
-            per = took / scored
-            self._per_item = per if self._per_item is None else 0.7 * self._per_item + 0.3 * per
+            t = took.setdefault(job.items[0][0], [0.0, 0])
+            t[0] += cpu
+            t[1] += len(job.items)
+        for domain, (cpu, count) in took.items():
+            if count >= 8:  # CPU time is steady under load, unlike wall time; a few items say little
+                old = self._cost.get(domain)
+                self._cost[domain] = cpu / count if old is None else 0.7 * old + 0.3 * cpu / count
         stats.items = n
-        stats.by_domain = dict(Counter(map(itemgetter(0), items)))
         with self._lock:
             s = self.stats
             s.items += stats.items
@@ -255,30 +285,30 @@ class RewardPool:
         """A task gave no result (deadline passed, worker died, pool broken): verdicts for a single item; for a
         chunk, the item in progress is settled and the items around it are re-run."""
         stats = out.stats
-        chunk = job.items
+        chunk, where = job.items, job.where
         if len(chunk) == 1:
-            item = chunk[0]
+            truth = str(chunk[0][2])[:_SHOWN]
             if isinstance(exc, FutureTimeout):
-                out[job.start] = Verdict(0.0, None, str(item[2])[:_SHOWN], "timeout")
+                out[where[0]] = Verdict(0.0, None, truth, "timeout")
                 stats.timeouts += 1
             else:
-                out[job.start] = Verdict(0.0, None, str(item[2])[:_SHOWN], f"error:worker_died: {exc}")
+                out[where[0]] = Verdict(0.0, None, truth, f"error:worker_died: {exc}")
                 stats.errors += 1
             return
         stats.split_chunks += 1
         if not 0 <= k < len(chunk):  # never started, no slot, or lost after scoring all: each item alone
-            jobs.extend(self._submit(job.start + j, [it]) for j, it in enumerate(chunk))
+            jobs.extend(self._submit(where[j:j + 1], [it]) for j, it in enumerate(chunk))
             return
         if k:
-            jobs.append(self._submit(job.start, chunk[:k]))
+            jobs.append(self._submit(where[:k], chunk[:k]))
         ended = getattr(job.future, "done_ns", None) or time.monotonic_ns()
         if isinstance(exc, FutureTimeout) and ended - began >= timeout:
-            out[job.start + k] = Verdict(0.0, None, str(chunk[k][2])[:_SHOWN], "timeout")
+            out[where[k]] = Verdict(0.0, None, str(chunk[k][2])[:_SHOWN], "timeout")
             stats.timeouts += 1
         else:  # it had less than its own timeout, or its worker died: once more, alone
-            jobs.append(self._submit(job.start + k, [chunk[k]]))
+            jobs.append(self._submit(where[k:k + 1], [chunk[k]]))
         if k + 1 < len(chunk):
-            jobs.append(self._submit(job.start + k + 1, chunk[k + 1:]))
+            jobs.append(self._submit(where[k + 1:], chunk[k + 1:]))
 
 
 def score_batch(items: list[Item], timeout_s: float = 5.0, workers: int | None = None,

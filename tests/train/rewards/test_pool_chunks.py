@@ -121,3 +121,20 @@ def test_batches_from_several_threads_at_once(pool):
         assert [v.score for v in got[:150]] == [float(i % 7 == i % 5) for i in range(150)]
         assert got[150].reason == "timeout" and got.stats.timeouts == 1
         assert [v.score for v in got[151:]] == [float(i % 7 == i % 5) for i in range(151, 300)]
+
+
+def test_a_mixed_batch_is_scored_by_domain_and_put_back_in_order(log):
+    items = []
+    for i in range(24):
+        if i % 3 == 0:
+            items.append((DOMAIN, "hang" if i == 9 else f"r{i}", f"r{i}"))
+        else:
+            items.append(("counting", str(i), str(i if i % 2 else i + 1)))
+    with _pool(log, timeout_s=0.5) as pool:
+        got = pool.score(items)
+    want = [0.0 if i == 9 else 1.0 if i % 3 == 0 else float(i % 2 == 1) for i in range(24)]
+    assert [v.score for v in got] == want
+    assert got[9].reason == "timeout" and got.stats.timeouts == 1
+    assert [v.extracted for v in got if v.reason != "timeout"] == [
+        f"r{i}" if i % 3 == 0 else str(i) for i in range(24) if i != 9]
+    assert got.stats.by_domain == {DOMAIN: 8, "counting": 16}
