@@ -1,13 +1,21 @@
 """RLCS vs the same run with uniform sampling and no dynamic expansion, from one toy SFT start, compared at equal
-rollout count: held-out accuracy (beside the majority-answer baseline) against rollouts; writes the curves to
-OUT/ablation.json and a plot to docs/rlcs_ablation.png."""
+rollout count (oversampled rollouts count against RLCS): held-out accuracy per task beside the majority-answer
+baseline, against rollouts; wall and process-CPU minutes of each arm. Writes OUT/ablation.json and a plot
+(docs/rlcs_ablation.png by default).
+
+    python benchmarks/rlcs_ablation.py                       # RLCS for --minutes, then the baseline to equal rollouts
+    python benchmarks/rlcs_ablation.py --rollouts 20000      # both arms to a fixed rollout budget
+    python benchmarks/rlcs_ablation.py --rollouts 20000 --arm rlcs      # one arm (e.g. two processes at once);
+    python benchmarks/rlcs_ablation.py --rollouts 20000 --report-only   # then the table and plot from both
+
+An arm whose folder already holds a run resumes it (a finished one is only read)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import time
+import subprocess
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -17,81 +25,121 @@ from train.rlcs.config import RLCSConfig  # noqa: E402
 from train.rlcs.loop import train_rlcs  # noqa: E402
 from train.rlcs.start import ensure_start  # noqa: E402
 
-
-def curve(run: Path) -> list[tuple[int, float]]:
-    rows = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
-    return [(r["rollouts"], r["accuracy"]) for r in rows]
+# arm -> (curriculum sampling, dynamic expansion)
+ARMS = {"rlcs": (True, True), "uniform_no_dynamic": (False, False)}
 
 
-def at(points: list[tuple[int, float]], rollouts: int) -> float:
-    """Accuracy of the last evaluation at or before `rollouts`."""
-    return [a for r, a in points if r <= rollouts][-1]
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--config", default="configs/rlcs/toy.yaml")
-    ap.add_argument("--out", type=Path, default=Path("out/rlcs_ablation"))
-    ap.add_argument("--minutes", type=float, default=20.0, help="wall budget of the RLCS arm")
-    ap.add_argument("--plot", type=Path, default=Path("docs/rlcs_ablation.png"))
-    args = ap.parse_args()
-    base = RLCSConfig.from_yaml(args.config)
-    base.run.output = args.out
-    base.run.steps = 100000
-    start = ensure_start(base, write_toy=write_toy)  # one start for both arms
-    arms = {"rlcs": (True, True), "uniform_no_dynamic": (False, False)}
-    budget_rollouts = None
-    report = {}
-    for name, (curriculum, dynamic) in arms.items():
-        cfg = base.model_copy(deep=True)
-        cfg.start.model, cfg.start.prompts, cfg.start.heldout = start.model, start.prompts, start.heldout
-        cfg.sampler.curriculum, cfg.dynamic.enabled = curriculum, dynamic
-        cfg.run.output = args.out / name
-        if budget_rollouts is None:
-            cfg.run.max_minutes = args.minutes
-        else:  # the baseline gets the same number of rollouts as the RLCS arm used
-            per_iter = cfg.grpo.batch_prompts * cfg.grpo.group_size
-            cfg.run.steps = -(-budget_rollouts // per_iter)
-        t0 = time.perf_counter()
-        last = train_rlcs(RLCSConfig.model_validate(cfg.model_dump()))
-        report[name] = {"minutes": (time.perf_counter() - t0) / 60, "rollouts": last["rollouts_total"],
-                        "curve": curve(cfg.run.output)}
-        if budget_rollouts is None:
-            budget_rollouts = last["rollouts_total"]
-    first_eval = json.loads((args.out / "rlcs" / "eval.jsonl").read_text().splitlines()[0])
-    baseline = first_eval["majority_baseline"]
-    common = min(v["rollouts"] for v in report.values())
-    summary = {name: {"start": v["curve"][0][1], "at_equal_rollouts": at(v["curve"], common), **v}
-               for name, v in report.items()}
-    (args.out / "ablation.json").write_text(json.dumps({"rollouts": common, "majority_baseline": baseline,
-                                                        "arms": summary}, indent=1))
-    print(f"held-out accuracy at {common} rollouts (majority-answer baseline {baseline['all']:.3f}; per task "
-          + ", ".join(f"{t} {b:.3f}" for t, b in baseline["per_task"].items()) + ")")
-    print("| arm | start | end | gain (points) | rollouts | minutes |\n|---|---|---|---|---|---|")
-    for name, s in summary.items():
-        print(f"| {name} | {s['start']:.3f} | {s['at_equal_rollouts']:.3f} | "
-              f"{100 * (s['at_equal_rollouts'] - s['start']):+.1f} | {s['rollouts']} | {s['minutes']:.1f} |")
-    a, b = summary["rlcs"]["at_equal_rollouts"], summary["uniform_no_dynamic"]["at_equal_rollouts"]
-    print(f"rlcs / uniform at equal rollouts: {a / max(b, 1e-9):.2f}x")
+def at(evals: list[dict], rollouts: int) -> dict:
+    """The last evaluation at or before `rollouts`."""
+    return [e for e in evals if e["rollouts"] <= rollouts][-1]
+
+
+def run_arm(base: RLCSConfig, name: str, out: Path, start, rollouts: int | None, minutes: float | None) -> None:
+    curriculum, dynamic = ARMS[name]
+    cfg = base.model_copy(deep=True)
+    cfg.start.model, cfg.start.prompts, cfg.start.heldout = start.model, start.prompts, start.heldout
+    cfg.sampler.curriculum, cfg.dynamic.enabled = curriculum, dynamic
+    cfg.run.output, cfg.run.steps = out / name, 1_000_000
+    cfg.run.max_rollouts, cfg.run.max_minutes = rollouts, minutes
+    train_rlcs(RLCSConfig.model_validate(cfg.model_dump()))
+
+
+def summarise(out: Path, names: list[str]) -> dict:
+    arms = {}
+    for name in names:
+        evals, metrics = rows(out / name / "eval.jsonl"), rows(out / name / "metrics.jsonl")
+        if not evals or not metrics:
+            raise SystemExit(f"arm {name}: no run in {out / name} (run it first)")
+        last = metrics[-1]
+        arms[name] = {"evals": evals, "iterations": last["step"], "rollouts": last["rollouts_total"],
+                      "wall_min": last.get("elapsed_min"), "cpu_min": last.get("cpu_min"),
+                      "updates_with_signal": sum(m["groups_kept"] > 0 for m in metrics),
+                      "groups_learned": sum(m["groups_kept"] for m in metrics)}
+    common = min(a["rollouts"] for a in arms.values())
+    for a in arms.values():
+        a["start"], a["end"] = a["evals"][0], at(a["evals"], common)
+    return {"rollouts": common, "majority_baseline": arms[names[0]]["start"]["majority_baseline"], "arms": arms}
+
+
+def report(s: dict, plot: Path) -> None:
+    base = s["majority_baseline"]
+    tasks = sorted(base["per_task"])
+    print(f"held-out accuracy (n={s['arms'][next(iter(s['arms']))]['start']['n']}, greedy, exact match) at "
+          f"{s['rollouts']} rollouts each; majority-answer baseline {base['all']:.3f} ("
+          + ", ".join(f"{t} {base['per_task'][t]:.3f}" for t in tasks) + ")")
+    print("| arm | start | end | gain (points) | " + " | ".join(f"{t} start→end" for t in tasks)
+          + " | iterations | rollouts | wall min | CPU min |")
+    print("|---" * (8 + len(tasks)) + "|")
+    for name, a in s["arms"].items():
+        st, en = a["start"], a["end"]
+        print(f"| {name} | {st['accuracy']:.3f} | {en['accuracy']:.3f} | {100 * (en['accuracy'] - st['accuracy']):+.1f} | "
+              + " | ".join(f"{st['per_task'][t]:.3f}→{en['per_task'][t]:.3f}" for t in tasks)
+              + f" | {a['iterations']} | {a['rollouts']} | {a['wall_min']:.1f} | {a['cpu_min']:.1f} |")
+    if {"rlcs", "uniform_no_dynamic"} <= set(s["arms"]):
+        r, u = s["arms"]["rlcs"]["end"]["accuracy"], s["arms"]["uniform_no_dynamic"]["end"]["accuracy"]
+        print(f"rlcs / uniform_no_dynamic end accuracy at equal rollouts: {r / max(u, 1e-9):.2f}x "
+              f"({100 * (r - u):+.1f} points)")
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for name, s in summary.items():
-            ax.plot([r for r, _ in s["curve"]], [acc for _, acc in s["curve"]], marker="o", label=name)
-        ax.axhline(baseline["all"], color="grey", linestyle="--", label="majority answer")
-        ax.set_xlabel("rollouts")
-        ax.set_ylabel("held-out accuracy")
-        ax.legend()
-        fig.tight_layout()
-        args.plot.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(args.plot, dpi=120)
-        print(f"plot: {args.plot}")
     except ImportError:
         print("matplotlib is not installed: no plot")
+        return
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    styles = {"rlcs": "-", "uniform_no_dynamic": "--"}
+    for name, a in s["arms"].items():
+        xs = [e["rollouts"] for e in a["evals"]]
+        ax.plot(xs, [e["accuracy"] for e in a["evals"]], styles.get(name, "-"), marker="o", label=name)
+        for i, t in enumerate(tasks):
+            bx.plot(xs, [e["per_task"][t] for e in a["evals"]], styles.get(name, "-"), color=f"C{i}",
+                    label=f"{t} ({name})")
+    ax.axhline(base["all"], color="grey", linestyle=":", label="majority answer")
+    ax.axvline(s["rollouts"], color="black", linewidth=0.5)
+    ax.set(xlabel="rollouts", ylabel="held-out accuracy", title="all tasks")
+    bx.set(xlabel="rollouts", ylabel="held-out accuracy", title="per task")
+    ax.legend(fontsize=8)
+    bx.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(plot, dpi=110)
+    print(f"plot: {plot}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="configs/rlcs/toy.yaml")
+    ap.add_argument("--out", type=Path, default=Path("out/rlcs_ablation"))
+    ap.add_argument("--rollouts", type=int, default=None, help="rollout budget of each arm (default: what the "
+                    "RLCS arm generates in --minutes)")
+    ap.add_argument("--minutes", type=float, default=20.0, help="wall budget of the RLCS arm without --rollouts")
+    ap.add_argument("--arm", action="append", choices=sorted(ARMS), help="run only this arm (repeatable)")
+    ap.add_argument("--report-only", action="store_true", help="only read the arms' folders: table and plot")
+    ap.add_argument("--plot", type=Path, default=Path("docs/rlcs_ablation.png"))
+    args = ap.parse_args()
+    base = RLCSConfig.from_yaml(args.config)
+    base.run.output = args.out
+    names = args.arm or list(ARMS)
+    if not args.report_only:
+        start = ensure_start(base, write_toy=write_toy)  # one start for every arm
+        budget = args.rollouts
+        for name in names:
+            run_arm(base, name, args.out, start, budget, None if budget else args.minutes)
+            if budget is None:  # the next arms get what the first one generated
+                budget = rows(args.out / name / "metrics.jsonl")[-1]["rollouts_total"]
+    s = summarise(args.out, list(ARMS) if args.report_only else names)
+    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    print(f"uptime at the end: {load}")
+    (args.out / "ablation.json").write_text(json.dumps(
+        {"uptime": load, **s, "arms": {k: {kk: vv for kk, vv in v.items() if kk != "evals"} | {"curve": [
+            {"rollouts": e["rollouts"], "accuracy": e["accuracy"], "per_task": e["per_task"]} for e in v["evals"]]}
+            for k, v in s["arms"].items()}}, indent=1))
+    report(s, args.plot)
 
 
 if __name__ == "__main__":

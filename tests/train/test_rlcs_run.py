@@ -55,6 +55,19 @@ def test_rlcs_cli_builds_its_start_logs_resumes_and_grades(tmp_path):
     assert "built earlier" in r.output and "resumed at iteration 2" in r.output
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in rows] == [1, 2, 3]
+    # a rollout budget stops the run (checkpointed) once reached, whatever --steps says; wall and CPU minutes
+    # carry over resumes
+    budget = rows[-1]["rollouts_total"] + 1
+    cfg["run"]["max_rollouts"] = budget
+    path.write_text(yaml.safe_dump(cfg))
+    r = runner.invoke(app, ["rlcs", "--config", str(path), "--steps", "50"])
+    assert r.exit_code == 0, r.output
+    assert "stopping at iteration 4: run.max_rollouts" in r.output
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in rows] == [1, 2, 3, 4] and rows[-1]["rollouts_total"] >= budget
+    assert rows[3]["cpu_min"] > rows[2]["cpu_min"] > rows[0]["cpu_min"] > 0
+    assert rows[3]["elapsed_min"] > rows[2]["elapsed_min"]
+    assert (out / "checkpoints" / "step-4" / "done").exists()
     # grade: tiers from k rollouts per prompt
     graded = tmp_path / "graded.parquet"
     r = runner.invoke(app, ["grade", str(out / "hf"), "--prompts", str(out / "start" / "prompts.parquet"),

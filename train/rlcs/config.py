@@ -83,6 +83,8 @@ class RunConfig(BaseModel):
     tensorboard: bool = Field(False)
     progress: bool = Field(False)
     max_minutes: float | None = Field(None, description="Stop (with a checkpoint) after this much wall time.")
+    max_rollouts: int | None = Field(None, description="Stop (with a checkpoint) once this many rollouts were "
+                                     "generated (oversampled ones included): equal-compute comparisons.")
 
 
 class RLCSConfig(BaseModel):

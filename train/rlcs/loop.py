@@ -6,6 +6,7 @@ checkpoints and metrics logger."""
 from __future__ import annotations
 
 import json
+import resource
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -43,6 +44,13 @@ def heldout_accuracy(model, processor, samples, cfg: RLCSConfig) -> dict:
     return {k: r[k] for k in ("accuracy", "per_task", "majority_baseline", "n")}
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far (all its threads): the RL phase's cost on a shared machine,
+    where wall time depends on the other jobs. Reward workers are other processes and are not in it."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def train_rlcs(cfg: RLCSConfig, log: Callable[[str], None] = print, write_toy: ToyWriter | None = None) -> dict:
     """Runs (or resumes) to cfg.run.steps iterations; returns the last iteration's metrics."""
     out, run = cfg.run.output, cfg.run
@@ -67,27 +75,31 @@ def train_rlcs(cfg: RLCSConfig, log: Callable[[str], None] = print, write_toy: T
     sampler = CurriculumSampler([p.tier for p in prompts], g, cfg.sampler, run.seed, [p.pass_rate for p in prompts])
     tracker = ExpansionTracker(cfg.dynamic)
     ckpt = Checkpointer(out / "checkpoints", dist_info, run.keep_checkpoints)
-    step, rollouts_total = 0, 0
+    step, rollouts_total, spent_wall, spent_cpu = 0, 0, 0.0, 0.0  # wall/CPU seconds of earlier sessions of the run
     if (latest := ckpt.latest()) is not None:
         extra = ckpt.load(latest, model, optimizer)
         scheduler.load_state_dict(extra["scheduler"])
         sampler.load_state_dict(extra["sampler"])
         tracker.load_state_dict(extra["expansion"])
         step, rollouts_total = extra["step"], extra["rollouts_total"]
+        spent_wall, spent_cpu = extra.get("wall_s", 0.0), extra.get("cpu_s", 0.0)
         log(f"rlcs: resumed at iteration {step} from {ckpt.root / f'step-{latest}'}")
     heldout = read_eval_samples(start.heldout, cfg.eval.limit) if start.heldout else []
     engine = make_rollout(cfg.rollout, model, processor)
     pad_id = processor.tokenizer.pad_token_id
     logger = MetricsLogger(out, run.steps, step, True, run.tensorboard, run.progress, 1)
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter() - spent_wall, cpu_seconds() - spent_cpu
+
+    def spent() -> dict:
+        return {"elapsed_min": (time.perf_counter() - t_start) / 60, "cpu_min": (cpu_seconds() - cpu_start) / 60}
     if heldout and step == 0 and cfg.eval.at_start and not (out / "eval.jsonl").exists():
         ev = heldout_accuracy(model, processor, heldout, cfg)
-        _append(out / "eval.jsonl", {"step": 0, "rollouts": 0, **ev})
+        _append(out / "eval.jsonl", {"step": 0, "rollouts": 0, **ev, **spent()})
         log(f"rlcs: start held-out accuracy {ev['accuracy']:.3f} (majority baseline {ev['majority_baseline']['all']:.3f})")
     m: dict = {}
     with RewardPool(workers=cfg.reward.workers, timeout_s=cfg.reward.timeout_s, configs=cfg.reward.configs,
                     context="forkserver", domains=sorted({p.domain for p in prompts})) as pool:
-        while step < run.steps:
+        while step < run.steps and not (run.max_rollouts and rollouts_total >= run.max_rollouts):
             t0 = time.perf_counter()
             weights, population = sampler.weights(), sampler.population()
             n_draw = tracker.prompts_to_draw(cfg.grpo.batch_prompts)
@@ -173,15 +185,16 @@ def train_rlcs(cfg: RLCSConfig, log: Callable[[str], None] = print, write_toy: T
                 "time_learn_s": t3 - t2,
                 "step_time_s": t3 - t0,
                 "tokens_per_s": gen_tokens / max(1e-9, t1 - t0),
-                "elapsed_min": (time.perf_counter() - t_start) / 60,
+                **spent(),
             }
             out_of_time = run.max_minutes is not None and m["elapsed_min"] >= run.max_minutes
-            last = step == run.steps or out_of_time
+            out_of_rollouts = bool(run.max_rollouts) and rollouts_total >= run.max_rollouts
+            last = step == run.steps or out_of_time or out_of_rollouts
             if heldout and ((cfg.eval.every and step % cfg.eval.every == 0) or last):
                 ev = heldout_accuracy(model, processor, heldout, cfg)
                 m["accuracy"], m["accuracy_per_task"] = ev["accuracy"], ev["per_task"]
                 m["majority_baseline"] = ev["majority_baseline"]["per_task"]
-                _append(out / "eval.jsonl", {"step": step, "rollouts": rollouts_total, **ev})
+                _append(out / "eval.jsonl", {"step": step, "rollouts": rollouts_total, **ev, **spent()})
             logger.log(m)
             log(f"rlcs {step}/{run.steps}: reward {m['reward_mean']:.3f} kept {len(keep)}/{len(drawn)} "
                 f"ratio {ratio:.2f} rollout {m['time_rollout_s']:.1f}s reward {m['time_reward_s']:.1f}s "
@@ -189,9 +202,11 @@ def train_rlcs(cfg: RLCSConfig, log: Callable[[str], None] = print, write_toy: T
             if last or (run.ckpt_every and step % run.ckpt_every == 0):
                 ckpt.save(step, model, optimizer, {"step": step, "world": 1, "scheduler": scheduler.state_dict(),
                                                    "sampler": sampler.state_dict(), "expansion": tracker.state_dict(),
-                                                   "rollouts_total": rollouts_total})
-            if out_of_time:
-                log(f"rlcs: stopping at iteration {step}: run.max_minutes {run.max_minutes} reached")
+                                                   "rollouts_total": rollouts_total,
+                                                   "wall_s": 60 * spent()["elapsed_min"], "cpu_s": 60 * spent()["cpu_min"]})
+            if out_of_time or out_of_rollouts:
+                why = f"run.max_minutes {run.max_minutes}" if out_of_time else f"run.max_rollouts {run.max_rollouts}"
+                log(f"rlcs: stopping at iteration {step}: {why} reached")
                 break
     logger.close()
     if run.save_hf:
