@@ -134,3 +134,37 @@ def checkpoint_threshold(pretrained: str | None, model_config: str | None = None
         f"threshold: auto needs a {THRESHOLD_FILE} beside the local checkpoint ({where}); "
         "`vlmdata train clip` writes one, or give a number"
     )
+
+
+def fit_batch_size(clip: LoadedClip, *, context: int | None = None, headroom: float = 0.7, largest: int = 4096) -> int:
+    """The largest power-of-two image+text batch that fits in `headroom` of the GPU's free memory, measured: one
+    forward at a probe batch gives the activation memory per sample (CUDA only; on CPU 64).
+
+    context: text tokens per caption (default: the model's context length)."""
+    import torch
+
+    if not str(clip.device).startswith("cuda"):
+        return 64
+    device = torch.device(clip.device)
+    size = _image_size(clip)
+    probe = 16
+    ctx = context or int(getattr(clip.model, "context_length", 77))
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    with torch.inference_mode():
+        x = torch.zeros(probe, 3, size, size, device=device, dtype=clip.dtype)
+        t = torch.zeros(probe, ctx, device=device, dtype=torch.long)
+        clip.model.encode_image(x, normalize=True)
+        clip.model.encode_text(t, normalize=True)
+    torch.cuda.synchronize(device)
+    per_sample = max(1, (torch.cuda.max_memory_allocated(device) - before) // probe)
+    free, _ = torch.cuda.mem_get_info(device)
+    fits = int(free * headroom // per_sample)
+    return max(1, min(largest, 1 << max(0, fits.bit_length() - 1)))
+
+
+def _image_size(clip: LoadedClip) -> int:
+    size = getattr(getattr(clip.model, "visual", None), "image_size", 224)
+    return int(size[0] if isinstance(size, tuple | list) else size)

@@ -11,9 +11,9 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from filters.clip_model import LoadedClip, checkpoint_threshold, load_clip
+from filters.clip_model import LoadedClip, checkpoint_threshold, fit_batch_size, load_clip
 from pipelines.columns import sidecar
-from pipelines.imaging import DecodedViews, views
+from pipelines.imaging import DecodedViews, jpeg_frame, views
 from pipelines.operator import Operator, OperatorConfig, with_verdicts
 
 DECODE_FAILED = "clip_decode_failed"
@@ -32,8 +32,17 @@ class ClipScoreConfig(OperatorConfig):
         0.3, description="Keep rows whose cosine score is >= this (0.3 as in the GLM-4.1V report, for OpenAI-scale CLIPs); "
         "'auto' reads threshold.json beside the local checkpoint (written by `vlmdata train clip`).",
     )
-    batch_size: int = Field(64, ge=1, description="Images and captions per forward pass.")
+    batch_size: int | Literal["auto"] = Field(
+        64, description="Images and captions per forward pass; 'auto': the largest power of two that fits in 70% of the "
+        "GPU's free memory (measured at setup; 64 on CPU).",
+    )
     device: str = Field("auto", description="'auto' (cuda when present, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
+    decode_on_device: Literal["auto", "always", "never"] = Field(
+        "auto", description="'auto': when the model runs on a GPU, JPEGs are decoded there (nvJPEG through torchvision) "
+        "and every picture is resized and normalised there; 'never': Pillow on the CPU, exactly open_clip's preprocess "
+        "(the pixels the demo CLIP was trained on); 'always': the tensor path even on CPU (torchvision's decoder, "
+        "torch's antialiased resize: tests and the GPU script's smoke run).",
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="Model weights' precision; 'auto' = bf16 on GPU, fp32 on CPU."
     )
@@ -64,6 +73,8 @@ class ClipScore(Operator):
 
     clip: LoadedClip | None = None
     threshold: float = 0.3
+    batch: int = 64  # resolved batch_size
+    on_device: bool = False  # decode (JPEG) and preprocess with torch on the model's device
     _pool: ThreadPoolExecutor | None = None
     _pil_steps: Any = None
     _normalize: Any = None
@@ -90,6 +101,13 @@ class ClipScore(Operator):
         self.clip = load_clip(cfg.model, cfg.pretrained, cfg.model_config_path, cfg.device, cfg.precision)
         self._split_preprocess()
         self._pool = ThreadPoolExecutor(cfg.num_threads, thread_name_prefix="clip-decode")
+        self.batch = fit_batch_size(self.clip) if cfg.batch_size == "auto" else cfg.batch_size
+        on_gpu = str(self.clip.device).startswith("cuda")
+        wanted = cfg.decode_on_device == "always" or (cfg.decode_on_device == "auto" and on_gpu)
+        self.on_device = wanted and self._tensor_steps_work()
+        if cfg.decode_on_device == "always" and not self.on_device:
+            raise ValueError(f"clip_score: decode_on_device: always, but {cfg.model}'s preprocess has no tensor path "
+                             "(it must be torchvision transforms then ToTensor + Normalize)")
 
     # -- decoding (runs on the pool, overlapping the model's forward on the previous sub-batch) --
 
@@ -103,6 +121,21 @@ class ClipScore(Operator):
         self._pil_steps, self._normalize = None, None
         if steps and len(steps) >= 2 and isinstance(steps[-2], T.ToTensor) and isinstance(steps[-1], T.Normalize):
             self._pil_steps, self._normalize = T.Compose(steps[:-2]), steps[-1]
+
+    def _tensor_steps_work(self) -> bool:
+        """The preprocess's resize/crop steps accept a uint8 tensor and give what they give a PIL picture's shape."""
+        import torch
+        from PIL import Image
+
+        if self._pil_steps is None:
+            return False
+        try:
+            probe = Image.new("RGB", (37, 23), (10, 200, 30))
+            want = np.asarray(self._pil_steps(probe)).shape
+            got = self._pil_steps(torch.from_numpy(np.array(probe)).permute(2, 0, 1))
+            return isinstance(got, torch.Tensor) and got.dtype == torch.uint8 and tuple(got.permute(1, 2, 0).shape) == want
+        except Exception:  # noqa: BLE001 - a PIL-only step: no tensor path
+            return False
 
     def _pixels(self, data: bytes | None, pictures: DecodedViews | None = None) -> Any:
         """A preprocessed image (uint8 HWC array on the split path, else a tensor), or None when the bytes do not decode.
@@ -131,9 +164,76 @@ class ClipScore(Operator):
         std = torch.tensor(norm.std, dtype=x.dtype).view(1, -1, 1, 1)
         return x.sub_(mean).div_(std)
 
+    # -- the tensor path: nvJPEG decode, resize and normalisation on the model's device --
+
+    def _host_picture(self, data: bytes | None, pictures: DecodedViews) -> Any:
+        """[3, H, W] uint8 CPU tensor of the picture `decode_rgb` gives (decoded once per pass), or None."""
+        import torch
+
+        try:
+            return torch.from_numpy(np.array(pictures.rgb(data or b""))).permute(2, 0, 1)
+        except Exception:  # noqa: BLE001 - an undecodable image becomes an error row
+            return None
+
+    def _device_jpegs(self, blobs: list[bytes]) -> list[Any]:
+        """nvJPEG (torchvision.io.decode_jpeg) on the model's device: [3, H, W] uint8 each, None where it fails.
+        One batched call; if any image fails the batch (the call returns nothing partial), each is decoded alone."""
+        import torch
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        assert self.clip is not None
+        device = self.clip.device
+        tensors = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
+        try:
+            return list(decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True))
+        except Exception:  # noqa: BLE001 - find the one(s) the decoder refuses
+            out = []
+            for t in tensors:
+                try:
+                    out.append(decode_jpeg(t, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True))
+                except Exception:  # noqa: BLE001
+                    out.append(None)
+            return out
+
+    def _prepare_on_device(self, images: list[bytes | None], pictures: DecodedViews) -> tuple[Any, list[bool]]:
+        """Pictures this pass already decoded are reused; other plain JPEGs (1 or 3 components, within Pillow's bomb
+        limit) are decoded on the device; everything else (PNG, CMYK, what nvJPEG refuses) by Pillow, as `decode`
+        does. Then the preprocess's own resize/crop steps run on the device tensors, and one normalisation."""
+        import torch
+        from PIL import Image
+
+        assert self.clip is not None and self._pool is not None
+        limit = Image.MAX_IMAGE_PIXELS
+        device_side: list[int] = []
+        for i, data in enumerate(images):
+            frame = jpeg_frame(data or b"") if pictures.peek(data or b"") is None else None
+            if frame is not None and frame[2] in (1, 3) and (limit is None or frame[0] * frame[1] <= limit):
+                device_side.append(i)
+        found: list[Any] = [None] * len(images)
+        if device_side:
+            for i, t in zip(device_side, self._device_jpegs([images[i] or b"" for i in device_side]), strict=True):
+                found[i] = t
+        host = [i for i in range(len(images)) if found[i] is None]
+        for i, t in zip(host, self._pool.map(self._host_picture, [images[i] for i in host], [pictures] * len(host)),
+                        strict=True):
+            found[i] = t
+        ok = [t is not None for t in found]
+        if not any(ok):
+            return None, ok
+        device = self.clip.device
+        pixels = torch.stack([self._pil_steps(t.to(device, non_blocking=True)) for t in found if t is not None])
+        norm = self._normalize
+        mean = torch.tensor(norm.mean, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(norm.std, device=device).view(1, -1, 1, 1)
+        return pixels.float().div_(255).sub_(mean).div_(std), ok
+
     def _prepare(self, images: list[bytes | None], texts: list[str | None],
                  pictures: DecodedViews) -> tuple[Any, Any, list[bool]]:
         assert self.clip is not None and self._pool is not None
+        if self.on_device:
+            x, ok = self._prepare_on_device(images, pictures)
+            tokens = self.clip.tokenizer([t or "" for t, o in zip(texts, ok, strict=True) if o]) if x is not None else None
+            return x, tokens, ok
         if len(images) > 1:
             pixels = list(self._pool.map(self._pixels, images, [pictures] * len(images)))
         else:
@@ -162,7 +262,7 @@ class ClipScore(Operator):
             self.setup()
         assert self._pool is not None
         pictures = views()  # this thread's (the pass's) decoded views, handed to the decoding threads
-        bs = self.config.batch_size
+        bs = self.batch
         starts = list(range(0, len(images), bs))
         # The sub-batch's own decode fans out over the pool; its preparation runs on a separate thread
         # so the pool is free for it while the model (which releases the GIL) encodes the previous one.

@@ -152,6 +152,12 @@ class DecodedViews:
             raise DecodeError(f"decompression_bomb:{w}x{h}")
         return hit
 
+    def peek(self, data: bytes) -> Decoded | None:
+        """The picture of `data` when this batch already decoded it (a stage may then skip a decoder of its own, a
+        GPU one say), else None; never decodes."""
+        hit = self._pictures.get((data, None))
+        return hit if isinstance(hit, Decoded) else None
+
     def rgb(self, data: bytes, *, max_pixels: int | None = None) -> Image.Image:
         """`decode_rgb(data)`, decoded on first use in this batch."""
         return self.decoded(data, max_pixels=max_pixels).rgb
@@ -218,6 +224,38 @@ def _wide_to_rgb(img: Image.Image) -> Image.Image:
         alpha = np.where(arr == key, 0, 255).astype(np.uint8)
         return _over_white(Image.fromarray(np.stack([gray, alpha], axis=-1), "LA").convert("RGBA"))
     return Image.fromarray(gray, "L").convert("RGB")
+
+
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # start-of-frame markers
+
+
+def jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
+    """(width, height, components) from a JPEG's frame header, read without decoding; None when `data` is no JPEG
+    or its header cannot be read. Lets a stage choose a decoder (nvJPEG takes 1 or 3 components) and apply a bomb
+    limit before decoding."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker in _SOF:
+            if i + 10 > n:
+                return None
+            height, width = int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
+            return width, height, data[i + 9]
+        if marker == 0xDA or length < 2:  # scan data before any frame header: not a JPEG we can read
+            return None
+        i += 2 + length
+    return None
 
 
 def pixel_digest(rgb: Image.Image) -> str:
