@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import zlib
+from pathlib import Path
+
 import torch
 
 from train.config import RunConfig
@@ -52,16 +55,109 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
-def materialize(model: torch.nn.Module, full_state: dict | None, dist_info: DistInfo) -> None:
-    """Give a model that ranks other than 0 built on the meta device its weights, after sharding: storage for
-    each rank's own shard only, filled from rank 0's full state dict (`full_state`, None elsewhere), and every
-    buffer (rotary tables) copied from rank 0. Peak host memory of those ranks no longer holds a full model."""
-    import torch.distributed as dist
+def _init_order(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module, torch.nn.Module]]:
+    """(name, module, the model whose `_init_weights` initialises it), children first: transformers'
+    `initialize_weights` order, where each sub-model (text model, ViT) initialises its own modules."""
+    from transformers import PreTrainedModel
+
+    out: list = []
+
+    def walk(prefix: str, module: torch.nn.Module, owner: torch.nn.Module) -> None:
+        for name, child in module.named_children():
+            walk(f"{prefix}{name}.", child, child if isinstance(child, PreTrainedModel) else owner)
+        out.append((prefix.rstrip("."), module, owner))
+
+    walk("", model, model)
+    return out
+
+
+def _module_seed(seed: int, name: str) -> int:
+    return zlib.crc32(f"{seed}:{name}".encode())  # stable across processes (str hashes are not)
+
+
+def _keep_shard(param: torch.Tensor, full: torch.Tensor) -> None:
+    """Copy this rank's part of `full` into `param` (a DTensor shard under FSDP2, else the whole tensor)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if isinstance(param, DTensor):
+        # every rank holds the same `full` (same seed): slice locally, no communication
+        part = distribute_tensor(full.to(param.device), param.device_mesh, param.placements, src_data_rank=None)
+        param.to_local().copy_(part.to_local())
+    else:
+        param.copy_(full)
+
+
+@torch.no_grad()
+def seeded_init(model: torch.nn.Module, seed: int, buffers_only: bool = False) -> int:
+    """Initialise every parameter and buffer from `seed`, module by module, the same way whatever the sharding:
+    module `name` gets torch's default init and then its model's own `_init_weights` (transformers'
+    distributions: normal(0, initializer_range) for linear, conv and embedding weights, ones for norms, zeros for
+    biases, rotary tables computed) on full-size CPU tensors drawn after `manual_seed(crc32(seed:name))`; each rank
+    keeps its shard. So 1 rank, N FSDP2 ranks and DDP replicas start from identical weights, and no rank ever
+    holds more than one module's full parameters beside its shards. buffers_only: only modules without
+    parameters (rotary tables, after a saved model's weights were loaded). Returns the largest transient full
+    tensor set in bytes."""
+    rng = torch.random.get_rng_state()
+    largest = 0
+    try:
+        for name, module, owner in _init_order(model):
+            own = dict(module.named_parameters(recurse=False))
+            if not own and not any(True for _ in module.buffers(recurse=False)):
+                continue
+            if own and buffers_only:
+                continue
+            torch.manual_seed(_module_seed(seed, name))
+            full = {k: torch.nn.Parameter(torch.empty(p.shape, dtype=p.dtype), requires_grad=False)
+                    for k, p in own.items()}
+            largest = max(largest, sum(t.numel() * t.element_size() for t in full.values()))
+            module._parameters.update(full)
+            try:
+                if own and hasattr(module, "reset_parameters"):
+                    module.reset_parameters()  # anything the model's init leaves alone keeps torch's default
+                owner._init_weights(module)
+            finally:
+                module._parameters.update(own)
+            for k, p in own.items():
+                _keep_shard(p, full[k])
+    finally:
+        torch.random.set_rng_state(rng)
+    return largest
+
+
+def local_parameter_bytes(model: torch.nn.Module) -> int:
+    """Bytes of parameter storage this rank holds (its shards under FSDP2)."""
+    total = 0
+    for p in model.parameters():
+        local = p.to_local() if hasattr(p, "to_local") else p
+        total += local.numel() * local.element_size()
+    return total
+
+
+def saved_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a saved Hugging Face model folder (`model.safetensors` or its shards), as stored."""
+    from safetensors.torch import load_file
+
+    files = sorted(Path(path).glob("model*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no model*.safetensors in {path}")
+    out: dict[str, torch.Tensor] = {}
+    for f in files:
+        out.update(load_file(str(f)))
+    return out
+
+
+def materialize(model: torch.nn.Module, seed: int, dist_info: DistInfo, saved: str | Path | None = None) -> int:
+    """Give a model built on the meta device on every rank (and sharded) its weights: storage for each rank's
+    own shards only, filled by `seeded_init` from `seed`, or, for a saved model, from the weights rank 0 reads
+    (`set_model_state_dict(..., full_state_dict=True, broadcast_from_rank0=True)`) with the rotary tables
+    computed. Peak host memory per rank: its shards plus one module (plus, on rank 0 of a saved model, the stored
+    weights as stored, bf16 for our exports). Returns seeded_init's largest transient in bytes."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
-        model.to_empty(device=dist_info.device)
-    set_model_state_dict(model, full_state if dist_info.is_main else {},
-                         options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
-    for buf in model.buffers():
-        dist.broadcast(buf.data, src=0)
+    model.to_empty(device=dist_info.device)
+    if saved is None:
+        return seeded_init(model, seed)
+    full = saved_weights(saved) if dist_info.is_main else {}
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    del full
+    return seeded_init(model, seed, buffers_only=True)

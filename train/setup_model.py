@@ -8,16 +8,20 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import torch
 import webdataset as wds
 from transformers import AutoProcessor, Glm4vForConditionalGeneration, Glm4vProcessor
 
+from model.attention import resolve_backend, use_varlen_attention
 from model.build import build, build_empty, load
+from model.config import load_preset
 from pipelines import codec
 from pipelines.columns import message_text
 from train.config import TrainConfig
 from train.data.counters import SkipCounter
 from train.data.shards import expand_urls
 from train.dist import DistInfo, barrier
+from train.parallelize import materialize, parallelize, seeded_init
 
 
 def corpus_texts(cfg: TrainConfig) -> Iterator[str]:
@@ -46,8 +50,10 @@ def is_saved_model(ref: str) -> bool:
 
 def setup_model(cfg: TrainConfig, dist_info: DistInfo, on_meta: bool = False
                 ) -> tuple[Glm4vForConditionalGeneration, Glm4vProcessor]:
-    """Same weights on every rank (seeded init or loaded); the processor is saved to OUTPUT/processor once.
-    on_meta: only the structure, on the meta device (a rank that gets its weights from rank 0 after sharding)."""
+    """The model (on the CPU) and processor; the processor is saved to OUTPUT/processor once. A preset is built on
+    the meta device and given its weights by `seeded_init` (the same on any number of ranks); a saved model is
+    loaded. on_meta: only the structure, on the meta device, on every rank (FSDP2: `materialize` gives each rank
+    its shards after sharding)."""
     proc_dir = cfg.run.output / "processor"
     if is_saved_model(cfg.model):
         return build_empty(cfg.model) if on_meta else load(cfg.model)
@@ -57,5 +63,30 @@ def setup_model(cfg: TrainConfig, dist_info: DistInfo, on_meta: bool = False
             processor.save_pretrained(proc_dir)
         barrier()
     processor = AutoProcessor.from_pretrained(str(proc_dir))
-    model, _ = build(cfg.model, processor=processor, device="meta" if on_meta else None)
+    model, _ = build(cfg.model, processor=processor, device="meta")
+    if not on_meta:
+        model.to_empty(device="cpu")
+        seeded_init(model, model_seed(cfg))
     return model, processor
+
+
+def model_seed(cfg: TrainConfig) -> int:
+    """The seed of a preset's initial weights (the preset's own `seed`)."""
+    return 0 if is_saved_model(cfg.model) else load_preset(cfg.model).seed
+
+
+def prepare_model(cfg: TrainConfig, dist_info: DistInfo) -> tuple[torch.nn.Module, Glm4vProcessor, str]:
+    """The run's model ready to train: packed attention installed, on its device, parallelised. Under FSDP2
+    every rank builds it on the meta device and materialises only its own shards after sharding (seeded, or a
+    saved model's weights read on rank 0 and broadcast), so no rank holds the full model in host memory."""
+    run = cfg.run
+    sharded = dist_info.world > 1 and run.fsdp
+    model, processor = setup_model(cfg, dist_info, on_meta=sharded)
+    backend = resolve_backend(run.attention, dist_info.device)
+    use_varlen_attention(model, backend)
+    if not sharded:
+        model.to(dist_info.device)
+    model = parallelize(model, run, dist_info)
+    if sharded:
+        materialize(model, model_seed(cfg), dist_info, cfg.model if is_saved_model(cfg.model) else None)
+    return model, processor, backend

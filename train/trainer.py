@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-from model.attention import resolve_backend, use_default_attention, use_varlen_attention
+from model.attention import use_default_attention
 from model.build import num_parameters, save
 from train.checkpoint import Checkpointer
 from train.config import TrainConfig
@@ -21,8 +21,8 @@ from train.dist import DistInfo, all_reduce_sum, barrier, cpu_threads, init_dist
 from train.loss import batch_token_losses, vision_keepalive
 from train.metrics import FlopModel, MetricsLogger, peak_flops
 from train.optim import build_optimizer, build_scheduler
-from train.parallelize import materialize, parallelize, unwrap
-from train.setup_model import setup_model
+from train.parallelize import unwrap
+from train.setup_model import prepare_model
 from train.validate import generation_accuracy, validation_losses
 
 
@@ -51,18 +51,8 @@ def train(cfg: TrainConfig, dist_info: DistInfo | None = None) -> dict:
     if dist_info.device.type == "cpu":
         torch.set_num_threads(cpu_threads(run.cpu_threads, cfg.data.num_workers))
     seed_all(run.seed)
-    # ranks other than 0 build the structure only; their weights come from rank 0 once sharded (or replicated)
-    on_meta = dist_info.world > 1 and not dist_info.is_main
-    model, processor = setup_model(cfg, dist_info, on_meta)
-    backend = resolve_backend(run.attention, dist_info.device)
-    use_varlen_attention(model, backend)
-    if not on_meta:
-        model.to(dist_info.device)
-    full_state = model.state_dict() if dist_info.world > 1 and run.fsdp and dist_info.is_main else None
-    model = parallelize(model, run, dist_info)
-    if dist_info.world > 1 and run.fsdp:
-        materialize(model, full_state, dist_info)
-    del full_state
+    # under FSDP2 every rank builds on the meta device and materialises its own shards only
+    model, processor, backend = prepare_model(cfg, dist_info)
     inner = unwrap(model)
     model.train()
     optimizer = build_optimizer(model, cfg.optim)
