@@ -123,6 +123,8 @@ def _write_compat_files(path: Path, processor: Glm4vProcessor, dtype: torch.dtyp
         text.setdefault("partial_rotary_factor", rope.get("partial_rotary_factor", 0.5))
         text.setdefault("rope_scaling", {"rope_type": "default", "type": "default",
                                          "mrope_section": rope.get("mrope_section")})
+    if text:  # GLM's q/k/v projections carry biases; vLLM's Glm4 decoder adds them only when this says so
+        text.setdefault("attention_bias", True)
     (path / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     image = {**processor.image_processor.to_dict(), "processor_class": "Glm4vProcessor"}
     (path / "preprocessor_config.json").write_text(json.dumps(image, indent=2, sort_keys=True) + "\n")
