@@ -138,3 +138,15 @@ def test_a_mixed_batch_is_scored_by_domain_and_put_back_in_order(log):
     assert [v.extracted for v in got if v.reason != "timeout"] == [
         f"r{i}" if i % 3 == 0 else str(i) for i in range(24) if i != 9]
     assert got.stats.by_domain == {DOMAIN: 8, "counting": 16}
+
+
+def test_progress_reaches_workers_started_by_forkserver(log):
+    # RLCS and distillation start their pools with forkserver: the shared progress array must reach those workers
+    # too (were it not shared, the hang would be found only by re-running its chunk item by item)
+    items = [(DOMAIN, "hang" if i == 2 else f"t{i}", f"t{i}") for i in range(8)]
+    # domains: a fresh worker imports this module (and pytest) before its first task, not under the timeout
+    with RewardPool(workers=1, timeout_s=0.5, configs={DOMAIN: {"log": str(log)}}, domains=[DOMAIN],
+                    context="forkserver") as pool:
+        got = pool.score(items)
+    assert [v.reason for v in got] == ["match", "match", "timeout"] + ["match"] * 5
+    assert _calls(log)["t2"] == 1 and got.stats.split_chunks == 1
