@@ -102,13 +102,17 @@ class ImageInputs:
 
     def __init__(self, image_processor) -> None:
         ip = self.ip = image_processor
-        kwargs = {k: getattr(ip, k, None) for k in ip._valid_kwargs_names}
-        self.kw = ip._standardize_kwargs(**kwargs)
-        ip._validate_preprocess_kwargs(**self.kw)
-        self.factor = ip.patch_size * ip.merge_size
+        self.kw: dict | None = None
+        try:  # the processor's own defaults, standardised and validated once (as each call would)
+            kwargs = {k: getattr(ip, k, None) for k in ip._valid_kwargs_names}
+            self.kw = ip._standardize_kwargs(**kwargs)
+            ip._validate_preprocess_kwargs(**self.kw)
+            self.factor = ip.patch_size * ip.merge_size
+        except AttributeError:  # another transformers or processor class: every call takes the full path
+            self.kw = None
 
     def __call__(self, images: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
-        if any(im.mode != "RGB" or "transparency" in im.info for im in images):
+        if self.kw is None or any(im.mode != "RGB" or "transparency" in im.info for im in images):
             out = self.ip(images=images, return_tensors="pt")
             return out["pixel_values"], out["image_grid_thw"]
         ip, kw = self.ip, self.kw
