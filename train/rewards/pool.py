@@ -111,25 +111,29 @@ def _score_chunk(slot: int, domain: str, answers: tuple[str, ...], truths: tuple
         verifier = get_verifier(domain, _CONFIGS.get(domain))
     except Exception as exc:  # noqa: BLE001 - an unknown or broken domain: each of its items says why
         failure = exc
+    failure_text = str(failure)
     for i, (answer, truth) in enumerate(zip(answers, truths, strict=True)):
         if progress is not None:
             progress[at] = i
             progress[at + 1] = now()
         try:
             if failure is not None:
-                raise failure
+                raise ValueError(failure_text)
             score, ext, cmp, reason = verifier.score(answer, truth)
             score = float(score)
             if not 0.0 <= score <= 1.0:  # also nan
                 score = min(1.0, max(0.0, score)) if math.isfinite(score) else 0.0
+            if ext is not None and len(ext) > _SHOWN:
+                ext = str(ext)[:_SHOWN] + "…"
+            if cmp is not None and len(cmp) > _SHOWN:
+                cmp = str(cmp)[:_SHOWN] + "…"
         except Exception as exc:  # noqa: BLE001 - a failing verifier scores 0 with the reason, the batch goes on
-            score, ext, cmp, reason = 0.0, None, None, f"error:{type(exc).__name__}: {str(exc)[:200]}"
+            kind = type(failure if failure is not None else exc).__name__
+            score, ext, cmp, reason = 0.0, None, None, f"error:{kind}: {str(exc)[:200]}"
             errors += 1
-        scores.append(score)
-        extracted.append(ext if ext is None or len(ext) <= _SHOWN else str(ext)[:_SHOWN] + "…")
-        if cmp is not None and len(cmp) > _SHOWN:
-            cmp = str(cmp)[:_SHOWN] + "…"
         same = same and cmp == truth
+        scores.append(score)
+        extracted.append(ext)
         compared.append(cmp)
         reasons.append(reason)
     if progress is not None:
