@@ -103,6 +103,11 @@ def test_one_batch_holds_forced_finished_and_still_answering_rollouts(two_prompt
     assert len(lengths) == 2, "the two prompts must differ in length (left padding)"
     assert all(seen.values()), seen
     assert engine.generated_tokens == sum(len(r.completion_ids) - r.forced_len for g in groups for r in g)
+    # groups larger than a batch are split across calls (5 + 5 + 2 rollouts per prompt) with the same fates
+    small = HFRollout(model, processor, RolloutConfig(think_budget=budget, answer_budget=answer, batch_size=5))
+    groups = small.generate(two_prompts, n=12, seed=1)
+    assert [len(g) for g in groups] == [12, 12]
+    assert all(any(r.completion_ids == v for v in fates.values()) for g in groups for r in g)
 
 
 def test_continuation_after_forcing_matches_a_fresh_forward(two_prompts):

@@ -100,7 +100,8 @@ class HFRollout:
     One `generate` call per batch does thinking, forced answering and the answer: the forcing is a logits
     processor and each row's budget a stopping criterion, so a forced row continues from its KV cache (no second
     prefill, no second pass of the vision encoder) and sampling is exactly plain `generate`'s. Each prompt's
-    text and images go through the processor once per batch, however many rollouts it has."""
+    text and images go through the processor and the vision encoder once per call, however many rollouts it has
+    (`num_return_sequences`)."""
 
     def __init__(self, model, processor, cfg: RolloutConfig) -> None:
         self.model, self.processor, self.cfg = model, processor, cfg
@@ -122,29 +123,13 @@ class HFRollout:
         self.model = model
 
     def _inputs(self, prompts: list[Prompt]) -> dict[str, torch.Tensor]:
-        """The left-padded batch of `prompts`; a prompt repeated in the list (a group) is processed once."""
         self.tok.padding_side = "left"
-        uniq: dict[int, int] = {}
-        for p in prompts:
-            uniq.setdefault(id(p), len(uniq))
-        firsts = list({id(p): p for p in prompts}.values())
         texts = [self.processor.apply_chat_template(p.messages, add_generation_prompt=True, tokenize=False)
-                 for p in firsts]
-        images = [im for p in firsts for im in p.images]
+                 for p in prompts]
+        images = [im for p in prompts for im in p.images]
         inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
         inputs.pop("token_type_ids", None)
-        inputs = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
-        rows = torch.tensor([uniq[id(p)] for p in prompts])
-        out = {k: v[rows] for k, v in inputs.items() if k not in ("pixel_values", "image_grid_thw")}
-        if "image_grid_thw" in inputs:  # per-image patch rows, gathered in the order of the batch's prompts
-            grid, pix = inputs["image_grid_thw"], inputs["pixel_values"]
-            bounds = [0, *torch.cumsum(grid.prod(-1), 0).tolist()]
-            first_image = [0, *torch.cumsum(torch.tensor([len(p.images) for p in firsts]), 0).tolist()]
-            images_of = [list(range(first_image[u], first_image[u + 1])) for u in rows.tolist()]
-            order = [i for ims in images_of for i in ims]
-            out["image_grid_thw"] = grid[order]
-            out["pixel_values"] = torch.cat([pix[bounds[i]:bounds[i + 1]] for i in order])
-        return out
+        return {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
 
     def _cut(self, row: list[int]) -> tuple[list[int], bool]:
         """Tokens up to and including the first stop token; whether there was one."""
@@ -154,7 +139,9 @@ class HFRollout:
         return row, False
 
     @torch.no_grad()
-    def _batch(self, prompts: list[Prompt]) -> list[Rollout]:
+    def _batch(self, prompts: list[Prompt], r: int) -> list[Rollout]:
+        """r rollouts of each prompt, prompt-major: `generate` runs the processor and the vision encoder once per
+        prompt and expands the batch r times (num_return_sequences)."""
         inputs = self._inputs(prompts)
         device = next(self.model.parameters()).device
         inputs = {k: v.to(device) for k, v in inputs.items()}
@@ -162,13 +149,13 @@ class HFRollout:
         force = _ForceAnswer(width, budget, self.think_end, self.forced)
         t0 = time.perf_counter()
         out = self.model.generate(
-            **inputs, max_new_tokens=budget + len(self.forced) + answer, do_sample=True,
+            **inputs, max_new_tokens=budget + len(self.forced) + answer, do_sample=True, num_return_sequences=r,
             temperature=self.cfg.temperature, top_p=self.cfg.top_p, top_k=0, suppress_tokens=self.suppress or None,
             eos_token_id=self.stop_ids, pad_token_id=self.pad_id, logits_processor=LogitsProcessorList([force]),
             stopping_criteria=StoppingCriteriaList([_RowBudget(width, force, answer)]))
         self.generate_seconds += time.perf_counter() - t0
         gen = out[:, width:].tolist()
-        forced_rows = force.rows.tolist() if force.rows is not None else [False] * len(prompts)
+        forced_rows = force.rows.tolist() if force.rows is not None else [False] * len(gen)
         mask = inputs["attention_mask"].bool().cpu()
         ids = inputs["input_ids"].cpu()
         part = []
@@ -178,8 +165,8 @@ class HFRollout:
             if not done:  # reached the thinking budget: the rest of the row is its answer phase
                 forced_at = budget if forced_rows[b] else None
                 head, done = self._cut(row[:budget + (len(self.forced) if forced_rows[b] else 0) + answer])
-            part.append(Rollout(ids[b][mask[b]], head, forced_at, len(self.forced) if forced_at is not None else 0,
-                                done, ""))
+            part.append(Rollout(ids[b // r][mask[b // r]], head, forced_at,
+                                len(self.forced) if forced_at is not None else 0, done, ""))
         return part
 
     def generate(self, prompts: list[Prompt], n: int, seed: int) -> list[list[Rollout]]:
@@ -189,10 +176,16 @@ class HFRollout:
         self.model.eval()
         use_default_attention(self.model)
         torch.manual_seed(seed)
-        rows = [p for p in prompts for _ in range(n)]
+        size = self.cfg.batch_size
         results: list[Rollout] = []
-        for start in range(0, len(rows), self.cfg.batch_size):
-            results += self._batch(rows[start:start + self.cfg.batch_size])
+        if n <= size:  # whole groups per call
+            per = size // n
+            for start in range(0, len(prompts), per):
+                results += self._batch(prompts[start:start + per], n)
+        else:  # a group larger than a batch: split it
+            for p in prompts:
+                for start in range(0, n, size):
+                    results += self._batch([p], min(size, n - start))
         for r in results:
             self.generated_tokens += len(r.completion_ids) - r.forced_len
             body = r.completion_ids[:-1] if r.finished else r.completion_ids
