@@ -234,10 +234,12 @@ class ClipScore(Operator):
             x, ok = self._prepare_on_device(images, pictures)
             tokens = self.clip.tokenizer([t or "" for t, o in zip(texts, ok, strict=True) if o]) if x is not None else None
             return x, tokens, ok
-        if len(images) > 1:
-            pixels = list(self._pool.map(self._pixels, images, [pictures] * len(images)))
-        else:
-            pixels = [self._pixels(images[0], pictures)]
+        # One task per decode thread (a contiguous share of the sub-batch), not one per image: a future per image
+        # costs about as much CPU as a small stamp's resize.
+        shares = min(self.config.num_threads, len(images))
+        step = max(1, -(-len(images) // max(1, shares)))
+        chunks = [images[i:i + step] for i in range(0, len(images), step)]
+        pixels = [p for done in self._pool.map(lambda chunk: [self._pixels(b, pictures) for b in chunk], chunks) for p in done]
         ok = [p is not None for p in pixels]
         good = [p for p in pixels if p is not None]
         x = self._stack(good) if good else None
