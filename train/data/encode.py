@@ -110,6 +110,18 @@ class ImageInputs:
             self.factor = ip.patch_size * ip.merge_size
         except AttributeError:  # another transformers or processor class: every call takes the full path
             self.kw = None
+        self.mean = self.std = None
+        kw = self.kw
+        if kw is not None and kw["do_rescale"] and kw["do_normalize"]:
+            # the processor's fused (x - 255*mean) / (255*std) per channel, laid out along a patch
+            # (channel-major: channel x temporal x patch x patch), so uint8 pixels are patchified first (4x less
+            # data to permute) and normalised after: the same float32 subtraction and division per value
+            mean, std, _ = ip._fuse_mean_std_and_rescale_factor(
+                do_normalize=True, image_mean=kw["image_mean"], image_std=kw["image_std"], do_rescale=True,
+                rescale_factor=kw["rescale_factor"], device=torch.device("cpu"))
+            per = ip.temporal_patch_size * ip.patch_size**2
+            self.mean = torch.as_tensor(mean, dtype=torch.float32).repeat_interleave(per)
+            self.std = torch.as_tensor(std, dtype=torch.float32).repeat_interleave(per)
 
     def __call__(self, images: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
         if self.kw is None or any(im.mode != "RGB" or "transparency" in im.info for im in images):
@@ -122,10 +134,13 @@ class ImageInputs:
             if kw["do_resize"]:
                 x = ip.resize(images=x, size=kw["size"], resample=kw["resample"], factor=self.factor,
                               temporal_factor=ip.temporal_patch_size)
-            x = ip.rescale_and_normalize(x, kw["do_rescale"], kw["rescale_factor"], kw["do_normalize"],
-                                         kw["image_mean"], kw["image_std"])
+            if self.mean is None:
+                x = ip.rescale_and_normalize(x, kw["do_rescale"], kw["rescale_factor"], kw["do_normalize"],
+                                             kw["image_mean"], kw["image_std"])
             patches, gh, gw = ip.patchify(x, patch_size=ip.patch_size, merge_size=ip.merge_size,
                                           temporal_patch_size=ip.temporal_patch_size)
+            if self.mean is not None:
+                patches = patches.to(torch.float32).sub_(self.mean).div_(self.std)
             pixels.append(patches[0])
             grids.append([1, gh, gw])
         return (pixels[0] if len(pixels) == 1 else torch.cat(pixels)), torch.tensor(grids)
