@@ -148,7 +148,7 @@ def pool_rate(pool: RewardPool, domain: str, items: list[tuple[str, str]]) -> tu
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=1.0, help="Target duration of each timed side per round.")
-    ap.add_argument("--rounds", type=int, default=3, help="Alternating plain/batch rounds (median reported).")
+    ap.add_argument("--rounds", type=int, default=5, help="Alternating plain/batch rounds (median reported).")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--timeout", type=float, default=5.0)
     ap.add_argument("--domains", nargs="*", default=list(DOMAINS))
