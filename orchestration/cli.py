@@ -44,10 +44,11 @@ def _parse_sets(values: list[str]) -> dict[str, Any]:
 
 
 def _run_curate(config: Path, inputs: list[str], output: str, overrides: dict[str, Any],
-                verb: str | None = None) -> dict[str, Any]:
+                verb: str | None = None, prefect: bool | None = None) -> dict[str, Any]:
     """Run the curate flow (or, with `verb`, the synth flow) with every check up front and one readable message on
-    failure."""
-    from orchestration.flows import curate, synth
+    failure. `prefect`: run it as a Prefect flow; None (default): when a Prefect server is configured
+    (PREFECT_API_URL), else as plain calls (nothing to start: Prefect's temporary server costs 20-45 s here)."""
+    from orchestration.flows import curate, prefect_configured, run_without_prefect, synth
     from orchestration.report import print_summary
     from orchestration.runlog import failure_message, run_log
     from pipelines.output import OutputError, OutputLayout
@@ -63,7 +64,9 @@ def _run_curate(config: Path, inputs: list[str], output: str, overrides: dict[st
         layout.check_safe(inputs)
         with layout.lock(), run_log(output) as log:  # the lock is held here: a second run is refused up front
             try:
-                if verb is None:
+                if not (prefect_configured() if prefect is None else prefect):
+                    report = run_without_prefect(spec, inputs, output, lock=False)
+                elif verb is None:
                     report = curate(str(config), inputs, output, overrides, lock=False)
                 else:
                     report = synth(verb, str(config), inputs, output, overrides, lock=False)
@@ -93,6 +96,9 @@ def curate(
     master: Annotated[str | None, typer.Option(help="Spark master (local[N], spark://host:port, …); default from config.")] = None,
     engine: Annotated[str | None, typer.Option(help="spark, beam or local (in-process pool, no JVM); default from config.")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override a config field: --set shards.max_samples=500.")] = [],  # noqa: B006
+    prefect: Annotated[bool | None, typer.Option(
+        "--prefect/--no-prefect",
+        help="Run as a Prefect flow (shown in the UI). Default: when a server is configured (PREFECT_API_URL).")] = None,
 ) -> None:
     """Run the curate flow (Prefect) on any input: decode → heuristics → dedup → WebDataset shards + ledger."""
     overrides = _parse_sets(set_)
@@ -100,7 +106,7 @@ def curate(
         overrides["engine.master"] = master
     if engine:
         overrides["engine.name"] = engine
-    _run_curate(config, input, output, overrides)
+    _run_curate(config, input, output, overrides, prefect=prefect)
 
 
 @app.command()

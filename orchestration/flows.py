@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
+from prefect.exceptions import MissingContextError
 
 from orchestration.progress import pass_progress
 from orchestration.report import markdown_summary
@@ -20,6 +23,32 @@ from pipelines.spec import PipelineSpec, load_spec
 
 TASK_RETRIES = 2
 RETRY_DELAY_S = 2
+
+
+def prefect_configured() -> bool:
+    """Whether a Prefect server is configured (PREFECT_API_URL): runs then report to it; without one, `vlmdata`
+    runs the same body as plain calls instead of starting Prefect's temporary server (20-45 s here)."""
+    from prefect.settings import get_current_settings
+
+    return bool(get_current_settings().api.url)
+
+
+def _in_flow() -> bool:
+    return FlowRunContext.get() is not None
+
+
+def _log() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        return get_run_logger()
+    except MissingContextError:  # run without Prefect: the same lines on the standard logger
+        return logging.getLogger("vlmdata")
+
+
+def _step(t: Any, name: str | None = None) -> Any:
+    """A Prefect task inside a flow run (retried, shown in the UI); its plain function outside one."""
+    if not _in_flow():
+        return t.fn
+    return t.with_options(name=name) if name else t
 
 
 def make_engine(spec: PipelineSpec) -> Engine:
@@ -44,7 +73,7 @@ def plan_inputs(spec: PipelineSpec, inputs: list[str], output: str) -> tuple[lis
     layout = OutputLayout(output)
     layout.check_safe(inputs)
     resumed = layout.prepare(fingerprint)
-    get_run_logger().info("%d input parts (%d already complete), fingerprint %s", len(parts), resumed, fingerprint)
+    _log().info("%d input parts (%d already complete), fingerprint %s", len(parts), resumed, fingerprint)
     return parts, fingerprint, resumed
 
 
@@ -61,14 +90,14 @@ def pass_task(engine: Engine, runner: PassRunner, parts: list[Part], k: int) -> 
     with pass_progress(runner, parts, k):
         results = engine.run_pass(runner, parts, k)
     resumed = sum(1 for r in results if r.get("resumed"))
-    get_run_logger().info("%s: %d parts (%d reused from a previous run)", runner.describe(k), len(parts), resumed)
+    _log().info("%s: %d parts (%d reused from a previous run)", runner.describe(k), len(parts), resumed)
     return results
 
 
 @task(cache_policy=NO_CACHE, retries=TASK_RETRIES, retry_delay_seconds=RETRY_DELAY_S)
 def reduce_task(engine: Engine, runner: PassRunner, parts: list[Part], k: int) -> int | None:
     losers = run_reduce(engine, runner, parts, k)
-    logger = get_run_logger()
+    logger = _log()
     if losers is None:
         logger.info("reduce-%d (%s): complete from a previous run", k, runner.group(k).name)
     else:
@@ -105,23 +134,30 @@ def _run(spec: PipelineSpec, inputs: list[str], output: str, lock: bool) -> dict
         return _curate(spec, inputs, output)
 
 
+def run_without_prefect(spec: PipelineSpec, inputs: list[str], output: str, lock: bool = True) -> dict[str, Any]:
+    """The curate/synth body as plain calls: no flow run, no Prefect server (what `vlmdata` does when none is
+    configured). Same passes, reduces, resume, ledger and shards; progress on the console only."""
+    return _run(spec, inputs, output, lock)
+
+
 def _curate(spec: PipelineSpec, inputs: list[str], output: str) -> dict[str, Any]:
-    parts, fingerprint, resumed = plan_inputs(spec, inputs, output)
-    engine, startup = start_engine(spec)
+    parts, fingerprint, resumed = _step(plan_inputs)(spec, inputs, output)
+    engine, startup = _step(start_engine)(spec)
     runner = PassRunner.for_parts(spec, output, parts)
     start = time.perf_counter()
     markers: list[dict[str, Any]] = []
     for k in range(runner.n_passes):
-        markers = pass_task.with_options(name=runner.describe(k))(engine, runner, parts, k)
+        markers = _step(pass_task, runner.describe(k))(engine, runner, parts, k)
         if k < runner.n_passes - 1:
-            reduce_task.with_options(name=f"reduce-{k}: {runner.group(k).name}")(engine, runner, parts, k)
+            _step(reduce_task, f"reduce-{k}: {runner.group(k).name}")(engine, runner, parts, k)
     seconds = time.perf_counter() - start
-    stats = merge_task(runner, parts, markers, engine.name, seconds, fingerprint)
+    stats = _step(merge_task)(runner, parts, markers, engine.name, seconds, fingerprint)
     close = getattr(engine, "close", None)
     if close is not None:
         close()
     stats["engine_start_seconds"] = round(startup, 2)
-    create_markdown_artifact(
-        key="curate-summary", markdown=markdown_summary(stats), description=f"curate → {output}"
-    )
+    if _in_flow():
+        create_markdown_artifact(
+            key="curate-summary", markdown=markdown_summary(stats), description=f"curate → {output}"
+        )
     return asdict(RunReport(output, stats, len(parts), resumed, seconds, stats["worker_maxrss_kb"]))

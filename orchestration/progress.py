@@ -37,6 +37,10 @@ class _Reporter:
         """Created in the task's own thread, so Prefect ties it to the task run; the watcher thread updates it."""
         try:
             from prefect.artifacts import create_progress_artifact
+            from prefect.context import TaskRunContext
+
+            if TaskRunContext.get() is None:  # a run without Prefect: creating one would start a temporary server
+                return
 
             self.artifact = create_progress_artifact(0.0, key=self.artifact_key, description=f"{label}: starting")
         except Exception:  # noqa: BLE001 - no Prefect API (a plain function call): the console suffices
