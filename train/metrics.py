@@ -83,6 +83,11 @@ class FlopModel:
         return self.step_flops(batch["sample_lengths"], int((batch["labels"] != -100).sum()), batch.get("image_grid_thw"))
 
 
+# the console line of a step: the fields a step reports, of those
+INFO_FIELDS = (("loss", "loss", ".4f"), ("reward_mean", "reward", ".3f"), ("lr", "lr", ".2e"),
+               ("tokens_per_s", "tok/s", ".0f"), ("mfu", "mfu", ".1%"))
+
+
 class MetricsLogger:
     """One JSON object per step; the console line every `log_every` steps."""
 
@@ -123,9 +128,8 @@ class MetricsLogger:
                     for name, x in v.items():
                         if isinstance(x, int | float):
                             self.tb.add_scalar(f"train/{k}/{name}", x, m["step"])
-        info = f"loss {m['loss']:.4f} lr {m['lr']:.2e} tok/s {m['tokens_per_s']:.0f}"
-        if m.get("mfu") is not None:
-            info += f" mfu {m['mfu']:.1%}"
+        info = " ".join(f"{label} {m[k]:{fmt}}" for k, label, fmt in INFO_FIELDS
+                        if isinstance(m.get(k), int | float))  # what this kind of step measures
         if self.progress is not None:
             self.progress.update(self.task, completed=m["step"], info=info)
         elif m["step"] % self.log_every == 0:

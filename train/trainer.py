@@ -1,10 +1,9 @@
-"""The training loop shared by pretraining and SFT: accumulation, clipping, schedule, checkpoints, metrics."""
+"""Pretraining and SFT: the model, data and checkpoints set up for `train.loop.run_loop` with a `SupervisedStep`."""
 
 from __future__ import annotations
 
 import contextlib
 import random
-import time
 
 import numpy as np
 import torch
@@ -18,6 +17,7 @@ from train.config import TrainConfig
 from train.data.encode import IGNORE
 from train.data.loader import BatchIterator, DataState, to_device
 from train.dist import DistInfo, all_reduce_sum, barrier, cpu_threads, init_distributed
+from train.loop import LoopConfig, resume, run_loop
 from train.loss import batch_token_losses, vision_keepalive
 from train.metrics import FlopModel, MetricsLogger, peak_flops
 from train.optim import build_optimizer, build_scheduler
@@ -60,95 +60,107 @@ def train(cfg: TrainConfig, dist_info: DistInfo | None = None) -> dict:
     ckpt = Checkpointer(out / "checkpoints", dist_info, run.keep_checkpoints)
 
     step, data_state = 0, None
-    if (latest := ckpt.latest()) is not None:
-        extra = ckpt.load(latest, model, optimizer)
-        scheduler.load_state_dict(extra["scheduler"])
+    if (extra := resume(ckpt, model, optimizer, scheduler)) is not None:
         step = extra["step"]
-        data_state = DataState.resume(ckpt.data_states(latest), dist_info.rank, dist_info.world,
-                                      extra.get("world", dist_info.world))
+        data_state = DataState.resume(ckpt.data_states(extra["checkpoint"]), dist_info.rank,
+                                      dist_info.world, extra.get("world", dist_info.world))
     else:
         seed_all(run.seed + dist_info.rank)
     batches = BatchIterator(cfg.data, processor, inner.config, run.seed, dist_info.rank, dist_info.world, data_state)
 
-    use_bf16 = dist_info.device.type == "cuda" and run.bf16
-    sharded = dist_info.world > 1 and run.fsdp
-    peak = peak_flops(dist_info.device)
-    flop_model = FlopModel.of(inner)
     logger = MetricsLogger(out, run.steps, step, dist_info.is_main, run.tensorboard, run.progress, run.log_every)
     if dist_info.is_main:
+        sharded = dist_info.world > 1 and run.fsdp
         logger.console.print(f"[bold]{cfg.stage}[/] {cfg.model}: {num_parameters(inner) / 1e6:.2f}M parameters, "
                              f"step {step} -> {run.steps}, world {dist_info.world} "
                              f"({'FSDP2' if sharded else 'DDP' if dist_info.world > 1 else 'single'}), "
                              f"{batches.state.streams} data streams, device {dist_info.device}, "
                              f"{torch.get_num_threads()} threads")
-    m: dict = {}
-    while step < run.steps:
-        t0 = time.perf_counter()
-        micro = [to_device(next(batches), dist_info.device) for _ in range(cfg.optim.grad_accum)]
-        n_loss = all_reduce_sum(torch.tensor(float(sum(int((b["labels"] != IGNORE).sum()) for b in micro)),
-                                             device=dist_info.device))
-        loss_sum = torch.zeros((), device=dist_info.device)
-        by_source: dict[str, list[float]] = {}
-        for b in micro:
-            ctx = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
-            with ctx:
-                tok = batch_token_losses(model, b)
-                extra_term = vision_keepalive(inner, b) if sharded else 0.0
-            # gradients are averaged over ranks by FSDP/DDP, so scale to a global token mean
-            ((tok.sum() + extra_term) * dist_info.world / n_loss.clamp(min=1)).backward()
-            loss_sum += tok.detach().sum()
-            _add_source_losses(by_source, tok.detach(), b)
-        lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves on below)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), run_clip(cfg))
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        loss = all_reduce_sum(loss_sum) / n_loss.clamp(min=1)
-        by_source = merge_sources(by_source)
-        if dist_info.device.type == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        counts = all_reduce_sum(torch.tensor([float(sum(b["real_tokens"] for b in micro)),
-                                              float(sum(b["input_ids"].numel() for b in micro)),
-                                              float(sum(b["num_samples"] for b in micro)),
-                                              sum(flop_model.batch_flops(b) for b in micro)],
-                                             dtype=torch.float64, device=dist_info.device))
-        real, total, samples = (int(x) for x in counts[:3].tolist())
-        flops = float(counts[3])
-        m = {
-            "step": step,
-            "loss": float(loss),
-            "lr": lr,
-            "grad_norm": float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm),
-            "tokens": real,
-            "loss_tokens": int(n_loss),
-            "samples": samples,
-            "packing_efficiency": real / total,
-            "tokens_per_s": total / dt,
-            "samples_per_s": samples / dt,
-            "step_time_s": dt,
-            "skipped": sum(batches.state.skipped().values()),
-            "truncated": batches.state.notes().get("truncated", 0),
-            "tflops_per_s": flops / dt / 1e12,
-            "mfu": (flops / dt / (peak * dist_info.world)) if peak else None,
-            "loss_by_source": {k: v[0] / max(1.0, v[1]) for k, v in by_source.items()},
-            "loss_tokens_by_source": {k: int(v[1]) for k, v in by_source.items()},
-        }
-        if cfg.eval.every and (step % cfg.eval.every == 0 or step == run.steps):
-            if cfg.eval.sources:
-                m["val_loss"] = validation_losses(model, inner, processor, cfg, dist_info)
-            if cfg.eval.generate and dist_info.world == 1:
-                m.update(generation_accuracy(inner, processor, cfg, backend))
-        logger.log(m)
-        if step == run.steps or (run.ckpt_every and step % run.ckpt_every == 0):
-            extra = {"step": step, "world": dist_info.world, "scheduler": scheduler.state_dict(),
-                     "data": batches.state.state_dict()}
-            ckpt.save(step, model, optimizer, extra)
+    impl = SupervisedStep(cfg, model, inner, processor, batches, dist_info, backend)
+    loop = LoopConfig(steps=run.steps, grad_clip=cfg.optim.grad_clip, ckpt_every=run.ckpt_every,
+                      world=dist_info.world)
+    m = run_loop(impl, model, optimizer, scheduler, ckpt, logger, loop, dist_info, start_step=step, resumed=extra)
     logger.close()
     if run.save_hf:
         save_hf(model, processor, cfg, dist_info)
     return m
+
+
+class SupervisedStep:
+    """Pretraining and SFT as a `train.loop.Step`: packed micro-batches from the shard loader, token cross-entropy
+    averaged over every loss token of the global batch, metrics per source; its resumable state is the loader's
+    position."""
+
+    def __init__(self, cfg: TrainConfig, model, inner, processor, batches: BatchIterator, dist_info: DistInfo,
+                 backend: str) -> None:
+        self.cfg, self.model, self.inner, self.processor = cfg, model, inner, processor
+        self.batches, self.dist, self.backend = batches, dist_info, backend
+        self.use_bf16 = dist_info.device.type == "cuda" and cfg.run.bf16
+        self.sharded = dist_info.world > 1 and cfg.run.fsdp
+        self.peak = peak_flops(dist_info.device)
+        self.flop_model = FlopModel.of(inner)
+        self.micro: list[dict] = []
+
+    def backward(self, step: int) -> dict:
+        device = self.dist.device
+        micro = self.micro = [to_device(next(self.batches), device) for _ in range(self.cfg.optim.grad_accum)]
+        n_loss = all_reduce_sum(torch.tensor(float(sum(int((b["labels"] != IGNORE).sum()) for b in micro)),
+                                             device=device))
+        loss_sum = torch.zeros((), device=device)
+        by_source: dict[str, list[float]] = {}
+        for b in micro:
+            ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.use_bf16 else contextlib.nullcontext()
+            with ctx:
+                tok = batch_token_losses(self.model, b)
+                extra_term = vision_keepalive(self.inner, b) if self.sharded else 0.0
+            # gradients are averaged over ranks by FSDP/DDP, so scale to a global token mean
+            ((tok.sum() + extra_term) * self.dist.world / n_loss.clamp(min=1)).backward()
+            loss_sum += tok.detach().sum()
+            _add_source_losses(by_source, tok.detach(), b)
+        loss = all_reduce_sum(loss_sum) / n_loss.clamp(min=1)
+        by_source = merge_sources(by_source)
+        return {"loss": float(loss), "loss_tokens": int(n_loss),
+                "loss_by_source": {k: v[0] / max(1.0, v[1]) for k, v in by_source.items()},
+                "loss_tokens_by_source": {k: int(v[1]) for k, v in by_source.items()}}
+
+    def finish(self, step: int, m: dict, seconds: float, last: bool) -> dict:
+        micro, device = self.micro, self.dist.device
+        counts = all_reduce_sum(torch.tensor([float(sum(b["real_tokens"] for b in micro)),
+                                              float(sum(b["input_ids"].numel() for b in micro)),
+                                              float(sum(b["num_samples"] for b in micro)),
+                                              sum(self.flop_model.batch_flops(b) for b in micro)],
+                                             dtype=torch.float64, device=device))
+        real, total, samples = (int(x) for x in counts[:3].tolist())
+        flops = float(counts[3])
+        state = self.batches.state
+        out = {
+            "tokens": real,
+            "samples": samples,
+            "packing_efficiency": real / total,
+            "tokens_per_s": total / seconds,
+            "samples_per_s": samples / seconds,
+            "step_time_s": seconds,
+            "skipped": sum(state.skipped().values()),
+            "truncated": state.notes().get("truncated", 0),
+            "tflops_per_s": flops / seconds / 1e12,
+            "mfu": (flops / seconds / (self.peak * self.dist.world)) if self.peak else None,
+        }
+        cfg = self.cfg
+        if cfg.eval.every and (step % cfg.eval.every == 0 or last):
+            if cfg.eval.sources:
+                out["val_loss"] = validation_losses(self.model, self.inner, self.processor, cfg, self.dist)
+            if cfg.eval.generate and self.dist.world == 1:
+                out.update(generation_accuracy(self.inner, self.processor, cfg, self.backend))
+        return out
+
+    def state_dict(self) -> dict:
+        return {"data": self.batches.state.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass  # the loader is built from the checkpoint's per-rank data states (DataState.resume) before the step
+
+    def log_line(self, m: dict) -> str | None:
+        return None
 
 
 def _add_source_losses(acc: dict[str, list[float]], tok: torch.Tensor, batch: dict) -> None:
@@ -176,10 +188,6 @@ def merge_sources(acc: dict[str, list[float]]) -> dict[str, list[float]]:
             o[0] += s
             o[1] += c
     return out
-
-
-def run_clip(cfg: TrainConfig) -> float:
-    return cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
 
 
 def save_hf(model: torch.nn.Module, processor, cfg: TrainConfig, dist_info: DistInfo) -> None:

@@ -62,7 +62,7 @@ def test_rlcs_cli_builds_its_start_logs_resumes_and_grades(tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     r = runner.invoke(app, ["rlcs", "--config", str(path), "--steps", "50"])
     assert r.exit_code == 0, r.output
-    assert "stopping at iteration 4: run.max_rollouts" in r.output
+    assert "stopping at step 4: run.max_rollouts" in r.output
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in rows] == [1, 2, 3, 4] and rows[-1]["rollouts_total"] >= budget
     assert rows[3]["cpu_min"] > rows[2]["cpu_min"] > rows[0]["cpu_min"] > 0
