@@ -87,7 +87,7 @@ def train_rlcs(cfg: RLCSConfig, log: Callable[[str], None] = print, write_toy: T
                     context="forkserver", domains=sorted({p.domain for p in prompts})) as pool:
         impl.pool = pool
         m = run_loop(impl, model, optimizer, scheduler, ckpt, logger, loop, dist_info, start_step=step,
-                     log=lambda line: log(f"rlcs: {line}"))
+                     log=lambda line: log(f"rlcs: {line}"), resumed=extra)
     logger.close()
     if run.save_hf:
         use_default_attention(model)
