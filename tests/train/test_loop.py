@@ -89,7 +89,8 @@ def test_a_plugged_step_learns_resumes_exactly_and_logs_the_rate_it_used(tmp_pat
     assert [[m[k] for k in keys] for m in resumed] == [[m[k] for k in keys] for m in whole]
 
 
-def test_the_wall_budget_stops_and_checkpoints(tmp_path):
+def run_budgeted(tmp_path, step_cls, loop: LoopConfig) -> tuple[dict, Checkpointer, list[str]]:
+    """A fresh regression run of up to 100 steps under `loop`'s budgets: (last metrics, checkpoints, log lines)."""
     torch.manual_seed(0)
     model = torch.nn.Linear(1, 1, bias=False)
     optim_cfg = OptimConfig(lr=0.1, warmup_steps=0, weight_decay=0.0)
@@ -98,9 +99,13 @@ def test_the_wall_budget_stops_and_checkpoints(tmp_path):
     ckpt = Checkpointer(tmp_path / "checkpoints", CPU)
     logger = MetricsLogger(tmp_path, 100, 0, True, False, False, 1)
     lines: list[str] = []
-    m = run_loop(RegressionStep(model), model, optimizer, scheduler, ckpt, logger,
-                 LoopConfig(steps=100, max_minutes=0.0), CPU, log=lines.append)
+    m = run_loop(step_cls(model), model, optimizer, scheduler, ckpt, logger, loop, CPU, log=lines.append)
     logger.close()
+    return m, ckpt, lines
+
+
+def test_the_wall_budget_stops_and_checkpoints(tmp_path):
+    m, ckpt, lines = run_budgeted(tmp_path, RegressionStep, LoopConfig(steps=100, max_minutes=0.0))
     assert m["step"] == 1 and m["last"] is True
     assert ckpt.latest() == 1 and "wall budget" in lines[-1]
 
@@ -113,17 +118,7 @@ class BudgetedStep(RegressionStep):
 
 
 def test_a_step_budget_stops_the_run_and_the_clocks_are_logged(tmp_path):
-    torch.manual_seed(0)
-    model = torch.nn.Linear(1, 1, bias=False)
-    optim_cfg = OptimConfig(lr=0.1, warmup_steps=0, weight_decay=0.0)
-    optimizer = build_optimizer(model, optim_cfg)
-    scheduler = build_scheduler(optimizer, 100, optim_cfg)
-    ckpt = Checkpointer(tmp_path / "checkpoints", CPU)
-    logger = MetricsLogger(tmp_path, 100, 0, True, False, False, 1)
-    lines: list[str] = []
-    m = run_loop(BudgetedStep(model), model, optimizer, scheduler, ckpt, logger, LoopConfig(steps=100), CPU,
-                 log=lines.append)
-    logger.close()
+    m, ckpt, lines = run_budgeted(tmp_path, BudgetedStep, LoopConfig(steps=100))
     assert m["step"] == 3 and m["seen"] == 48 and m["last"] is True  # 16 + 16 + 16 >= 40
     assert ckpt.latest() == 3 and lines[-1] == "stopping at step 3: 40 samples seen"
     assert m["elapsed_min"] >= 0 and m["cpu_min"] > 0
