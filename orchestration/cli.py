@@ -114,6 +114,9 @@ def demo(
     output: Annotated[str, typer.Option("--output", "-o", help="Where the demo's shards, stats and ledger go.")] = "out/demo",
     data: Annotated[str, typer.Option(help="Where the demo corpus is built (reused when present).")] = "data/demo",
     master: Annotated[str | None, typer.Option(help="Spark master; default from the demo recipe (local[2]).")] = None,
+    prefect: Annotated[bool | None, typer.Option(
+        "--prefect/--no-prefect",
+        help="Run as a Prefect flow (shown in the UI). Default: when a server is configured (PREFECT_API_URL).")] = None,
 ) -> None:
     """Build the demo corpus (tuxpaint stamps + injected faults) and curate it; check every fault landed in the ledger."""
     import pyarrow.parquet as pq
@@ -140,13 +143,13 @@ def demo(
         # Every clean stamp that passes the rule-based stages: the filter must know the corpus it will filter,
         # so concept balancing (a random subsample) is left out here.
         stages = [s.model_dump() for s in load_spec(BASE_CONFIG).stages if s.op != "concept_balance"]
-        _run_curate(BASE_CONFIG, [f"{data}/clean"], f"{output}-clean", {**overrides, "stages": stages})
+        _run_curate(BASE_CONFIG, [f"{data}/clean"], f"{output}-clean", {**overrides, "stages": stages}, prefect=prefect)
         cfg = ClipTrainConfig.from_yaml(
             CLIP_RECIPE, shards=str(Path(f"{output}-clean").resolve() / "shards" / "*.tar"), output=DEMO_CLIP.resolve()
         )
         metrics = train_clip(cfg, log=console.print)
         console.print(f"CLIP filter: threshold {metrics['threshold']}, metrics in {DEMO_CLIP / 'metrics.json'}")
-    _run_curate(DEMO_CONFIG, [f"{data}/corpus"], output, overrides)
+    _run_curate(DEMO_CONFIG, [f"{data}/corpus"], output, overrides, prefect=prefect)
     rows = pq.read_table(Path(output) / "ledger.parquet").to_pylist()
     stages = [s.op for s in load_spec(DEMO_CONFIG).stages]
     problems = check_faults(manifest, rows, f"{data}/corpus", stages)
