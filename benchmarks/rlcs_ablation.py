@@ -62,6 +62,9 @@ def summarise(out: Path, names: list[str]) -> dict:
     common = min(a["rollouts"] for a in arms.values())
     for a in arms.values():
         a["start"], a["end"] = a["evals"][0], at(a["evals"], common)
+        # evaluations swing by several points between neighbours: also the mean of the last three
+        tail = [e["accuracy"] for e in a["evals"] if e["rollouts"] <= common][-3:]
+        a["end_mean3"] = sum(tail) / len(tail)
     return {"rollouts": common, "majority_baseline": arms[names[0]]["start"]["majority_baseline"], "arms": arms}
 
 
@@ -72,13 +75,13 @@ def report(s: dict, plot: Path) -> None:
           f"{s['rollouts']} rollouts each; majority-answer baseline {base['all']:.3f} ("
           + ", ".join(f"{t} {base['per_task'][t]:.3f}" for t in tasks) + ")")
     print("| arm | start | end | gain (points) | " + " | ".join(f"{t} start→end" for t in tasks)
-          + " | iterations | rollouts | wall min | CPU min |")
-    print("|---" * (8 + len(tasks)) + "|")
+          + " | mean of last 3 evals | iterations | rollouts | wall min | CPU min |")
+    print("|---" * (9 + len(tasks)) + "|")
     for name, a in s["arms"].items():
         st, en = a["start"], a["end"]
         print(f"| {name} | {st['accuracy']:.3f} | {en['accuracy']:.3f} | {100 * (en['accuracy'] - st['accuracy']):+.1f} | "
               + " | ".join(f"{st['per_task'][t]:.3f}→{en['per_task'][t]:.3f}" for t in tasks)
-              + f" | {a['iterations']} | {a['rollouts']} | {a['wall_min']:.1f} | {a['cpu_min']:.1f} |")
+              + f" | {a['end_mean3']:.3f} | {a['iterations']} | {a['rollouts']} | {a['wall_min']:.1f} | {a['cpu_min']:.1f} |")
     if {"rlcs", "uniform_no_dynamic"} <= set(s["arms"]):
         r, u = s["arms"]["rlcs"]["end"]["accuracy"], s["arms"]["uniform_no_dynamic"]["end"]["accuracy"]
         print(f"rlcs / uniform_no_dynamic end accuracy at equal rollouts: {r / max(u, 1e-9):.2f}x "
