@@ -23,8 +23,11 @@ from pipelines.global_stage import (
 from pipelines.readers.base import Part
 from pipelines.spec import EngineConfig
 
-# Embedded default: the DirectRunner with one worker process per core.
+# Embedded default: the DirectRunner with one worker process per core for the passes (decoding, models: the work),
+# and in this process for the reduces, which move only key rows: starting a pipeline's worker processes costs
+# ~2.7 s here, more than a reduce over hundreds of thousands of keys takes in memory.
 DEFAULT_OPTIONS = ["--runner=DirectRunner", "--direct_num_workers=0", "--direct_running_mode=multi_processing"]
+DEFAULT_REDUCE_OPTIONS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
 
 
 def _keys_of(runner: PassRunner, k: int):
@@ -46,12 +49,14 @@ class BeamEngine:
     def __init__(self, config: EngineConfig | None = None):
         self.config = config or EngineConfig(name="beam")
 
-    def options(self) -> PipelineOptions:
-        return PipelineOptions(list(self.config.beam_options) or list(DEFAULT_OPTIONS))
+    def options(self, reduce: bool = False) -> PipelineOptions:
+        """The configured `beam_options` for every pipeline, or the embedded defaults (a reduce runs in memory)."""
+        default = DEFAULT_REDUCE_OPTIONS if reduce else DEFAULT_OPTIONS
+        return PipelineOptions(list(self.config.beam_options) or list(default))
 
-    def _pipeline(self) -> beam.Pipeline:
+    def _pipeline(self, reduce: bool = False) -> beam.Pipeline:
         logging.getLogger("apache_beam").setLevel(logging.WARNING)
-        return beam.Pipeline(options=self.options())
+        return beam.Pipeline(options=self.options(reduce))
 
     def run_pass(self, runner: PassRunner, parts: list[Part], k: int) -> list[dict[str, Any]]:
         with self._pipeline() as pipeline:
@@ -73,7 +78,7 @@ class BeamEngine:
         op = runner.group(k)
         state = runner.fit_state(k, parts)
         schema = runner.keys_schema(k)
-        with self._pipeline() as pipeline:
+        with self._pipeline(reduce=True) as pipeline:
             keys = (
                 pipeline
                 | "parts" >> beam.Create([p.model_dump_json() for p in parts], reshuffle=True)

@@ -69,7 +69,10 @@ def test_beam_runner_options_pass_through_unchanged():
         "engine.name": "beam",
         "engine.beam_options": ["--runner=FlinkRunner", "--flink_master=localhost:8081", "--parallelism=4"],
     })
-    opts = BeamEngine(spec.engine).options().get_all_options()
-    assert opts["runner"] == "FlinkRunner" and opts["flink_master"] == "localhost:8081" and opts["parallelism"] == 4
-    default = BeamEngine(load_spec("configs/curate/base.yaml", {"engine.name": "beam"}).engine).options()
-    assert default.get_all_options()["direct_running_mode"] == "multi_processing"
+    for reduce in (False, True):  # configured options hold for every pipeline, reduces included
+        opts = BeamEngine(spec.engine).options(reduce).get_all_options()
+        assert opts["runner"] == "FlinkRunner" and opts["flink_master"] == "localhost:8081"
+        assert opts["parallelism"] == 4
+    default = BeamEngine(load_spec("configs/curate/base.yaml", {"engine.name": "beam"}).engine)
+    assert default.options().get_all_options()["direct_running_mode"] == "multi_processing"
+    assert default.options(reduce=True).get_all_options()["direct_running_mode"] == "in_memory"
