@@ -43,6 +43,10 @@ def run_log(output: str) -> Iterator[Path | None]:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         for lg in loggers:
             lg.addHandler(handler)
+    own = logging.getLogger("vlmdata")  # the run's step lines when it runs without Prefect: INFO, not the root's WARNING
+    own_level = own.level
+    if own_level == logging.NOTSET:
+        own.setLevel(logging.INFO)
     for lg in [logging.getLogger(), *loggers]:
         for h in lg.handlers:
             if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) and \
@@ -54,6 +58,7 @@ def run_log(output: str) -> Iterator[Path | None]:
     finally:
         for h, f in wrapped:
             h.setFormatter(f)  # type: ignore[arg-type]
+        own.setLevel(own_level)
         if handler is not None:
             for lg in loggers:
                 lg.removeHandler(handler)
