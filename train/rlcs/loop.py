@@ -67,14 +67,13 @@ def train_rlcs(cfg: RLCSConfig, log: Callable[[str], None] = print, write_toy: T
     sampler = CurriculumSampler([p.tier for p in prompts], g, cfg.sampler, run.seed, [p.pass_rate for p in prompts])
     tracker = ExpansionTracker(cfg.dynamic)
     ckpt = Checkpointer(out / "checkpoints", dist_info, run.keep_checkpoints)
-    impl = RLStep(cfg, model, processor, prompts, sampler, tracker, dist_info, out, log)
+    heldout = read_eval_samples(start.heldout, cfg.eval.limit) if start.heldout else []
+    impl = RLStep(cfg, model, processor, prompts, sampler, tracker, heldout, dist_info, out)
     step = 0
     if (extra := resume(ckpt, model, optimizer, scheduler)) is not None:
         impl.load_state_dict(extra)
-        step = extra["step"]
-        log(f"rlcs: resumed at iteration {step} from {ckpt.root / ('step-' + str(extra['checkpoint']))}")
-    heldout = read_eval_samples(start.heldout, cfg.eval.limit) if start.heldout else []
-    impl.heldout = heldout
+        step, saved = extra["step"], extra["checkpoint"]
+        log(f"rlcs: resumed at iteration {step} from {ckpt.root / f'step-{saved}'}")
     logger = MetricsLogger(out, run.steps, step, True, run.tensorboard, run.progress, 1)
     if heldout and step == 0 and cfg.eval.at_start and not (out / "eval.jsonl").exists():
         ev = heldout_accuracy(model, processor, heldout, cfg)
@@ -102,13 +101,12 @@ class RLStep:
     resumable state: the curriculum sampler, the expansion tracker and the rollout count."""
 
     def __init__(self, cfg: RLCSConfig, model, processor, prompts: list, sampler: CurriculumSampler,
-                 tracker: ExpansionTracker, dist_info, out, log: Callable[[str], None]) -> None:
+                 tracker: ExpansionTracker, heldout: list, dist_info, out) -> None:
         self.cfg, self.model, self.processor, self.prompts = cfg, model, processor, prompts
-        self.sampler, self.tracker, self.dist, self.out, self.log = sampler, tracker, dist_info, out, log
+        self.sampler, self.tracker, self.heldout, self.dist, self.out = sampler, tracker, heldout, dist_info, out
         self.engine = make_rollout(cfg.rollout, model, processor)
         self.pad_id = processor.tokenizer.pad_token_id
-        self.pool: RewardPool | None = None
-        self.heldout: list = []
+        self.pool: RewardPool | None = None  # the run's verifier pool, set while the loop runs
         self.rollouts_total = 0
 
     def backward(self, step: int) -> dict:
