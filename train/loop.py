@@ -35,13 +35,11 @@ class Step(Protocol):
         or the step's time (throughput, evaluation). Returns more metrics."""
 
     def state_dict(self) -> dict:
-        """This step's resumable state (saved in every checkpoint beside the model and optimiser)."""
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restores `state_dict()` from the checkpoint a run resumes from."""
+        """This step's resumable state (saved in every checkpoint beside the model and optimiser; whoever builds
+        the step restores it from the extra state `resume` returns)."""
 
     def log_line(self, metrics: dict) -> str | None:
-        """A line for the console after each step, or None (the logger's progress bar is enough)."""
+        """Optional: a line for the console after each step, or None."""
 
     def stop_reason(self) -> str | None:
         """Optional: why the run should stop before `steps` (a budget of the step's own, e.g. rollouts), or None."""
@@ -52,7 +50,6 @@ class LoopConfig:
     steps: int
     grad_clip: float = 0.0  # <= 0: no clipping
     ckpt_every: int = 0
-    world: int = 1
     max_minutes: float | None = None  # stop (and checkpoint) once this much wall time has gone
 
 
@@ -85,6 +82,7 @@ def run_loop(impl: Step, model: torch.nn.Module, optimizer: torch.optim.Optimize
     t_start = time.perf_counter() - (resumed or {}).get("wall_s", 0.0)
     cpu_start = cpu_seconds() - (resumed or {}).get("cpu_s", 0.0)
     stop = getattr(impl, "stop_reason", lambda: None)
+    line_of = getattr(impl, "log_line", lambda m: None)
     while step < cfg.steps and stop() is None:
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves on below)
@@ -104,10 +102,10 @@ def run_loop(impl: Step, model: torch.nn.Module, optimizer: torch.optim.Optimize
              "grad_norm": float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm), **spent}
         m.update(impl.finish(step, m, time.perf_counter() - t0, last))
         logger.log(m)
-        if log is not None and (line := impl.log_line(m)):
+        if log is not None and (line := line_of(m)):
             log(line)
         if last or (cfg.ckpt_every and step % cfg.ckpt_every == 0):
-            ckpt.save(step, model, optimizer, {"step": step, "world": cfg.world, "scheduler": scheduler.state_dict(),
+            ckpt.save(step, model, optimizer, {"step": step, "world": dist_info.world, "scheduler": scheduler.state_dict(),
                                                "wall_s": time.perf_counter() - t_start,
                                                "cpu_s": cpu_seconds() - cpu_start, **impl.state_dict()})
         if why is not None:

@@ -42,8 +42,6 @@ def parallelize(model: torch.nn.Module, run: RunConfig, dist_info: DistInfo) -> 
     elif dist_info.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        if any(p.is_meta for p in model.parameters()):
-            model.to_empty(device=dist_info.device)  # DDP copies rank 0's parameters and buffers to every rank
         ids = [dist_info.device.index] if dist_info.device.type == "cuda" else None
         # find_unused_parameters: a rank whose micro-batch has no image leaves the ViT without gradients
         model = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)

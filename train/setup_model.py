@@ -59,7 +59,7 @@ def setup_model(cfg: TrainConfig, dist_info: DistInfo, on_meta: bool = False
         return build_empty(cfg.model) if on_meta else load(cfg.model)
     if not (proc_dir / "processor_config.json").exists():
         if dist_info.is_main:
-            _, processor = build(cfg.model, texts=corpus_texts(cfg))
+            _, processor = build(cfg.model, texts=corpus_texts(cfg), device="meta")  # the processor only
             processor.save_pretrained(proc_dir)
         barrier()
     processor = AutoProcessor.from_pretrained(str(proc_dir))

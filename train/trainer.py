@@ -77,8 +77,7 @@ def train(cfg: TrainConfig, dist_info: DistInfo | None = None) -> dict:
                              f"{batches.state.streams} data streams, device {dist_info.device}, "
                              f"{torch.get_num_threads()} threads")
     impl = SupervisedStep(cfg, model, inner, processor, batches, dist_info, backend)
-    loop = LoopConfig(steps=run.steps, grad_clip=cfg.optim.grad_clip, ckpt_every=run.ckpt_every,
-                      world=dist_info.world)
+    loop = LoopConfig(steps=run.steps, grad_clip=cfg.optim.grad_clip, ckpt_every=run.ckpt_every)
     m = run_loop(impl, model, optimizer, scheduler, ckpt, logger, loop, dist_info, start_step=step, resumed=extra)
     logger.close()
     if run.save_hf:
@@ -154,13 +153,7 @@ class SupervisedStep:
         return out
 
     def state_dict(self) -> dict:
-        return {"data": self.batches.state.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass  # the loader is built from the checkpoint's per-rank data states (DataState.resume) before the step
-
-    def log_line(self, m: dict) -> str | None:
-        return None
+        return {"data": self.batches.state.state_dict()}  # restored by DataState.resume before the loader is built
 
 
 def _add_source_losses(acc: dict[str, list[float]], tok: torch.Tensor, batch: dict) -> None:

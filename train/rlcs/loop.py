@@ -80,7 +80,7 @@ def train_rlcs(cfg: RLCSConfig, log: Callable[[str], None] = print, write_toy: T
         # the run's clocks (elapsed_min, cpu_min) start with its first iteration
         _append(out / "eval.jsonl", {"step": 0, "rollouts": 0, **ev, "elapsed_min": 0.0, "cpu_min": 0.0})
         log(f"rlcs: start held-out accuracy {ev['accuracy']:.3f} (majority baseline {ev['majority_baseline']['all']:.3f})")
-    loop = LoopConfig(steps=run.steps, grad_clip=cfg.optim.grad_clip, ckpt_every=run.ckpt_every, world=1,
+    loop = LoopConfig(steps=run.steps, grad_clip=cfg.optim.grad_clip, ckpt_every=run.ckpt_every,
                       max_minutes=run.max_minutes)
     with RewardPool(workers=cfg.reward.workers, timeout_s=cfg.reward.timeout_s, configs=cfg.reward.configs,
                     context="forkserver", domains=sorted({p.domain for p in prompts})) as pool:
