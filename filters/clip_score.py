@@ -159,10 +159,25 @@ class ClipScore(Operator):
             from torchvision.transforms import functional as F
 
             return torch.stack([norm(F.to_tensor(g)) for g in good])
-        x = torch.from_numpy(np.stack(good)).permute(0, 3, 1, 2).float().div_(255)  # [B, 3, H, W]
-        mean = torch.tensor(norm.mean, dtype=x.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(norm.std, dtype=x.dtype).view(1, -1, 1, 1)
+        return self._normalised(torch.from_numpy(np.stack(good)).permute(0, 3, 1, 2))  # [B, 3, H, W]
+
+    def _normalised(self, pixels: Any) -> Any:
+        """[B, 3, H, W] uint8 → the model's float input (/255, then the preprocess's mean and std), on their device."""
+        import torch
+
+        norm = self._normalize
+        x = pixels.float().div_(255)
+        mean = torch.tensor(norm.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(norm.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         return x.sub_(mean).div_(std)
+
+    def _per_thread(self, fn: Any, items: list[Any]) -> list[Any]:
+        """`fn` over `items` with one pool task per decode thread (a contiguous share), not one per item: a future per
+        image costs about as much CPU as a small stamp's resize."""
+        assert self._pool is not None
+        step = max(1, -(-len(items) // max(1, min(self.config.num_threads, len(items)))))
+        chunks = [items[i:i + step] for i in range(0, len(items), step)]
+        return [r for done in self._pool.map(lambda chunk: [fn(x) for x in chunk], chunks) for r in done]
 
     # -- the tensor path: nvJPEG decode, resize and normalisation on the model's device --
 
@@ -214,7 +229,7 @@ class ClipScore(Operator):
             for i, t in zip(device_side, self._device_jpegs([images[i] or b"" for i in device_side]), strict=True):
                 found[i] = t
         host = [i for i in range(len(images)) if found[i] is None]
-        for i, t in zip(host, self._pool.map(self._host_picture, [images[i] for i in host], [pictures] * len(host)),
+        for i, t in zip(host, self._per_thread(lambda b: self._host_picture(b, pictures), [images[i] for i in host]),
                         strict=True):
             found[i] = t
         ok = [t is not None for t in found]
@@ -222,28 +237,19 @@ class ClipScore(Operator):
             return None, ok
         device = self.clip.device
         pixels = torch.stack([self._pil_steps(t.to(device, non_blocking=True)) for t in found if t is not None])
-        norm = self._normalize
-        mean = torch.tensor(norm.mean, device=device).view(1, -1, 1, 1)
-        std = torch.tensor(norm.std, device=device).view(1, -1, 1, 1)
-        return pixels.float().div_(255).sub_(mean).div_(std), ok
+        return self._normalised(pixels), ok
 
     def _prepare(self, images: list[bytes | None], texts: list[str | None],
                  pictures: DecodedViews) -> tuple[Any, Any, list[bool]]:
         assert self.clip is not None and self._pool is not None
         if self.on_device:
             x, ok = self._prepare_on_device(images, pictures)
-            tokens = self.clip.tokenizer([t or "" for t, o in zip(texts, ok, strict=True) if o]) if x is not None else None
-            return x, tokens, ok
-        # One task per decode thread (a contiguous share of the sub-batch), not one per image: a future per image
-        # costs about as much CPU as a small stamp's resize.
-        shares = min(self.config.num_threads, len(images))
-        step = max(1, -(-len(images) // max(1, shares)))
-        chunks = [images[i:i + step] for i in range(0, len(images), step)]
-        pixels = [p for done in self._pool.map(lambda chunk: [self._pixels(b, pictures) for b in chunk], chunks) for p in done]
-        ok = [p is not None for p in pixels]
-        good = [p for p in pixels if p is not None]
-        x = self._stack(good) if good else None
-        tokens = self.clip.tokenizer([t or "" for t, o in zip(texts, ok, strict=True) if o]) if good else None
+        else:
+            pixels = self._per_thread(lambda b: self._pixels(b, pictures), images)
+            ok = [p is not None for p in pixels]
+            good = [p for p in pixels if p is not None]
+            x = self._stack(good) if good else None
+        tokens = self.clip.tokenizer([t or "" for t, o in zip(texts, ok, strict=True) if o]) if x is not None else None
         return x, tokens, ok
 
     def _encode(self, x: Any, tokens: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
