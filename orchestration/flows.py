@@ -116,28 +116,24 @@ def curate(config: str, inputs: list[str], output: str, overrides: dict[str, Any
            lock: bool = True) -> dict[str, Any]:
     """Curate `inputs` with the recipe at `config` into `output` (shards, index.json, stats.json, ledger.parquet).
     `lock`: take the output folder's lock (False when the caller already holds it)."""
-    return _run(load_spec(config, overrides), inputs, output, lock)
+    return run_without_prefect(load_spec(config, overrides), inputs, output, lock)
 
 
 @flow(name="synth", log_prints=True)
 def synth(verb: str, config: str, inputs: list[str], output: str, overrides: dict[str, Any] | None = None,
           lock: bool = True) -> dict[str, Any]:
     """A generating recipe (`vlmdata synth VERB`): the same passes, reduces, resume, ledger and shards as curate."""
-    return _run(load_spec(config, overrides), inputs, output, lock)
+    return run_without_prefect(load_spec(config, overrides), inputs, output, lock)
 
 
-def _run(spec: PipelineSpec, inputs: list[str], output: str, lock: bool) -> dict[str, Any]:
-    """The body both flows share, under the output folder's lock unless the caller holds it."""
+def run_without_prefect(spec: PipelineSpec, inputs: list[str], output: str, lock: bool = True) -> dict[str, Any]:
+    """The body the curate and synth flows share, under the output folder's lock unless the caller holds it. Called
+    on its own (what `vlmdata` does when no Prefect server is configured) it runs as plain calls: no flow run, no
+    Prefect server; the same passes, reduces, resume, ledger and shards, progress on the console only."""
     if not lock:
         return _curate(spec, inputs, output)
     with OutputLayout(output).lock():
         return _curate(spec, inputs, output)
-
-
-def run_without_prefect(spec: PipelineSpec, inputs: list[str], output: str, lock: bool = True) -> dict[str, Any]:
-    """The curate/synth body as plain calls: no flow run, no Prefect server (what `vlmdata` does when none is
-    configured). Same passes, reduces, resume, ledger and shards; progress on the console only."""
-    return _run(spec, inputs, output, lock)
 
 
 def _curate(spec: PipelineSpec, inputs: list[str], output: str) -> dict[str, Any]:
