@@ -100,23 +100,27 @@ class SparkEngine:
     def _descriptors(self, parts: list[Part]) -> DataFrame:
         """One row (the part's index) per part, one part per partition: the parallelism is the number of parts,
         whatever their size. A JVM-side range, not a Python RDD: each task then starts one Python worker, not two
-        (the parts themselves travel in the task's closure)."""
+        (the parts themselves reach the tasks as a broadcast, read once per worker, not in every task's closure)."""
         return self.session.range(len(parts), numPartitions=max(1, len(parts)))
 
     def run_pass(self, runner: PassRunner, parts: list[Part], k: int) -> list[dict[str, Any]]:
         descriptors = self._descriptors(parts)
+        shared = self.session.sparkContext.broadcast(parts)  # a closure holding them is unpickled per task
 
         def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             for batch in batches:
                 for i in batch.column("id").to_pylist():
-                    part = parts[i]
+                    part = shared.value[i]
                     result = runner.run(k, part)
                     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                     yield pa.RecordBatch.from_pylist(
                         [{"part": part.id, "result": json.dumps(result), "worker_maxrss_kb": rss_kb}], schema=RESULT
                     )
 
-        results = descriptors.mapInArrow(run, from_arrow_schema(RESULT)).collect()
+        try:
+            results = descriptors.mapInArrow(run, from_arrow_schema(RESULT)).collect()
+        finally:
+            shared.destroy()
         out = []
         for row in sorted(results, key=lambda r: r["part"]):
             result = json.loads(row["result"])
@@ -127,9 +131,10 @@ class SparkEngine:
     def reduce(self, runner: PassRunner, parts: list[Part], k: int) -> int:
         """The global stage's keyed reduce over the key columns pass `k` left; returns rows affected."""
         op = runner.group(k)
+        ids = [p.id for p in parts]  # all a task needs of its part
         keys = self._descriptors(parts).mapInArrow(
             lambda batches: (b for batch in batches for i in batch.column("id").to_pylist()
-                             for b in runner.read_keys(k, parts[i].id)),
+                             for b in runner.read_keys(k, ids[i])),
             from_arrow_schema(runner.keys_schema(k)),
         )
         if isinstance(op, CountOperator):
