@@ -17,10 +17,8 @@ Exit status 1 when a packed = one-by-one check fails.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
-import random
 import shutil
 import statistics
 import sys
@@ -32,82 +30,33 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from PIL import Image  # noqa: E402
 
-from model.attention import available_backends, use_default_attention, use_varlen_attention  # noqa: E402
+from model.attention import available_backends  # noqa: E402
 from model.build import build  # noqa: E402
-from synth.toy_reasoning import ToyConfig, generate, render_sample, write_shards  # noqa: E402
+from synth.toy_reasoning import ToyConfig, generate, write_shards  # noqa: E402
+from synth.toy_samples import mixed_raws  # noqa: E402
+from train.checks import packed_vs_single  # noqa: E402
 from train.config import DataConfig, OptimConfig, RunConfig, ShardSource, TrainConfig  # noqa: E402
 from train.data.counters import SkipCounter  # noqa: E402
-from train.data.encode import IGNORE, Encoder  # noqa: E402
-from train.data.pack import BestFitPacker, collate_rows  # noqa: E402
-from train.loss import batch_token_losses, per_sample_losses  # noqa: E402
+from train.data.encode import Encoder  # noqa: E402
 from train.trainer import train  # noqa: E402
 
 
-def png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def check_samples(image_size: int) -> list[dict]:
-    """Raw samples: single images resized to non-square shapes, one sample with two images, one without."""
-    rng = random.Random(0)
-    cfg = ToyConfig(image_size=image_size)
-    sizes = [(image_size, image_size // 2), (image_size // 2, image_size * 5 // 4), (image_size, image_size)]
-    out = []
-    for i, task in enumerate(["count", "colour", "position", "arithmetic", "count", "colour"]):
-        s = render_sample(rng, task, cfg)
-        out.append({"__key__": f"s{i}", "png": png(s["image"].resize(sizes[i % 3])),
-                    "json": json.dumps({"messages": s["messages"]}).encode()})
-    a, b = render_sample(rng, "count", cfg), render_sample(rng, "colour", cfg)
-    two = [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Compare."}]},
-           {"role": "assistant", "content": a["messages"][1]["content"]}]
-    out.append({"__key__": "two", "0.png": png(a["image"]), "1.png": png(b["image"].resize(sizes[1])),
-                "json": json.dumps({"messages": two}).encode()})
-    text = [{"role": "user", "content": "What is 2 + 3?"}, {"role": "assistant", "content": "<answer>5</answer>"}]
-    out.append({"__key__": "text", "json": json.dumps({"messages": text}).encode()})
-    return out
-
-
-def packed_vs_single(model, proc, backend: str, device: torch.device, seq_len: int, image_size: int) -> dict:
+def check_packing(model, proc, backend: str, device: torch.device, seq_len: int, image_size: int) -> dict:
     """Per-sample losses of one packed batch against each sample run alone through transformers' own attention.
     fp32 for sdpa/flex (TF32 off); flash-attention runs in bf16 only, so both sides run under bf16 autocast."""
     enc = Encoder(proc, model.config, "messages", SkipCounter(), max_len=seq_len // 2)
-    samples = [e for e in (enc(r) for r in check_samples(image_size)) if e is not None]
+    samples = [e for e in (enc(r) for r in mixed_raws(6, image_size)) if e is not None]
     # rows about 60% of the tokens long: the samples spread over two rows or more, with padding
     seq_len = max(max(len(s) for s in samples), -(-int(0.6 * sum(len(s) for s in samples)) // 64) * 64)
-    packer = BestFitPacker(seq_len, len(samples), buffer_size=len(samples))
-    for i, s in enumerate(samples):
-        packer.add(s, i)
-    rows = packer.take_rows()
-    assert len(rows) >= 2 and not len(packer)
-    order = [i for r in rows for _, i in r]
-    batch = collate_rows([[s for s, _ in r] for r in rows], seq_len, proc.tokenizer.pad_token_id)
-    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     bf16 = backend == "flash"
-    ctx = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-    with torch.no_grad(), ctx:
-        try:
-            use_varlen_attention(model, backend)
-            packed = per_sample_losses(batch_token_losses(model, batch), batch).float()
-        finally:
-            use_default_attention(model)
-        single = []
-        for i in order:
-            s = samples[i]
-            kw = {} if s.pixel_values is None else dict(pixel_values=s.pixel_values.to(device),
-                                                         image_grid_thw=s.image_grid_thw.to(device),
-                                                         mm_token_type_ids=s.mm_token_type_ids[None].to(device))
-            logits = model(input_ids=s.input_ids[None].to(device), **kw).logits[0].float()
-            single.append(F.cross_entropy(logits, s.labels.to(device), ignore_index=IGNORE))
-    single_t = torch.stack(single)
-    diff = float((packed - single_t).abs().max())
+    packed, single, rows = packed_vs_single(model, samples, seq_len, len(samples), proc.tokenizer.pad_token_id,
+                                            backend, device, bf16=bf16)
+    diff = float((packed - single).abs().max())
     tol = 3e-2 if bf16 else 1e-4
-    return {"backend": backend, "dtype": "bf16" if bf16 else "fp32", "samples": len(order), "rows": len(rows),
-            "max_abs_diff": diff, "tolerance": tol, "ok": diff <= tol * max(1.0, float(single_t.abs().max()))}
+    return {"backend": backend, "dtype": "bf16" if bf16 else "fp32", "samples": len(samples), "rows": rows,
+            "max_abs_diff": diff, "tolerance": tol,
+            "ok": rows >= 2 and diff <= tol * max(1.0, float(single.abs().max()))}
 
 
 def speed(shards: Path, out: Path, args, device: torch.device) -> dict:
@@ -170,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         report["checks"] = []
         for backend in available_backends(device):
             try:
-                r = packed_vs_single(model, proc, backend, device, min(args.seq_len, 2048), args.image_size)
+                r = check_packing(model, proc, backend, device, min(args.seq_len, 2048), args.image_size)
             except Exception as e:  # a backend that cannot run here is reported, the others still run
                 r = {"backend": backend, "ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
             report["checks"].append(r)

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from pipelines.imaging import decode_rgb
+from synth.toy_samples import mixed_raws, png
 from tests.images import jpeg_bytes
-from tests.train.test_packing import mixed_raws, png
 from train.data.counters import SkipCounter
 from train.data.encode import Encoder, ImageInputs, reference_rope_positions, rope_positions
 

@@ -2,63 +2,26 @@
 skipped and truncated samples, resumable loader state, no L x L tensor."""
 
 import copy
-import io
 import itertools
 import json
 import random
 
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from model.attention import available_backends, use_default_attention, use_varlen_attention
 from synth.toy_reasoning import ToyConfig, render_sample
+from synth.toy_samples import mixed_raws, png, raw_from, two_image_raw
+from train.checks import packed_vs_single
 from train.config import DataConfig, ShardSource
 from train.data.counters import SkipCounter
 from train.data.encode import IGNORE, Encoder
 from train.data.loader import BatchIterator, DataState
 from train.data.pack import BestFitPacker, collate_rows
 from train.data.shards import raw_stream
-from train.loss import batch_token_losses, per_sample_losses
-
-
-def png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def raw_from(sample: dict, size: tuple[int, int] | None = None) -> dict:
-    img = sample["image"] if size is None else sample["image"].resize(size)
-    return {"__key__": "k", "png": png(img), "txt": sample["caption"].encode(),
-            "json": json.dumps({"messages": sample["messages"]}).encode()}
-
-
-def two_image_raw(rng: random.Random) -> dict:
-    a, b = (render_sample(rng, "count", ToyConfig(image_size=112)) for _ in range(2))
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "image"},
-                                             {"type": "text", "text": "Which has more shapes?"}]},
-                {"role": "assistant", "content": [{"type": "text", "text": a["messages"][1]["content"]}]}]
-    return {"__key__": "two", "0.png": png(a["image"].resize((112, 56))), "1.png": png(b["image"].resize((56, 84))),
-            "json": json.dumps({"messages": messages}).encode()}
-
-
-def text_only_raw(rng: random.Random) -> dict:
-    s = render_sample(rng, "arithmetic", ToyConfig())
-    return {"__key__": "text", "json": json.dumps({"messages": [
-        {"role": "user", "content": "What is 2 + 3?"}, {"role": "assistant", "content": s["messages"][1]["content"]},
-    ]}).encode()}
-
-
-def mixed_raws(n: int) -> list[dict]:
-    """Non-square images of different grids, tasks, a two-image sample and a text-only one."""
-    rng = random.Random(0)
-    tasks = ["count", "colour", "position", "arithmetic"]
-    sizes = [(112, 56), (56, 140), (84, 84), (140, 56)]
-    out = [raw_from(render_sample(rng, tasks[i % 4], ToyConfig(image_size=112)), size=sizes[i % 4]) for i in range(n)]
-    return [*out[:2], two_image_raw(rng), text_only_raw(rng), *out[2:]]
+from train.loss import batch_token_losses
 
 
 @pytest.mark.parametrize("backend", available_backends(torch.device("cpu")))
@@ -69,29 +32,9 @@ def test_packed_batch_gives_per_sample_losses_of_separate_runs(tiny, backend):
     samples = [enc(r) for r in mixed_raws(8)]
     assert all(s is not None for s in samples)
     assert samples[2].image_grid_thw.shape[0] == 2 and samples[3].pixel_values is None
-    packer = BestFitPacker(512, 2, buffer_size=len(samples))
-    for i, s in enumerate(samples):
-        packer.add(s, i)
-    rows = packer.take_rows()
-    order = [i for r in rows for _, i in r]
-    assert set(order) == set(range(len(samples)))
-    batch = collate_rows([[s for s, _ in r] for r in rows], 512, proc.tokenizer.pad_token_id)
-    try:
-        use_varlen_attention(model, backend)
-        with torch.no_grad():
-            packed = per_sample_losses(batch_token_losses(model, batch), batch)
-    finally:
-        use_default_attention(model)
-    single = []
-    with torch.no_grad():
-        for i in order:
-            s = samples[i]
-            # the model computes its own 3D positions and causal mask for an unpacked sample
-            kw = {} if s.pixel_values is None else dict(pixel_values=s.pixel_values, image_grid_thw=s.image_grid_thw,
-                                                         mm_token_type_ids=s.mm_token_type_ids[None])
-            logits = model(input_ids=s.input_ids[None], **kw).logits[0]
-            single.append(F.cross_entropy(logits, s.labels, ignore_index=IGNORE))
-    torch.testing.assert_close(packed, torch.stack(single), atol=2e-5, rtol=2e-5)
+    packed, single, rows = packed_vs_single(model, samples, 512, 2, proc.tokenizer.pad_token_id, backend)
+    assert rows == 2
+    torch.testing.assert_close(packed, single, atol=2e-5, rtol=2e-5)
 
 
 def test_loss_on_every_assistant_turn_and_only_there(tiny):
