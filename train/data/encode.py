@@ -222,7 +222,8 @@ class Encoder:
         self.reference = reference
         self.tok = processor.tokenizer
         self.bpe = getattr(self.tok, "backend_tokenizer", None)
-        self.template = _compiled(processor.chat_template)
+        # the reference path renders through the processor itself, so the compiled shortcut is checked against it
+        self.template = None if reference else _compiled(processor.chat_template)
         self.special_tokens = dict(self.tok.special_tokens_map)
         self.images = ImageInputs(processor.image_processor)
         self.piece_ids: dict[str, list[int]] = {}  # short text pieces (template and role markup) -> ids
