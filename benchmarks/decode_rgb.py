@@ -1,4 +1,6 @@
-"""decode_rgb (the one picture of curation and training) vs the decodes it replaced, on the same bytes.
+"""decode_rgb (the one picture of curation and training) vs the decodes it replaced, on the same bytes; and the
+decode stage's per-picture work (decode_rgb + the pixel_sha1 and color_std columns) before and after they shared
+one copy of the pixels (`pixel_stats`), against a plain Pillow decode.
 
 Baselines, measured in the same run: `Image.open(...).convert("RGB")` (the trainer before: drops alpha, clips
 16-bit) and the curation path before (open, load, alpha composite over white when there is transparency).
@@ -11,6 +13,7 @@ Prints CPU time per image relative to each baseline (best of --rounds, interleav
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import sys
 import time
@@ -18,13 +21,14 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from curate_throughput import web_jpegs  # noqa: E402 - one generator of benchmark JPEGs
 
-from pipelines.imaging import decode_rgb
+from pipelines.imaging import decode_rgb, pixel_stats
 from synth.demo_corpus import STAMPS_DIR
 
 
@@ -42,6 +46,24 @@ def curation_before(data: bytes) -> Image.Image:
             rgba = img.convert("RGBA")
             return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
         return img.convert("RGB")
+
+def stage_before(data: bytes) -> Image.Image:
+    """What the decode stage did per picture before pixel_stats: the digest over size + tobytes (copied again by the
+    concatenation), and the spread over np.asarray (a second tobytes)."""
+    rgb = decode_rgb(data)
+    hashlib.sha1(f"{rgb.size[0]}x{rgb.size[1]}:".encode() + rgb.tobytes()).hexdigest()
+    arr = np.asarray(rgb)
+    h, w = arr.shape[:2]
+    float(arr[:: max(1, h // 32), :: max(1, w // 32)].reshape(-1, 3).astype(np.float32).std(axis=0).mean())
+    return rgb
+
+
+def stage_after(data: bytes) -> Image.Image:
+    """The decode stage's per-picture work now: decode_rgb, then both columns from one copy of the pixels."""
+    rgb = decode_rgb(data)
+    pixel_stats(rgb, 32)
+    return rgb
+
 
 def best_time(fn: Callable[[bytes], Image.Image], datas: list[bytes]) -> float:
     start = time.process_time()  # CPU time of this (single-threaded) loop: steadier than wall time on a shared box
@@ -62,7 +84,8 @@ def main() -> None:
         f"demo stamps (PNG, {len(stamps)})": [p.read_bytes() for p in stamps],
         f"web-like JPEGs ({args.jpegs}, {args.side} px)": web_jpegs(args.jpegs, args.side),
     }
-    methods = {"plain convert": plain, "curation before": curation_before, "decode_rgb": decode_rgb}
+    methods = {"plain convert": plain, "curation before": curation_before, "decode_rgb": decode_rgb,
+               "stage before": stage_before, "stage after": stage_after}
     for name, datas in sets.items():
         best = dict.fromkeys(methods, float("inf"))
         for _ in range(args.rounds):
@@ -72,6 +95,10 @@ def main() -> None:
         print(f"{name}: ms/image " + ", ".join(f"{m} {v:.2f}" for m, v in per.items()))
         print(f"  decode_rgb / plain convert    = {best['decode_rgb'] / best['plain convert']:.2f}")
         print(f"  decode_rgb / curation before  = {best['decode_rgb'] / best['curation before']:.2f}")
+        print(f"  decode stage (decode_rgb + pixel_sha1 + color_std) / plain convert: before "
+              f"{best['stage before'] / best['plain convert']:.2f}, after {best['stage after'] / best['plain convert']:.2f}"
+              f"; columns' own cost {per['stage before'] - per['decode_rgb']:.2f} -> "
+              f"{per['stage after'] - per['decode_rgb']:.2f} ms/image")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from PIL import Image
 from pydantic import Field
 
 from pipelines.columns import IMAGE_FIELDS
-from pipelines.imaging import DecodeError, color_spread, pixel_digest, views
+from pipelines.imaging import DecodeError, pixel_stats, views
 from pipelines.operator import Operator, OperatorConfig, with_verdicts
 
 _FORMATS = {"JPEG": "jpeg", "PNG": "png"}
@@ -45,8 +45,7 @@ class Decode(Operator):
         upright = picture.orientation == 1
         rgb = picture.rgb
         w, h = rgb.size
-        pixel_sha1 = pixel_digest(rgb)
-        color_std = color_spread(rgb, cfg.thumb_side)
+        pixel_sha1, color_std = pixel_stats(rgb, cfg.thumb_side)  # one copy of the pixels for both
         too_big = cfg.max_side is not None and max(w, h) > cfg.max_side
         if source_format in cfg.keep_formats and source_format in _FORMATS and upright and not too_big:
             return data, w, h, _FORMATS[source_format], pixel_sha1, color_std

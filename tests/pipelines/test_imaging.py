@@ -231,3 +231,38 @@ def test_bad_bytes_raise_decode_errors_with_reasons():
         open_image(png, max_pixels=64 * 63)
     assert err.value.reason == "decompression_bomb:64x64"
     assert open_image(png, max_pixels=64 * 64).size == (64, 64)
+
+
+def _digest_as_written_before(rgb: Image.Image) -> str:
+    """pixel_sha1 as the decode stage has always written it (the exact-dedup key in existing outputs)."""
+    import hashlib
+
+    return hashlib.sha1(f"{rgb.size[0]}x{rgb.size[1]}:".encode() + rgb.tobytes()).hexdigest()
+
+
+def _spread_as_written_before(rgb: Image.Image, side: int) -> float:
+    arr = np.asarray(rgb)
+    h, w = arr.shape[:2]
+    grid = arr[:: max(1, h // side), :: max(1, w // side)].reshape(-1, 3).astype(np.float32)
+    return float(grid.std(axis=0).mean())
+
+
+def test_pixel_stats_are_the_values_written_before():
+    """pixel_stats hashes and strides one copy of the pixels; the values must stay those of existing outputs (the
+    sha1 string and the float32-computed spread, bit for bit) on real stamps, noise JPEGs and degenerate sizes."""
+    from pipelines.imaging import color_spread, pixel_digest, pixel_stats
+
+    rng = np.random.default_rng(7)
+    pictures = [decode_rgb(encode(Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)), "JPEG"))
+                for w, h in [(512, 341), (1, 1), (1, 97), (97, 1), (31, 33), (640, 480)]]
+    pictures += [decode_rgb(d) for d in (rgba_partial(), la_partial(), p_trns(), cmyk_jpeg(), i16_png(), one_bit())]
+    if STAMPS.is_dir():
+        pictures += [decode_rgb(p.read_bytes()) for p in sorted(STAMPS.rglob("*.png"))[::25]]
+    assert len(pictures) >= 12
+    for rgb in pictures:
+        for side in (32, 7, 1):
+            digest, spread = pixel_stats(rgb, side)
+            assert digest == pixel_digest(rgb) == _digest_as_written_before(rgb)
+            assert spread == color_spread(rgb, side) == _spread_as_written_before(rgb, side)
+    gray = Image.fromarray(rng.integers(0, 256, (20, 30), dtype=np.uint8), "L")  # not what decode_rgb gives, still hashed
+    assert pixel_digest(gray) == _digest_as_written_before(gray)
