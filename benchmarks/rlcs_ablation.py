@@ -7,6 +7,7 @@ baseline, against rollouts; wall and process-CPU minutes of each arm. Writes OUT
     python benchmarks/rlcs_ablation.py --rollouts 20000      # both arms to a fixed rollout budget
     python benchmarks/rlcs_ablation.py --rollouts 20000 --arm rlcs      # one arm (e.g. two processes at once);
     python benchmarks/rlcs_ablation.py --rollouts 20000 --report-only   # then the table and plot from both
+    python benchmarks/rlcs_ablation.py --report-only --at 6000          # compared at a budget both arms passed
 
 An arm whose folder already holds a run resumes it (a finished one is only read)."""
 
@@ -48,17 +49,26 @@ def run_arm(base: RLCSConfig, name: str, out: Path, start, rollouts: int | None,
     train_rlcs(RLCSConfig.model_validate(cfg.model_dump()))
 
 
-def summarise(out: Path, names: list[str]) -> dict:
+def summarise(out: Path, names: list[str], at_rollouts: int | None = None) -> dict:
     arms = {}
     for name in names:
         evals, metrics = rows(out / name / "eval.jsonl"), rows(out / name / "metrics.jsonl")
         if not evals or not metrics:
             raise SystemExit(f"arm {name}: no run in {out / name} (run it first)")
+        if at_rollouts is not None:  # the arm as it stood at that budget (its later iterations are left out)
+            metrics = [m for m in metrics if m["rollouts_total"] <= at_rollouts]
+            evals = [e for e in evals if e["rollouts"] <= at_rollouts]
+            if not metrics:
+                raise SystemExit(f"arm {name}: no iteration within {at_rollouts} rollouts")
         last = metrics[-1]
         arms[name] = {"evals": evals, "iterations": last["step"], "rollouts": last["rollouts_total"],
                       "wall_min": last.get("elapsed_min"), "cpu_min": last.get("cpu_min"),
                       "updates_with_signal": sum(m["groups_kept"] > 0 for m in metrics),
-                      "groups_learned": sum(m["groups_kept"] for m in metrics)}
+                      "groups_learned": sum(m["groups_kept"] for m in metrics),
+                      "invalid_rate_mean": sum(m["groups_invalid_rate"] for m in metrics) / len(metrics),
+                      # rollouts of all-right or all-wrong groups: no signal whatever the arm does with them
+                      "rollouts_in_invalid_groups": sum(round(m["groups_invalid_rate"] * m["rollouts"])
+                                                        for m in metrics)}
     common = min(a["rollouts"] for a in arms.values())
     for a in arms.values():
         a["start"], a["end"] = a["evals"][0], at(a["evals"], common)
@@ -75,17 +85,19 @@ def report(s: dict, plot: Path) -> None:
           f"{s['rollouts']} rollouts each; majority-answer baseline {base['all']:.3f} ("
           + ", ".join(f"{t} {base['per_task'][t]:.3f}" for t in tasks) + ")")
     print("| arm | start | end | gain (points) | " + " | ".join(f"{t} start→end" for t in tasks)
-          + " | mean of last 3 evals | iterations | rollouts | wall min | CPU min |")
-    print("|---" * (9 + len(tasks)) + "|")
+          + " | mean of last 3 evals | iterations | rollouts | all-equal groups | wall min | CPU min |")
+    print("|---" * (10 + len(tasks)) + "|")
     for name, a in s["arms"].items():
         st, en = a["start"], a["end"]
         print(f"| {name} | {st['accuracy']:.3f} | {en['accuracy']:.3f} | {100 * (en['accuracy'] - st['accuracy']):+.1f} | "
               + " | ".join(f"{st['per_task'][t]:.3f}→{en['per_task'][t]:.3f}" for t in tasks)
-              + f" | {a['end_mean3']:.3f} | {a['iterations']} | {a['rollouts']} | {a['wall_min']:.1f} | {a['cpu_min']:.1f} |")
+              + f" | {a['end_mean3']:.3f} | {a['iterations']} | {a['rollouts']} | {a['invalid_rate_mean']:.2f} "
+              f"| {a['wall_min']:.1f} | {a['cpu_min']:.1f} |")
     if {"rlcs", "uniform_no_dynamic"} <= set(s["arms"]):
         r, u = s["arms"]["rlcs"]["end"]["accuracy"], s["arms"]["uniform_no_dynamic"]["end"]["accuracy"]
         print(f"rlcs / uniform_no_dynamic end accuracy at equal rollouts: {r / max(u, 1e-9):.2f}x "
-              f"({100 * (r - u):+.1f} points)")
+              f"({100 * (r - u):+.1f} points); mean of the last 3 evaluations "
+              f"{s['arms']['rlcs']['end_mean3']:.3f} vs {s['arms']['uniform_no_dynamic']['end_mean3']:.3f}")
     try:
         import matplotlib
 
@@ -124,6 +136,8 @@ def main() -> None:
     ap.add_argument("--arm", action="append", choices=sorted(ARMS), help="run only this arm (repeatable)")
     ap.add_argument("--report-only", action="store_true", help="only read the arms' folders: table and plot")
     ap.add_argument("--plot", type=Path, default=Path("docs/rlcs_ablation.png"))
+    ap.add_argument("--at", type=int, default=None, help="with --report-only: compare the arms as they stood at "
+                    "this rollout count (at most what both generated) instead of at the end of the shorter one")
     args = ap.parse_args()
     base = RLCSConfig.from_yaml(args.config)
     base.run.output = args.out
@@ -135,7 +149,7 @@ def main() -> None:
             run_arm(base, name, args.out, start, budget, None if budget else args.minutes)
             if budget is None:  # the next arms get what the first one generated
                 budget = rows(args.out / name / "metrics.jsonl")[-1]["rollouts_total"]
-    s = summarise(args.out, list(ARMS) if args.report_only else names)
+    s = summarise(args.out, list(ARMS) if args.report_only else names, args.at if args.report_only else None)
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"uptime at the end: {load}")
     (args.out / "ablation.json").write_text(json.dumps(

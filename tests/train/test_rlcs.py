@@ -1,5 +1,5 @@
 """RLCS algorithm pieces against hand-computed values: advantages and loss, expansion ratio and its EMA, tier
-updates and sampler weights, exact sampler resume."""
+updates and the sampler's weights (the chance that a prompt's group is informative), exact sampler resume."""
 
 import math
 
@@ -8,7 +8,7 @@ import torch
 
 from train.rlcs.dynamic import DynamicConfig, ExpansionTracker, select_groups
 from train.rlcs.grpo import clipped_token_objective, group_advantages, grpo_loss
-from train.rlcs.sampler import CurriculumSampler, SamplerConfig
+from train.rlcs.sampler import CurriculumSampler, SamplerConfig, beta_moment, informative_chance
 from train.rlcs.tiers import TIERS, tier_of
 
 
@@ -76,25 +76,57 @@ def test_tiers_match_the_distillation_and_rates_map_to_tiers():
     assert [tier_of(p) for p in (1.0, 0.5, 0.1, 0.0)] == ["very_easy", "medium", "very_hard", "unsolved"]
 
 
-def test_sampler_weights_favour_the_middle_and_tiers_move_with_groups():
-    s = CurriculumSampler(["very_easy", "medium", "medium", "unsolved"], group_size=4,
-                          cfg=SamplerConfig(prompt_ema=0.5, tier_ema=0.3, min_weight=0.02))
+def test_informative_chance_by_hand():
+    # uniform prior Beta(1, 1): E[p^2] = 1/2 * 2/3 = 1/3, so a pair is split with chance 1 - 1/3 - 1/3
+    assert beta_moment(1, 1, 2) == pytest.approx(1 / 3)
+    assert informative_chance(1, 1, 2) == pytest.approx(1 / 3)  # = 2 * integral of p (1 - p)
+    # Beta(2.5, 0.5): E[p^2] = 2.5/3 * 3.5/4, E[(1-p)^2] = 0.5/3 * 1.5/4
+    assert informative_chance(2.5, 0.5, 2) == pytest.approx(1 - 2.5 / 3 * 3.5 / 4 - 0.5 / 3 * 1.5 / 4)
+    # a known rate (much evidence): 1 - p^G - (1 - p)^G, highest in the middle, 0 at the ends
+    for p in (0.1, 0.5, 0.8):
+        assert informative_chance(p * 1e6, (1 - p) * 1e6, 8) == pytest.approx(1 - p**8 - (1 - p) ** 8, abs=1e-4)
+    assert informative_chance(1e6, 1e-9, 8) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_sampler_weights_by_hand_and_prompts_move_with_groups():
+    # G = 2, Jeffreys prior 0.5, an offline pass rate counts as 2 rollouts; prompt 2 has no measured rate
+    s = CurriculumSampler(["very_easy", "medium", "medium", "unsolved"], group_size=2, pass_rates=[1.0, 0.5, None, 0.0],
+                          cfg=SamplerConfig(prompt_ema=0.5, tier_ema=0.3, min_weight=0.02, offline_rollouts=2))
+    q_end = 1 - 2.5 / 3 * 3.5 / 4 - 0.5 / 3 * 1.5 / 4  # p 1 or 0 seen over 2 rollouts: Beta(2.5, .5), Beta(.5, 2.5)
+    q_half = 1 - 2 * (1.5 / 3 * 2.5 / 4)  # p .5 over 2 rollouts: Beta(1.5, 1.5)
+    q_none = 1 - 2 * (0.5 / 1 * 1.5 / 2)  # the tier's midpoint as a guess, no evidence: Beta(.5, .5)
+    assert s.prompt_weights().tolist() == pytest.approx([q_end, q_half, q_none, q_end])
+    total = 2 * q_end + q_half + q_none
     w = s.weights()
-    raw = {"very_easy": 1 - 0.95**4 - 0.05**4, "medium": 1 - 0.45**4 - 0.55**4, "unsolved": 0.02}
-    total = sum(raw.values())
-    for t, v in raw.items():
-        assert w[t] == pytest.approx(v / total)
-    assert w["easy"] == 0.0 and w["medium"] > w["very_easy"] > w["unsolved"] > 0
-    # a medium prompt (prior pass rate 0.45) whose group all passed: 0.5 * 0.45 + 0.5 * 1 = 0.725 -> easy
-    assert s.update([1], [1.0]) == {"moved": 1}
-    assert s.tiers[1] == "easy" and s.pass_rate[1] == pytest.approx(0.725)
+    assert w["very_easy"] == pytest.approx(q_end / total) and w["unsolved"] == pytest.approx(q_end / total)
+    assert w["medium"] == pytest.approx((q_half + q_none) / total) and w["easy"] == 0.0
+    # the unsolved prompt's group failed again: rate 0, evidence .5 * 2 + 2 = 3 -> Beta(.5, 3.5): its weight falls
+    # a medium prompt's group passed: rate .5 * .5 + .5 * 1 = .75 -> easy, Beta(.5 + 2.25, .5 + .75)
+    assert s.update([3, 1], [0.0, 1.0]) == {"moved": 1}
+    assert s.evidence[3] == pytest.approx(3.0) and s.pass_rate[1] == pytest.approx(0.75)
+    assert s.tiers[1] == "easy" and s.population()["easy"] == 1 and s.population()["medium"] == 1
     assert s.tier_accuracy["medium"] == pytest.approx(0.7 * 0.45 + 0.3 * 1.0)
-    assert s.population()["easy"] == 1 and s.population()["medium"] == 1
-    # the medium tier got easier, so its weight fell
-    assert s.weights()["medium"] / s.weights()["unsolved"] < w["medium"] / w["unsolved"]
-    # draws follow the weights: the unsolved prompt (index 3) is rare
-    draws = s.draw(2000)
-    assert draws.count(3) < 0.1 * 2000 and draws.count(2) > draws.count(0)
+    pw = s.prompt_weights()
+    assert pw[3] == pytest.approx(1 - 3.5 / 4 * 4.5 / 5 - 0.5 / 4 * 1.5 / 5)
+    assert pw[1] == pytest.approx(1 - 2.75 / 4 * 3.75 / 5 - 1.25 / 4 * 2.25 / 5)
+    # the floor: never starved
+    floored = CurriculumSampler(["unsolved"], 2, SamplerConfig(min_weight=0.3), pass_rates=[0.0])
+    assert floored.prompt_weights().tolist() == [0.3]
+
+
+def test_draws_avoid_prompts_known_to_give_all_equal_groups():
+    # five prompts known (64 rollouts) never to pass, five known to pass half the time; G = 8
+    rates = [0.0] * 5 + [0.5] * 5
+    s = CurriculumSampler([tier_of(p) for p in rates], 8, SamplerConfig(offline_rollouts=64), pass_rates=rates, seed=3)
+    dead, live = informative_chance(0.5, 64.5, 8), informative_chance(32.5, 32.5, 8)
+    assert dead < 0.1 < 0.95 < live
+    draws = [i for _ in range(500) for i in s.draw(2)]
+    share = sum(i < 5 for i in draws) / len(draws)
+    assert share == pytest.approx(dead / (dead + live), abs=0.03)
+    assert s.expected_informative([0, 5]) == pytest.approx((dead + live) / 2)
+    # within one draw no prompt repeats while unused ones are left; a draw larger than the set covers all of it
+    assert sorted(s.draw(10)) == list(range(10))
+    assert set(s.draw(13)) == set(range(10))
 
 
 def test_uniform_sampler_ignores_tiers():

@@ -116,6 +116,7 @@ class RLStep:
         weights, population = sampler.weights(), sampler.population()
         n_draw = self.tracker.prompts_to_draw(cfg.grpo.batch_prompts)
         idx = sampler.draw(n_draw)
+        expected_informative = sampler.expected_informative(idx)
         drawn = [self.prompts[i] for i in idx]
         drawn_tiers = [sampler.tiers[i] for i in idx]
         engine.sync(model)
@@ -172,6 +173,7 @@ class RLStep:
             "expansion_ratio": ratio,
             "prompts_drawn": len(drawn),
             "groups_invalid_rate": invalid,
+            "groups_informative_expected": expected_informative,
             "groups_kept": len(keep),
             "rollouts": len(items),
             "rollouts_total": self.rollouts_total,

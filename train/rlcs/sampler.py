@@ -1,5 +1,5 @@
 """Curriculum sampling over difficulty tiers: every prompt carries a tier (offline from pass@k, online from each
-group's pass rate), and each iteration the tiers are re-weighted by how much signal a group from them carries."""
+group's pass rate), and each iteration prompts are drawn by how likely a group of theirs is to carry signal."""
 
 from __future__ import annotations
 
@@ -13,25 +13,49 @@ from train.rlcs.tiers import TIER_NAMES, TIERS, tier_midpoint, tier_of
 
 
 class SamplerConfig(BaseModel):
-    """How tiers are weighted and how a group's result moves its prompt."""
+    """How prompts and tiers are weighted and how a group's result moves its prompt."""
 
-    curriculum: bool = Field(True, description="Weight tiers by expected signal; false: uniform over prompts.")
+    curriculum: bool = Field(True, description="Draw prompts by the chance that their group is informative; "
+                             "false: uniform over prompts.")
     prompt_ema: float = Field(0.5, ge=0, le=1, description="Weight of a new group's pass rate in the prompt's "
-                              "running pass rate (1: the last group decides the tier).")
+                              "running pass rate (1: the last group decides the tier); the evidence behind that "
+                              "rate is discounted by the same factor, so old groups are forgotten as the policy moves.")
     tier_ema: float = Field(0.3, ge=0, le=1, description="Weight of an iteration's accuracy in a tier's running "
-                            "accuracy (which sets the tier's weight).")
-    min_weight: float = Field(0.02, ge=0, description="Floor of a non-empty tier's weight before normalising (the "
-                              "too easy and the too hard are down-weighted, never starved).")
-    prior: dict[str, float] = Field(default_factory=dict, description="Optional multiplier per tier name.")
+                            "accuracy (logged per tier).")
+    min_weight: float = Field(0.02, ge=0, description="Floor of a prompt's weight (the too easy and the too hard "
+                              "are down-weighted, never starved).")
+    offline_rollouts: float = Field(2.0, ge=0, description="How many rollouts an offline pass rate counts as (the "
+                                    "k of the pass@k that set the tiers: the toy start grades with k=2).")
+    prior: float = Field(0.5, gt=0, description="Pseudo-count of passes and of failures every prompt starts with "
+                         "(Beta(prior, prior); 0.5 is Jeffreys' prior).")
+    tier_prior: dict[str, float] = Field(default_factory=dict, description="Optional multiplier of the weight of "
+                                         "every prompt in a tier, by tier name.")
+
+
+def beta_moment(a: float, b: float, g: int) -> float:
+    """E[p^g] for p ~ Beta(a, b): prod_{k<g} (a + k) / (a + b + k)."""
+    out = 1.0
+    for k in range(g):
+        out *= (a + k) / (a + b + k)
+    return out
+
+
+def informative_chance(a: float, b: float, g: int) -> float:
+    """The chance that g rollouts of a prompt whose pass rate is Beta(a, b) are neither all right nor all wrong:
+    1 - E[p^g] - E[(1 - p)^g]. For a known rate p (a, b large, a/(a+b) = p) it is 1 - p^g - (1 - p)^g."""
+    return max(0.0, 1.0 - beta_moment(a, b, g) - beta_moment(b, a, g))
 
 
 class CurriculumSampler:
     """Draws prompt indices for an iteration and learns from the groups' pass rates.
 
-    A tier's weight is the chance that a group of G rollouts from it is informative (neither all right nor all
-    wrong): 1 - a^G - (1 - a)^G for the tier's running accuracy a; very easy (a near 1) and very hard (a near 0)
-    tiers fall towards `min_weight`, the middle is favoured. Within a tier, prompts are drawn uniformly without
-    replacement within one draw. All state (RNG included) is in `state_dict` for exact resume."""
+    Each prompt has a running pass rate p (the EMA of its groups' pass rates; it sets the prompt's tier) and the
+    evidence n behind it (rollouts seen, discounted like the EMA). Its weight is the chance that its next group of G
+    is informative (neither all right nor all wrong) under the Beta(prior + p n, prior + (1 - p) n) posterior:
+    1 - E[p^G] - E[(1 - p)^G], at least `min_weight`. Prompts known to be too easy or too hard (p near 1 or 0
+    with much evidence) fall towards the floor; the middle and the little-seen stay high. A tier's weight is the
+    share of its prompts' weights (the chance that a draw comes from it). An iteration draws prompts by weight
+    without replacement. All state (RNG included) is in `state_dict` for exact resume."""
 
     def __init__(self, tiers: list[str], group_size: int, cfg: SamplerConfig | None = None, seed: int = 0,
                  pass_rates: list[float | None] | None = None) -> None:
@@ -41,8 +65,11 @@ class CurriculumSampler:
         unknown = set(self.tiers) - set(TIER_NAMES)
         if unknown:
             raise ValueError(f"unknown tiers {sorted(unknown)}; known: {', '.join(TIER_NAMES)}")
+        rates = pass_rates or [None] * len(self.tiers)
         self.pass_rate: list[float] = [tier_midpoint(t) if p is None else float(p)
-                                       for t, p in zip(self.tiers, pass_rates or [None] * len(self.tiers), strict=True)]
+                                       for t, p in zip(self.tiers, rates, strict=True)]
+        # a tier without a measured rate is a guess (its midpoint): no evidence
+        self.evidence: list[float] = [0.0 if p is None else self.cfg.offline_rollouts for p in rates]
         self.tier_accuracy: dict[str, float] = {t: tier_midpoint(t) for t in TIER_NAMES}
         self.rng = np.random.default_rng(seed)
         self.iteration = 0
@@ -55,58 +82,57 @@ class CurriculumSampler:
         c = Counter(self.tiers)
         return {t: c.get(t, 0) for t in TIER_NAMES}
 
-    def weights(self) -> dict[str, float]:
-        """Tier -> probability that a draw comes from it (0 for empty tiers); uniform-over-prompts without curriculum."""
-        pop = self.population()
+    def prompt_weights(self) -> np.ndarray:
+        """[N] unnormalised draw weight of every prompt (all 1 without curriculum)."""
         if not self.cfg.curriculum:
-            n = sum(pop.values())
-            return {t: pop[t] / n if n else 0.0 for t in TIER_NAMES}
-        g = self.group_size
-        raw = {}
-        for t in TIER_NAMES:
-            if not pop[t]:
-                raw[t] = 0.0
-                continue
-            a = min(1.0, max(0.0, self.tier_accuracy[t]))
-            raw[t] = max(self.cfg.min_weight, 1.0 - a**g - (1.0 - a) ** g) * self.cfg.prior.get(t, 1.0)
-        total = sum(raw.values())
-        return {t: w / total if total else 0.0 for t, w in raw.items()}
+            return np.ones(len(self.tiers))
+        a0, g = self.cfg.prior, self.group_size
+        out = np.empty(len(self.tiers))
+        for i, (p, n, t) in enumerate(zip(self.pass_rate, self.evidence, self.tiers, strict=True)):
+            p = min(1.0, max(0.0, p))
+            w = max(self.cfg.min_weight, informative_chance(a0 + p * n, a0 + (1 - p) * n, g))
+            out[i] = w * self.cfg.tier_prior.get(t, 1.0)
+        return out
+
+    def weights(self) -> dict[str, float]:
+        """Tier -> probability that a draw comes from it (0 for empty tiers): its prompts' share of the weight."""
+        w = self.prompt_weights()
+        total = float(w.sum())
+        raw = dict.fromkeys(TIER_NAMES, 0.0)
+        for t, x in zip(self.tiers, w, strict=True):
+            raw[t] += float(x)
+        return {t: v / total if total else 0.0 for t, v in raw.items()}
 
     # -- drawing -----------------------------------------------------------------------------------------------
     def draw(self, n: int) -> list[int]:
-        """n prompt indices: a tier by weight, then a prompt of that tier (no repeats within the draw while the
-        tier has unused prompts)."""
-        w = self.weights()
-        names = [t for t in TIER_NAMES if w[t] > 0]
-        probs = np.array([w[t] for t in names])
-        members = {t: [i for i, x in enumerate(self.tiers) if x == t] for t in names}
+        """n prompt indices drawn by weight without replacement (as many passes over the set as n needs)."""
         if not self.cfg.curriculum:  # uniform over prompts, without replacement as far as possible
             pool = np.arange(len(self.tiers))
             picks = [int(i) for i in self.rng.permutation(pool)[:n]]
             while len(picks) < n:
                 picks += [int(i) for i in self.rng.permutation(pool)[: n - len(picks)]]
             return picks
-        used: dict[str, set[int]] = {t: set() for t in names}
-        out = []
-        for t_i in self.rng.choice(len(names), size=n, p=probs / probs.sum()):
-            t = names[int(t_i)]
-            free = [i for i in members[t] if i not in used[t]] or members[t]
-            pick = free[int(self.rng.integers(len(free)))]
-            used[t].add(pick)
-            out.append(pick)
+        w = self.prompt_weights()
+        if not w.sum():
+            w = np.ones(len(w))
+        out: list[int] = []
+        while len(out) < n:
+            k = min(n - len(out), int((w > 0).sum()))
+            out += [int(i) for i in self.rng.choice(len(w), size=k, replace=False, p=w / w.sum())]
         return out
 
     # -- learning from groups ----------------------------------------------------------------------------------
     def update(self, indices: list[int], group_pass_rates: list[float]) -> dict[str, int]:
-        """Each group's pass rate moves its prompt's running pass rate (and so its tier); the tiers' running
-        accuracies move towards this iteration's accuracy per tier (by the tier the prompt was drawn from).
-        Returns how many prompts changed tier."""
+        """Each group's pass rate moves its prompt's running pass rate (and so its tier) and adds G rollouts to the
+        prompt's discounted evidence; the tiers' running accuracies move towards this iteration's accuracy per tier
+        (by the tier the prompt was drawn from). Returns how many prompts changed tier."""
         by_tier: dict[str, list[float]] = {}
         moved = 0
+        b = self.cfg.prompt_ema
         for i, rate in zip(indices, group_pass_rates, strict=True):
             by_tier.setdefault(self.tiers[i], []).append(rate)
-            b = self.cfg.prompt_ema
             self.pass_rate[i] = (1 - b) * self.pass_rate[i] + b * rate
+            self.evidence[i] = (1 - b) * self.evidence[i] + self.group_size
             new = tier_of(self.pass_rate[i], TIERS)
             if new != self.tiers[i]:
                 moved += 1
@@ -117,9 +143,17 @@ class CurriculumSampler:
         self.iteration += 1
         return {"moved": moved}
 
+    def expected_informative(self, indices: list[int]) -> float:
+        """Mean chance (before the floor) that the groups of these prompts are informative: what the sampler
+        expects of a draw, logged beside the observed rate."""
+        a0, g = self.cfg.prior, self.group_size
+        vals = [informative_chance(a0 + self.pass_rate[i] * self.evidence[i],
+                                   a0 + (1 - self.pass_rate[i]) * self.evidence[i], g) for i in indices]
+        return sum(vals) / len(vals) if vals else 0.0
+
     # -- state -------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"tiers": list(self.tiers), "pass_rate": list(self.pass_rate),
+        return {"tiers": list(self.tiers), "pass_rate": list(self.pass_rate), "evidence": list(self.evidence),
                 "tier_accuracy": dict(self.tier_accuracy), "rng": copy.deepcopy(self.rng.bit_generator.state),
                 "iteration": self.iteration}
 
@@ -128,6 +162,8 @@ class CurriculumSampler:
             raise ValueError(f"sampler state holds {len(state['tiers'])} prompts, the prompt set {len(self.tiers)}")
         self.tiers = list(state["tiers"])
         self.pass_rate = list(state["pass_rate"])
+        # a state saved before evidence was tracked: every prompt as if it had one group behind its rate
+        self.evidence = list(state.get("evidence") or [float(self.group_size)] * len(self.tiers))
         self.tier_accuracy = dict(state["tier_accuracy"])
         self.rng.bit_generator.state = copy.deepcopy(state["rng"])
         self.iteration = int(state["iteration"])
