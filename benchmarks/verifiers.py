@@ -1,19 +1,26 @@
-"""Reward verifiers: verifications per second per core for each domain, plain in-process (one process, no
-timeout) against the batch API (`RewardPool`: worker processes, chunks, hard per-call timeout), measured in the
-same run on varied items (no two alike, so no parser cache flatters either side). Target: batch/plain >= 0.8.
+"""Reward verifiers: verifications per second per core for each domain, plain in-process (no pool, no timeout)
+against the batch API (`RewardPool`: worker processes, chunks, hard per-call timeout), measured in the same run
+on the same varied items (no two alike, so no parser cache flatters either side). Target: batch/plain >= 0.8.
 
 Both sides produce the same thing, the list of verdicts of the items (plain: `[verifier.score(a, t) for ...]`),
 so both pay for keeping them (the garbage collector's passes over what survives).
 
-"Per core" is per CPU-second: items / CPU time of every process that worked (plain: this process; batch API:
-this process, whose threads pickle and unpickle, plus every worker, read from /proc), so a pool of N workers is
-compared with one in-process core by the CPU each verification costs, whatever else loads the machine. The wall
-ratio, (batch items/s ÷ workers) / plain items/s, is printed beside it; it only means something on an idle
-machine with a core per worker plus one for the caller."""
+"Per core" is per CPU-second: items / CPU time of every process that worked. The batch API: this process, whose
+threads pickle and unpickle, plus every worker, read from /proc. Plain is measured twice on the same items: in
+this process alone (x1), and in as many forked processes as the pool has workers, each scoring its share
+in-process (xN): the pool keeps N cores busy at once, and a core shares its caches, memory bandwidth and clock
+with the others (on this machine two busy processes cost ~5-10% more CPU per item than one alone), so the ratio
+is taken against xN, plain with the same cores busy; the ratio against x1 is printed beside it.
+
+Each round scores one fresh list of items on every side, in a rotating order, after a full garbage collection,
+so neither side inherits the other's garbage; the figures are medians over rounds, the ratio the median of the
+rounds' ratios (min-max beside it). The wall ratio, (batch items/s / workers) / (plain x1 items/s), only means
+something on an idle machine with a core per worker plus one for the caller."""
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import multiprocessing
 import os
@@ -21,6 +28,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 
 from pipelines.formats import build_answer
 from train.rewards.base import get_verifier
@@ -135,6 +143,33 @@ def plain_rate(domain: str, items: list[tuple[str, str]]) -> tuple[float, float]
     return len(items) / cpu, len(items) / wall
 
 
+def _plain_share(domain: str, items: list[tuple[str, str]], warmup: int, conn: Connection) -> None:
+    """In a forked child: score its share in-process after a few untimed items (a forked child's first touches
+    of inherited pages copy them; the pool's workers are past that), send back the CPU seconds taken."""
+    verifier = get_verifier(domain)
+    for answer, truth in items[:warmup]:
+        verifier.score(answer, truth)
+    c = time.process_time()
+    out = [verifier.score(answer, truth) for answer, truth in items]
+    conn.send(time.process_time() - c)
+    assert len(out) == len(items)
+
+
+def plain_parallel_rate(domain: str, items: list[tuple[str, str]], procs: int) -> float:
+    """Items per CPU-second scoring in-process in `procs` forked processes at once, each keeping its verdicts."""
+    ctx = multiprocessing.get_context("fork")  # the items and warm verifiers are inherited, not sent
+    shares = [items[i * len(items) // procs:(i + 1) * len(items) // procs] for i in range(procs)]
+    pipes = [ctx.Pipe(duplex=False) for _ in shares]
+    children = [ctx.Process(target=_plain_share, args=(domain, share, min(200, len(share)), w))
+                for share, (_, w) in zip(shares, pipes, strict=True)]
+    for child in children:
+        child.start()
+    cpu = sum(r.recv() for r, _ in pipes)
+    for child in children:
+        child.join()
+    return len(items) / cpu
+
+
 def pool_rate(pool: RewardPool, domain: str, items: list[tuple[str, str]]) -> tuple[float, float]:
     """(items per CPU-second of caller + workers, items per wall second per worker) through the batch API."""
     batch = [(domain, a, t) for a, t in items]
@@ -145,36 +180,63 @@ def pool_rate(pool: RewardPool, domain: str, items: list[tuple[str, str]]) -> tu
     return len(items) / cpu, len(items) / wall / pool.workers
 
 
+SIDES = ["x1", "xN", "batch"]
+
+
+def _measure(side: str, pool: RewardPool, domain: str, items: list[tuple[str, str]]) -> tuple[float, float]:
+    """(items per CPU-second, items per wall second or 0) of one side on `items`."""
+    if side == "x1":
+        return plain_rate(domain, items)
+    if side == "xN":
+        return plain_parallel_rate(domain, items, pool.workers), 0.0
+    return pool_rate(pool, domain, items)
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--seconds", type=float, default=1.0, help="Target duration of each timed side per round.")
-    ap.add_argument("--rounds", type=int, default=5, help="Alternating plain/batch rounds (median reported).")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=1.0,
+                    help="Target CPU-seconds per worker of each timed side per round.")
+    ap.add_argument("--rounds", type=int, default=7, help="Rounds per domain (medians reported).")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--timeout", type=float, default=5.0)
     ap.add_argument("--domains", nargs="*", default=list(DOMAINS))
     args = ap.parse_args()
 
     r = random.Random(0)
-    print(f"cores={os.cpu_count()} workers={args.workers} timeout={args.timeout}s rounds={args.rounds} "
-          f"load={os.getloadavg()[0]:.1f} (per core = per CPU-second; median of rounds)")
-    print(f"{'domain':<10} {'plain/s/core':>13} {'batch/s/core':>13} {'ratio':>6} {'wall ratio':>11} {'items/task':>11}")
+    n_w = args.workers
+    print(f"cores={os.cpu_count()} workers={n_w} timeout={args.timeout}s rounds={args.rounds} "
+          f"load={os.getloadavg()[0]:.1f} (per core = per CPU-second; medians of rounds)")
+    print(f"{'domain':<10} {'plain x1/s':>11} {f'plain x{n_w}/s':>11} {'batch/s':>9} {'ratio':>6} {'(min-max)':>11} "
+          f"{'vs x1':>6} {'wall ratio':>10} {'items/task':>10}")
     ratios = []
-    with RewardPool(workers=args.workers, timeout_s=args.timeout) as pool:
-        pool.score([(d, *DOMAINS[d](r)) for d in args.domains for _ in range(4 * args.workers)])  # workers up
+    with RewardPool(workers=n_w, timeout_s=args.timeout) as pool:
+        for domain in args.domains:  # workers up, and each domain's cost per item known to the pool
+            pool.score([(domain, *DOMAINS[domain](r)) for _ in range(400 * n_w)])
         for domain in args.domains:
             gen = DOMAINS[domain]
-            probe = plain_rate(domain, [gen(r) for _ in range(20)])[1]
-            n = max(50, int(probe * args.seconds))
-            plain, batch = [], []
-            for _ in range(args.rounds):
-                plain.append(plain_rate(domain, [gen(r) for _ in range(n)]))
-                batch.append(pool_rate(pool, domain, [gen(r) for _ in range(n * args.workers)]))
-            p, b = statistics.median(x[0] for x in plain), statistics.median(x[0] for x in batch)
-            wall = statistics.median(x[1] for x in batch) / statistics.median(x[1] for x in plain)
-            ratios.append(b / p)
-            per_task = pool._chunk_len(domain, n * args.workers)  # what the pool sends per task now
-            print(f"{domain:<10} {p:>13.0f} {b:>13.0f} {b / p:>6.2f} {wall:>11.2f} {per_task:>11}", flush=True)
-    print(f"{'all':<10} {'':>13} {'':>13} {statistics.geometric_mean(ratios):>6.2f}  (geometric mean; target >= 0.8)")
+            probe = plain_rate(domain, [gen(r) for _ in range(200)])[0]
+            m = max(50 * n_w, int(probe * args.seconds * n_w))  # about `seconds` of work per worker
+            sides: dict[str, list[float]] = {"x1": [], "xN": [], "batch": [], "wall_batch": [], "wall_x1": []}
+            round_ratios = []
+            for k in range(args.rounds):
+                items = [gen(r) for _ in range(m)]
+                for side in SIDES[k % 3:] + SIDES[:k % 3]:
+                    gc.collect()
+                    cpu, wall = _measure(side, pool, domain, items)
+                    sides[side].append(cpu)
+                    if wall:
+                        sides["wall_" + side].append(wall)
+                round_ratios.append(sides["batch"][-1] / sides["xN"][-1])
+            med = {name: statistics.median(v) for name, v in sides.items()}
+            ratio = statistics.median(round_ratios)
+            ratios.append(ratio)
+            per_task = pool._chunk_len(domain, m)  # what the pool sends per task now
+            spread = f"{min(round_ratios):.2f}-{max(round_ratios):.2f}"
+            print(f"{domain:<10} {med['x1']:>11.0f} {med['xN']:>11.0f} {med['batch']:>9.0f} {ratio:>6.2f} "
+                  f"{spread:>11} {med['batch'] / med['x1']:>6.2f} {med['wall_batch'] / med['wall_x1']:>10.2f} "
+                  f"{per_task:>10}", flush=True)
+    print(f"{'all':<10} {'':>11} {'':>11} {'':>9} {statistics.geometric_mean(ratios):>6.2f}  "
+          f"(geometric mean of batch/plain x{n_w}; target >= 0.8) load={os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
