@@ -16,7 +16,7 @@ images; beyond that, `semantic_dedup` on real CLIP embeddings is the scalable wa
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cached_property, lru_cache
 from typing import Any, ClassVar
 
@@ -35,6 +35,7 @@ from pipelines.schema import set_columns
 HASH_BITS = 64
 _GRID = (0.0, 0.5, 1.0)  # crop positions along each axis: start, centre, end
 _MEMO = 50_000  # pair verdicts, parsed grids, decoded thumbnails a reduce worker remembers at most (each)
+_TEMPLATES = 4_000  # scaled thumbnails a reduce worker remembers at most (~30 kB each)
 _GRID_SIDE = 128  # grid hashes look at a 128×128 area average of the grayscale picture (64 gave 2 more bits of
 # difference from the exact 256-px grid on the demo stamps and paired two distinct letters; 128 finds what 256 did)
 _SIDE = 32  # pHash's view of an image: 32×32
@@ -204,20 +205,21 @@ class NearDedup(DedupOperator):
         """One image's whole-view hash near one of the other's crop hashes, confirmed by aligned thumbnails."""
         ga, gb, t = self._grid(a), self._grid(b), self.config.crop_hamming_threshold
         near = min(np.bitwise_count(gb[1:] ^ ga[0]).min(), np.bitwise_count(ga[1:] ^ gb[0]).min()) <= t
-        return bool(near) and self.crop_correlation(a, b) >= self.config.crop_min_correlation
+        # The verdict of `crop_correlation(a, b) >= crop_min_correlation`, stopping at the first size that reaches it.
+        return bool(near) and any(score >= self.config.crop_min_correlation for score in self._scores(a, b))
 
     def _grid(self, row: dict[str, Any]) -> np.ndarray:
         return self._remember("grids", row["key"], lambda: np.array([int(h, 16) for h in row["phash_crops"]], dtype=np.uint64))
 
     @cached_property
     def _memo(self) -> dict[str, dict]:
-        return {"verdicts": {}, "grids": {}, "thumbs": {}}
+        return {"verdicts": {}, "grids": {}, "thumbs": {}, "templates": {}}
 
-    def _remember(self, store: str, key: Any, make: Callable[[], Any]) -> Any:
-        """Per-worker memo of reduce work, emptied when it grows past `_MEMO` entries."""
+    def _remember(self, store: str, key: Any, make: Callable[[], Any], limit: int = _MEMO) -> Any:
+        """Per-worker memo of reduce work, emptied when it grows past `limit` entries."""
         memo = self._memo[store]
         if key not in memo:
-            if len(memo) >= _MEMO:
+            if len(memo) >= limit:
                 memo.clear()
             memo[key] = make()
         return memo[key]
@@ -237,23 +239,39 @@ class NearDedup(DedupOperator):
 
     def crop_correlation(self, a: dict[str, Any], b: dict[str, Any]) -> float:
         """Best normalised correlation of either thumbnail scaled into the other (the crop's place found by search)."""
-        ta, tb = self._thumb(a), self._thumb(b)
-        return max(self._inside(ta, a["aspect"], tb, b["aspect"]), self._inside(tb, b["aspect"], ta, a["aspect"]))
+        return max(self._scores(a, b), default=-1.0)
 
-    def _inside(self, big: np.ndarray, big_aspect: float, small: np.ndarray, small_aspect: float) -> float:
-        """Is `small` a crop of `big`? Side fractions kx, ky of the crop are tied by the two aspect ratios."""
+    def _scores(self, a: dict[str, Any], b: dict[str, Any]) -> Iterator[float]:
+        """Best correlation of each crop size of b inside a, then of a inside b, computed as they are asked for."""
         import cv2
 
-        side, lo, best = self.config.thumbnail, self.config.crop_min_keep, -1.0
+        for big, small in ((a, b), (b, a)):
+            thumb = self._thumb(big)
+            for size in self._sizes(big["aspect"], small["aspect"]):
+                template = self._template(small, size)
+                if template is not None:
+                    yield float(cv2.matchTemplate(thumb, template, cv2.TM_CCOEFF_NORMED).max())
+
+    def _sizes(self, big_aspect: float, small_aspect: float) -> list[tuple[int, int]]:
+        """Is `small` a crop of `big`? The crop's (width, height) in thumbnail pixels for each side fraction kx it may
+        keep, ky tied to kx by the two aspect ratios. Fractions that round to one size are one check (same template,
+        same score)."""
+        side, lo, sizes = self.config.thumbnail, self.config.crop_min_keep, {}
         for kx in self._keeps:
             ky = kx * big_aspect / small_aspect
-            if not lo <= ky <= 1.0 + 1e-9:
-                continue
-            template = cv2.resize(small, (max(1, round(side * kx)), max(1, round(side * ky))), interpolation=cv2.INTER_AREA)
-            if template.std() < 1.0:  # a flat template correlates with anything
-                continue
-            best = max(best, float(cv2.matchTemplate(big, template, cv2.TM_CCOEFF_NORMED).max()))
-        return best
+            if lo <= ky <= 1.0 + 1e-9:
+                sizes.setdefault((max(1, round(side * kx)), max(1, round(side * ky))), None)
+        return list(sizes)
+
+    def _template(self, row: dict[str, Any], size: tuple[int, int]) -> np.ndarray | None:
+        """The row's thumbnail scaled to `size`; None when it is flat (a flat template correlates with anything)."""
+        import cv2
+
+        def make() -> np.ndarray | None:
+            template = cv2.resize(self._thumb(row), size, interpolation=cv2.INTER_AREA)
+            return None if template.std() < 1.0 else template
+
+        return self._remember("templates", (row["key"], size), make, limit=_TEMPLATES)
 
     def drop_reason(self, survivor_key: str) -> str:
         return f"near_duplicate:{survivor_key}"

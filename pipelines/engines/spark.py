@@ -20,6 +20,7 @@ from pipelines.global_stage import (
     BUCKET,
     CANDIDATE_SCHEMA,
     LOSER_SCHEMA,
+    PROBE,
     CountOperator,
     DedupOperator,
     best_survivor,
@@ -148,6 +149,12 @@ class SparkEngine:
         state = runner.fit_state(k, parts)
         schema = runner.keys_schema(k)
         exploded = keys.mapInArrow(lambda bs: (explode(op, state, b) for b in bs), from_arrow_schema(bucket_schema(schema)))
+        # Most LSH buckets hold one row or probes only: nothing to compare. Dropped natively, they cost no Python call
+        # each (the demo's crop search: 45k of 48k buckets; its reduce 169 -> 27 s under load, same losers).
+        within = Window.partitionBy(BUCKET)
+        exploded = (exploded.withColumn("_rows", F.count(F.lit(1)).over(within))
+                    .withColumn("_entries", F.count(F.when(~F.col(PROBE), 1)).over(within))
+                    .where((F.col("_rows") > 1) & (F.col("_entries") > 0)).drop("_rows", "_entries"))
         candidates = exploded.groupBy(BUCKET).applyInArrow(
             lambda table: bucket_candidates(op, state, table), from_arrow_schema(CANDIDATE_SCHEMA)
         )
