@@ -104,6 +104,7 @@ def _score_chunk(slot: int, domain: str, answers: tuple[str, ...], truths: tuple
     extracted: list[str | None] = []
     compared: list[str | None] = []
     reasons: list[str] = []
+    seen: dict[str, str] = {}
     errors = 0
     verifier: Any = None
     failure: Exception | None = None
@@ -127,6 +128,7 @@ def _score_chunk(slot: int, domain: str, answers: tuple[str, ...], truths: tuple
                 ext = str(ext)[:_SHOWN] + "…"
             if cmp is not None and len(cmp) > _SHOWN:
                 cmp = str(cmp)[:_SHOWN] + "…"
+            reason = seen.setdefault(reason, reason)  # one object per distinct reason: pickled once, shared back
         except Exception as exc:  # noqa: BLE001 - a failing verifier scores 0 with the reason, the batch goes on
             kind = type(failure if failure is not None else exc).__name__
             score, ext, cmp, reason = 0.0, None, None, f"error:{kind}: {str(exc)[:200]}"

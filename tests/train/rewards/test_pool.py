@@ -1,7 +1,9 @@
 """The batch API: parallel, in order, and a verifier that hangs is killed at the timeout, scores 0, is counted,
 and the pool goes on working."""
 
+from tests.train.rewards.conftest import full
 from train.rewards import RewardPool, score, score_batch
+from train.rewards.pool import _SHOWN
 
 SLEEPER = "tests.train.rewards.plugins:Sleeper"
 
@@ -46,3 +48,32 @@ def test_configs_reach_the_workers():
         assert strict.score([item])[0].score == 0.0
     with RewardPool(workers=1, timeout_s=2) as default:
         assert default.score([item])[0].score == 1.0
+
+
+def test_ocr_verdicts_through_the_pool_equal_in_process_ones_field_by_field(pool):
+    # enough items for several chunks; text that is not ASCII, has NULs, a lone surrogate, long lines
+    texts = ["Hello world", "naïve café ﬁne", "東京都 渋谷区 1-2-3", "emoji 🙂 ok", "nul\x00inside", "lone \ud800 half",
+             "tab\tand\nnewline", "x" * 400, "", "Invoice 2024-113 or 2024-118"]
+    items = []
+    for i in range(600):
+        truth = texts[i % len(texts)] or "blank"
+        answer = texts[(i * 7) % len(texts)] if i % 3 else truth.upper()
+        items.append(("ocr", full(answer) if i % 2 else answer, truth))
+    got = pool.score(items)
+
+    def shown(text: str | None) -> str | None:  # the pool sends back at most _SHOWN characters of each text
+        return text if text is None or len(text) <= _SHOWN else text[:_SHOWN] + "…"
+
+    want = [(v.score, shown(v.extracted), shown(v.compared), v.reason) for v in (score(*it) for it in items)]
+    assert [tuple(v) for v in got] == want
+    assert len({v.reason for v in got}) > 3 and got.stats.errors == 0
+
+
+def test_a_verifier_returning_odd_types_fails_its_item_only(pool):
+    odd = "tests.train.rewards.test_pool_chunks:OddTypes"
+    items = [(odd, "fine", "fine"), (odd, "unhashable", "x"), (odd, "long", "x"), (odd, "fine", "other")] * 20
+    got = pool.score(items)
+    assert [v.reason for v in got[:4]] == ["match", got[1].reason, "match", "mismatch"]
+    assert got[1].score == 0.0 and got[1].reason.startswith("error:TypeError")
+    assert got[2].extracted.endswith("…") and len(got[2].extracted) < 400
+    assert list(got[4:]) == list(got[:4]) * 19 and got.stats.errors == 20

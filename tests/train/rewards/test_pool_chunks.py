@@ -150,3 +150,17 @@ def test_progress_reaches_workers_started_by_forkserver(log):
         got = pool.score(items)
     assert [v.reason for v in got] == ["match", "match", "timeout"] + ["match"] * 5
     assert _calls(log)["t2"] == 1 and got.stats.split_chunks == 1
+
+
+class OddTypes(Verifier):
+    """A plug-in that returns what a `Verdict` does not promise: an int score, an extracted text too long to send
+    back whole, and (for `unhashable`) a list as its reason."""
+
+    name = "odd_types"
+
+    def compare(self, final: str, truth: str) -> Verdict:
+        if final == "unhashable":
+            return Verdict(1, final, truth, ["not", "a", "str"])  # type: ignore[arg-type]
+        if final == "long":
+            return Verdict(1, "y" * 1000, truth, "match")
+        return Verdict(int(final == truth), final, truth, "match" if final == truth else "mismatch")
