@@ -1,14 +1,30 @@
-"""Beam engine: a pass is a ParDo over part descriptors; a reduce is GroupByKey / CombinePerKey over key rows."""
+"""Beam engine: a pass is a ParDo over part descriptors; a reduce is GroupByKey / CombinePerKey over key rows.
+
+Embedded default: Beam's portable local runner (the FnApiRunner the DirectRunner delegates batch pipelines to) with an
+EXTERNAL environment served by a pool of long-lived SDK worker processes, one per core, started once per engine: a
+run builds one pipeline per pass and per reduce, and starting a pipeline's worker processes afresh (what the
+DirectRunner's multi_processing mode does) cost ~2.7 s each here, more than a reduce takes. Workers keep their
+imports and set-up operators across pipelines, as the local engine's pool and Spark's reused Python workers do.
+"""
 
 from __future__ import annotations
 
+import itertools
 import logging
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
+import grpc
 import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.portability.api import beam_fn_api_pb2, beam_fn_api_pb2_grpc, beam_provision_api_pb2
+from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProvisionInfo, FnApiRunner
+from apache_beam.runners.portability.portable_runner import JobServiceHandle
+from apache_beam.transforms.environments import ExternalEnvironment, python_sdk_capabilities
 
 from pipelines.execute import PassRunner
 from pipelines.global_stage import (
@@ -23,11 +39,151 @@ from pipelines.global_stage import (
 from pipelines.readers.base import Part
 from pipelines.spec import EngineConfig
 
-# Embedded default: the DirectRunner with one worker process per core for the passes (decoding, models: the work),
-# and in this process for the reduces, which move only key rows: starting a pipeline's worker processes costs
-# ~2.7 s here, more than a reduce over hundreds of thousands of keys takes in memory.
-DEFAULT_OPTIONS = ["--runner=DirectRunner", "--direct_num_workers=0", "--direct_running_mode=multi_processing"]
-DEFAULT_REDUCE_OPTIONS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
+# The pool's workers are the environment; `in_memory` keeps the runner from replacing it with fresh subprocesses.
+POOL_OPTIONS = ["--direct_running_mode=in_memory"]
+WORKER_START_TIMEOUT_S = 120  # a worker process imports Beam, pyarrow and the pipeline modules before it answers
+_WORKER_MAIN = "from pipelines.engines.beam import serve_worker; serve_worker()"
+
+
+def serve_worker() -> None:
+    """One pool process: Beam's external worker-pool service on a loopback port, printed on stdout; each StartWorker
+    runs an SDK harness as a thread of this process, connected to that pipeline's runner. Exits when its stdin closes
+    (the engine closed it, or the engine's process died)."""
+    import os
+
+    from apache_beam.runners.worker.worker_pool_main import BeamFnExternalWorkerPoolServicer
+    from apache_beam.utils import thread_pool_executor
+
+    logging.getLogger().setLevel(logging.WARNING)
+    server = grpc.server(thread_pool_executor.shared_unbounded_instance())
+    port = server.add_insecure_port("127.0.0.1:0")
+    beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(
+        BeamFnExternalWorkerPoolServicer(use_process=False), server)
+    server.start()
+    print(f"127.0.0.1:{port}", flush=True)
+    sys.stdin.read()
+    server.stop(0)
+    sys.stderr.flush()
+    os._exit(0)  # harness and gRPC threads hold nothing that needs a clean interpreter shutdown
+
+
+class _Worker:
+    """A pool process and the stub of its worker-pool service."""
+
+    def __init__(self) -> None:
+        # Started as `python -c` from the caller's working directory and environment, as Beam's own subprocess workers
+        # are: the same modules (plug-in operators included) import there; no script's __main__ is re-run.
+        self.proc = subprocess.Popen([sys.executable, "-c", _WORKER_MAIN], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.address = ""
+        self.channel: grpc.Channel | None = None
+        self.stub: beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolStub | None = None
+
+    def connect(self) -> None:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if not line:
+            code = self.proc.wait(timeout=WORKER_START_TIMEOUT_S)
+            raise RuntimeError(f"beam: a worker process exited with code {code} before it served (see its output above)")
+        self.address = line
+        self.channel = grpc.insecure_channel(line)
+        grpc.channel_ready_future(self.channel).result(timeout=WORKER_START_TIMEOUT_S)
+        self.stub = beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolStub(self.channel)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+class WorkerPool(beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolServicer):
+    """`size` long-lived worker processes behind one EXTERNAL-environment endpoint (loopback). The runner asks for one
+    worker per `--direct_num_workers`; the pool hands each pipeline's requests to its processes in turn, so every
+    pipeline spreads over all of them. A process that died (a crash, an OOM kill) is replaced before the next
+    pipeline; the pipeline it was in fails as it would have on a fresh process (the DirectRunner retries no bundles)."""
+
+    def __init__(self, size: int):
+        self.size = max(1, size)
+        self._workers: list[_Worker] = []
+        self._turn = itertools.count()
+        self._lock = threading.Lock()
+        self._server: grpc.Server | None = None
+        self.address = ""
+
+    def start(self) -> str:
+        """Start (or revive) the processes and the endpoint; reset the turn so the next pipeline uses every process."""
+        with self._lock:
+            for i, w in enumerate(self._workers):
+                if not w.alive():
+                    w.close()
+                    self._workers[i] = _Worker()
+            fresh = [_Worker() for _ in range(self.size - len(self._workers))]
+            self._workers.extend(fresh)
+            for w in self._workers:  # started above all at once: their imports overlap
+                if w.stub is None:
+                    w.connect()
+            self._turn = itertools.count()
+            if self._server is None:
+                self._server = grpc.server(_executor())
+                port = self._server.add_insecure_port("127.0.0.1:0")
+                beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(self, self._server)
+                self._server.start()
+                self.address = f"127.0.0.1:{port}"
+        return self.address
+
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self._workers]
+
+    def StartWorker(self, request: beam_fn_api_pb2.StartWorkerRequest, context: Any) -> beam_fn_api_pb2.StartWorkerResponse:  # noqa: N802
+        with self._lock:
+            worker = self._workers[next(self._turn) % len(self._workers)]
+        if not worker.alive() or worker.stub is None:
+            return beam_fn_api_pb2.StartWorkerResponse(error=f"beam: worker process {worker.proc.pid} is not running")
+        return worker.stub.StartWorker(request, timeout=WORKER_START_TIMEOUT_S)
+
+    def StopWorker(self, request: beam_fn_api_pb2.StopWorkerRequest, context: Any) -> beam_fn_api_pb2.StopWorkerResponse:  # noqa: N802
+        # A harness ends with its pipeline (the runner closes its control stream); the process stays for the next one.
+        return beam_fn_api_pb2.StopWorkerResponse()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._server is not None:
+                self._server.stop(0)
+                self._server = None
+            for w in self._workers:
+                w.close()
+            self._workers = []
+
+
+def _executor() -> Any:
+    from apache_beam.utils import thread_pool_executor
+
+    return thread_pool_executor.shared_unbounded_instance()
+
+
+class _PoolModeWarning(logging.Filter):
+    """The runner warns that `in_memory` with several workers gives no parallelism: true of its own embedded worker,
+    not of an external environment whose workers are separate processes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "direct_running_mode should be" not in record.getMessage()
+
+
+logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner").addFilter(_PoolModeWarning())
 
 
 def _keys_of(runner: PassRunner, k: int):
@@ -42,21 +198,57 @@ def _rows(table_or_batch: pa.RecordBatch | pa.Table) -> list[dict[str, Any]]:
 
 
 class BeamEngine:
-    """Same passes, reduce steps and files as the Spark engine, scheduled by Beam; runner options pass through."""
+    """Same passes, reduce steps and files as the Spark engine, scheduled by Beam; runner options pass through.
+    Configured `beam_options` (any runner: Flink, Dataflow, Spark, the DirectRunner) hold for every pipeline; without
+    them, the embedded worker pool runs every pass and reduce, and `close()` stops it."""
 
     name = "beam"
 
     def __init__(self, config: EngineConfig | None = None):
         self.config = config or EngineConfig(name="beam")
+        self._pool: WorkerPool | None = None
 
-    def options(self, reduce: bool = False) -> PipelineOptions:
-        """The configured `beam_options` for every pipeline, or the embedded defaults (a reduce runs in memory)."""
-        default = DEFAULT_REDUCE_OPTIONS if reduce else DEFAULT_OPTIONS
-        return PipelineOptions(list(self.config.beam_options) or list(default))
+    @property
+    def embedded(self) -> bool:
+        return not self.config.beam_options
 
-    def _pipeline(self, reduce: bool = False) -> beam.Pipeline:
+    def options(self) -> PipelineOptions:
+        """The configured `beam_options`, or the embedded default: one worker of the pool per core."""
+        if not self.embedded:
+            return PipelineOptions(list(self.config.beam_options))
+        return PipelineOptions([*POOL_OPTIONS, f"--direct_num_workers={self.workers}"])
+
+    @property
+    def workers(self) -> int:
+        return self.config.parallelism()
+
+    def pool_pids(self) -> list[int]:
+        """The embedded pool's worker processes (empty before the first pipeline and after `close`)."""
+        return self._pool.pids() if self._pool is not None else []
+
+    def _pipeline(self) -> beam.Pipeline:
         logging.getLogger("apache_beam").setLevel(logging.WARNING)
-        return beam.Pipeline(options=self.options(reduce))
+        options = self.options()
+        if not self.embedded:
+            return beam.Pipeline(options=options)
+        if self._pool is None:
+            self._pool = WorkerPool(self.workers)
+        address = self._pool.start()
+        provision = ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(
+            pipeline_options=JobServiceHandle.encode_pipeline_options(options.get_all_options())))
+        runner = FnApiRunner(default_environment=ExternalEnvironment(address, capabilities=python_sdk_capabilities()),
+                             provision_info=provision)
+        return beam.Pipeline(runner=runner, options=options)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __del__(self) -> None:  # noqa: D105
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.close()
 
     def run_pass(self, runner: PassRunner, parts: list[Part], k: int) -> list[dict[str, Any]]:
         with self._pipeline() as pipeline:
@@ -78,7 +270,7 @@ class BeamEngine:
         op = runner.group(k)
         state = runner.fit_state(k, parts)
         schema = runner.keys_schema(k)
-        with self._pipeline(reduce=True) as pipeline:
+        with self._pipeline() as pipeline:
             keys = (
                 pipeline
                 | "parts" >> beam.Create([p.model_dump_json() for p in parts], reshuffle=True)

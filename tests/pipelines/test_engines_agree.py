@@ -1,4 +1,4 @@
-"""Local, Beam (DirectRunner, multi-process) and Spark run the same operators to the same bytes."""
+"""Local, Beam (its embedded worker pool) and Spark run the same operators to the same bytes."""
 
 import os
 
@@ -69,10 +69,11 @@ def test_beam_runner_options_pass_through_unchanged():
         "engine.name": "beam",
         "engine.beam_options": ["--runner=FlinkRunner", "--flink_master=localhost:8081", "--parallelism=4"],
     })
-    for reduce in (False, True):  # configured options hold for every pipeline, reduces included
-        opts = BeamEngine(spec.engine).options(reduce).get_all_options()
-        assert opts["runner"] == "FlinkRunner" and opts["flink_master"] == "localhost:8081"
-        assert opts["parallelism"] == 4
+    configured = BeamEngine(spec.engine)  # configured options hold for every pipeline, reduces included
+    opts = configured.options().get_all_options()
+    assert opts["runner"] == "FlinkRunner" and opts["flink_master"] == "localhost:8081"
+    assert opts["parallelism"] == 4
+    assert not configured.embedded and configured._pipeline().runner.__class__.__name__ == "FlinkRunner"
+    assert configured.pool_pids() == []  # no embedded worker pool behind a configured runner
     default = BeamEngine(load_spec("configs/curate/base.yaml", {"engine.name": "beam"}).engine)
-    assert default.options().get_all_options()["direct_running_mode"] == "multi_processing"
-    assert default.options(reduce=True).get_all_options()["direct_running_mode"] == "in_memory"
+    assert default.embedded and default.options().get_all_options()["direct_num_workers"] == default.workers
