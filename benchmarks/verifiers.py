@@ -210,12 +210,11 @@ def main() -> None:
           f"{'vs x1':>6} {'wall ratio':>10} {'items/task':>10}")
     ratios = []
     with RewardPool(workers=n_w, timeout_s=args.timeout) as pool:
-        for domain in args.domains:  # workers up, and each domain's cost per item known to the pool
-            pool.score([(domain, *DOMAINS[domain](r)) for _ in range(400 * n_w)])
         for domain in args.domains:
             gen = DOMAINS[domain]
-            probe = plain_rate(domain, [gen(r) for _ in range(200)])[0]
+            probe = plain_rate(domain, [gen(r) for _ in range(20)])[0]
             m = max(50 * n_w, int(probe * args.seconds * n_w))  # about `seconds` of work per worker
+            pool.score([(domain, *gen(r)) for _ in range(m // 4)])  # warm: workers up, the domain's cost known
             sides: dict[str, list[float]] = {"x1": [], "xN": [], "batch": [], "wall_batch": [], "wall_x1": []}
             round_ratios = []
             for k in range(args.rounds):
