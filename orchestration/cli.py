@@ -48,9 +48,9 @@ def _run_curate(config: Path, inputs: list[str], output: str, overrides: dict[st
     """Run the curate flow (or, with `verb`, the synth flow) with every check up front and one readable message on
     failure. `prefect`: run it as a Prefect flow; None (default): when a Prefect server is configured
     (PREFECT_API_URL), else as plain calls (nothing to start: Prefect's temporary server costs 20-45 s here)."""
-    from orchestration.flows import curate, prefect_configured, run_without_prefect, synth
     from orchestration.report import print_summary
     from orchestration.runlog import failure_message, run_log
+    from orchestration.steps import prefect_configured, run_without_prefect
     from pipelines.output import OutputError, OutputLayout
     from pipelines.readers.base import InputError, check_inputs
     from pipelines.spec import SpecError, load_spec
@@ -66,10 +66,13 @@ def _run_curate(config: Path, inputs: list[str], output: str, overrides: dict[st
             try:
                 if not (prefect_configured() if prefect is None else prefect):
                     report = run_without_prefect(spec, inputs, output, lock=False)
-                elif verb is None:
-                    report = curate(str(config), inputs, output, overrides, lock=False)
-                else:
-                    report = synth(verb, str(config), inputs, output, overrides, lock=False)
+                else:  # Prefect is imported only for a flow run (2.4 s)
+                    from orchestration.flows import curate, synth
+
+                    if verb is None:
+                        report = curate(str(config), inputs, output, overrides, lock=False)
+                    else:
+                        report = synth(verb, str(config), inputs, output, overrides, lock=False)
             except (InputError, SpecError, OutputError):
                 raise
             except Exception as exc:  # noqa: BLE001 - one readable message; the traceback is in OUT/run.log

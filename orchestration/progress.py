@@ -35,6 +35,8 @@ class _Reporter:
 
     def start_artifact(self, label: str) -> None:
         """Created in the task's own thread, so Prefect ties it to the task run; the watcher thread updates it."""
+        if "prefect" not in sys.modules:  # a run without Prefect: no task run to attach to, and no 2.4 s import
+            return
         try:
             from prefect.artifacts import create_progress_artifact
             from prefect.context import TaskRunContext

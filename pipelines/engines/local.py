@@ -18,7 +18,20 @@ from typing import Any
 from pipelines.execute import PassRunner
 from pipelines.global_stage import CountOperator, DedupOperator, dedup_in_process, entries_of
 from pipelines.readers.base import Part
-from pipelines.spec import EngineConfig
+from pipelines.spec import EngineConfig, PipelineSpec
+
+
+def _warm(spec: PipelineSpec | None) -> None:
+    """A worker's start: import the recipe's operator modules and the built-in sources (PIL, numpy, …) while the
+    driver still plans the inputs, not at the first part of the first pass."""
+    import pipelines.readers.builtin  # noqa: F401
+
+    if spec is not None:
+        spec.operators()
+
+
+def _ready() -> int:
+    return os.getpid()
 
 
 def _run_part(runner: PassRunner, k: int, part: Part) -> dict[str, Any]:
@@ -39,14 +52,31 @@ class LocalEngine:
         workers = self.config.workers
         self.workers = (os.cpu_count() or 1) if workers is None else workers
         self._pool: ProcessPoolExecutor | None = None
+        self._spec: PipelineSpec | None = None  # what a fresh worker imports at start (see warm_up)
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # forkserver: workers start from a clean process (no threads of the caller's, e.g. Prefect's, copied).
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["pipelines.execute", "pyarrow"])
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_warm,
+                                             initargs=(self._spec,))
         return self._pool
+
+    def warm_up(self, spec: PipelineSpec | None = None) -> None:
+        """Start every worker now and import `spec`'s operators in each (a caller plans its inputs meanwhile), so
+        the first pass starts on warm workers. Idempotent; a no-op with `workers: 0`."""
+        if self.workers == 0 or self._pool is not None:
+            return
+        self._spec = spec
+        pool = self._executor()
+        # One call per worker, submitted together: the pool starts a new worker for each call no idle one takes.
+        try:
+            for future in [pool.submit(_ready) for _ in range(self.workers)]:
+                future.result()
+        except BrokenProcessPool:  # a worker died at start: the passes start a plain pool and report it per part
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._pool, self._spec = None, None
 
     def close(self) -> None:
         if self._pool is not None:

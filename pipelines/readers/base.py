@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import math
+import os
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -290,6 +291,18 @@ def _url_list(path: str) -> bool:
     return bool(lines) and all(ln.startswith(("http://", "https://", "file://")) for ln in lines)
 
 
+def _has_local_image(path: str) -> bool:
+    """Whether a local folder holds a regular image file anywhere below it, stopping at the first one found (a
+    subset of what `storage.walk_files` lists, so the answer agrees with a full listing whenever it is True)."""
+    if storage.is_url(path) and not path.startswith("file://"):
+        return False
+    for folder, _, names in os.walk(path.removeprefix("file://")):
+        for name in names:
+            if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, name)):
+                return True
+    return False
+
+
 def detect_format(path: str) -> str:
     """The source for an input, by what its files are (a stray file of another kind does not flip it): images
     win (img2dataset's `files` layout has .txt/.json/.parquet beside them), then tars, Parquet, JSONL prompt sets,
@@ -300,6 +313,8 @@ def detect_format(path: str) -> str:
         if name not in BUILTIN_SOURCES and source.detect(path):
             return name
     if storage.isdir(path):
+        if _has_local_image(path):
+            return "folder"  # images win: no need to list the rest of a large folder (planning lists it once)
         kinds: dict[str, list[str]] = {}
         for rel, _ in storage.walk_files(path):
             kind = _kind(rel)
@@ -404,8 +419,7 @@ def plan_parts(inputs: list[str], config: ReaderConfig, parallelism: int = 2) ->
     if config.fingerprint == "content":
         # Each file is hashed once, even when several parts read it (Parquet row ranges).
         files = sorted({path for part in parts for path in get_source(part.format).files(part)})
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            digests = dict(zip(files, pool.map(_file_sha1, files), strict=True))
+        digests = _hash_files(files)
         parts = [_with_content_hash(part, digests) for part in parts]
     return parts
 
@@ -460,11 +474,28 @@ def _first(parts: list[Part], limit: int) -> list[Part]:
     return out
 
 
+HASH_THREADS = 8  # hashing releases the GIL; threads also overlap the reads of remote files
+
+
+def _hash_files(files: list[str]) -> dict[str, str]:
+    """`_file_sha1` of every file, on threads that each take a contiguous slice (one task per thread, not one
+    per file: per-file futures cost more than hashing a 100-kB image)."""
+    n = max(1, min(HASH_THREADS, len(files)))
+    slices = [files[i * len(files) // n:(i + 1) * len(files) // n] for i in range(n)]
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        hashed = [h for chunk in pool.map(lambda chunk: [_file_sha1(f) for f in chunk], slices) for h in chunk]
+    return dict(zip(files, hashed, strict=True))
+
+
 def _file_sha1(path: str) -> str:
     """Hash of a file's bytes, streamed: memory stays flat."""
-    digest = hashlib.sha1()
     if not storage.is_regular(path):
         return "not-a-regular-file"  # a pipe or device: never read (it could block forever)
+    if not storage.is_url(path) or path.startswith("file://"):
+        # A local file: hashlib reads it in C without the GIL (the planning driver hashes every input file).
+        with open(path.removeprefix("file://"), "rb") as f:
+            return hashlib.file_digest(f, "sha1").hexdigest()
+    digest = hashlib.sha1()
     with storage.open_file(path) as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)

@@ -149,3 +149,26 @@ def test_rows_come_in_bounded_batches(tmp_path):
     part = plan_parts([str(tmp_path)], config)[0]
     assert [b.num_rows for b in read_part(part, config)] == [3, 3, 3, 1]
     assert io  # keep import used for readers that need it
+
+
+def test_detection_stops_at_an_image_and_hashing_matches_hashlib(tmp_path):
+    import hashlib
+
+    from pipelines.readers.base import _hash_files, detect_format
+
+    root = tmp_path / "mixed"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "page.html").write_text("<p>x</p>")
+    (root / "b" / "c").mkdir(parents=True)
+    (root / "b" / "c" / "pic.JPG").write_bytes(b"\xff\xd8not really")
+    assert detect_format(str(root)) == "folder"  # images win, wherever they are
+    (root / "b" / "c" / "pic.JPG").unlink()
+    os.mkfifo(root / "b" / "c" / "fake.jpg")  # not a regular file: never an image
+    assert detect_format(str(root)) == "html"
+    files = [str(root / "a" / "page.html"), str(root / "b" / "c" / "fake.jpg")]
+    files += [str(tmp_path / f"f{i}.bin") for i in range(11)]
+    for i, f in enumerate(files[2:]):
+        open(f, "wb").write(os.urandom(1000 * i))
+    digests = _hash_files(files)
+    assert digests[files[1]] == "not-a-regular-file"
+    assert all(digests[f] == hashlib.sha1(open(f, "rb").read()).hexdigest() for f in files if f != files[1])

@@ -1,0 +1,199 @@
+"""The curate/synth run as plain steps (plan → passes and reduces → merge), importable without Prefect.
+
+`orchestration.flows` wraps these steps as Prefect tasks of a flow run; a run without a configured Prefect server
+calls them directly, so it never pays Prefect's import (2.4 s idle here) or its temporary server. The engine starts
+on a thread while the inputs are planned: the JVM or the worker pool comes up during the listing and hashing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from orchestration.progress import pass_progress
+from orchestration.report import markdown_summary
+from pipelines.execute import PassRunner
+from pipelines.output import OutputLayout
+from pipelines.readers.base import Part
+from pipelines.run import Engine, RunReport, finish, plan, run_reduce
+from pipelines.spec import PipelineSpec
+
+
+def _prefect_settings_sources() -> bool:
+    """Whether anything besides the environment could configure Prefect (a profiles file, a .env, prefect.toml or
+    pyproject.toml's [tool.prefect] in the working folder): only then is Prefect's own settings loader needed."""
+    home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
+    profiles = Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml")).expanduser()
+    if profiles.exists() or Path(".env").exists() or Path("prefect.toml").exists():
+        return True
+    try:
+        return "[tool.prefect" in Path("pyproject.toml").read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def prefect_configured() -> bool:
+    """Whether a Prefect server is configured (PREFECT_API_URL): runs then report to it; without one, `vlmdata`
+    runs the same body as plain calls instead of starting Prefect's temporary server (20-45 s here). Prefect is
+    imported only when a settings file could name a server (its import alone costs 2.4 s)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return True
+    if not _prefect_settings_sources():
+        return False
+    from prefect.settings import get_current_settings
+
+    return bool(get_current_settings().api.url)
+
+
+def in_flow() -> bool:
+    """Inside a Prefect flow run (never true when Prefect was not imported)."""
+    if "prefect" not in sys.modules:
+        return False
+    from prefect.context import FlowRunContext
+
+    return FlowRunContext.get() is not None
+
+
+def log() -> logging.Logger | logging.LoggerAdapter:
+    """Prefect's run logger inside a flow or task run; the standard `vlmdata` logger otherwise."""
+    if in_flow():
+        from prefect import get_run_logger
+
+        return get_run_logger()
+    return logging.getLogger("vlmdata")
+
+
+def make_engine(spec: PipelineSpec) -> Engine:
+    """The engine the spec names: Spark (default), Beam or local; the operators are the same objects on all."""
+    if spec.engine.name == "local":
+        from pipelines.engines.local import LocalEngine
+
+        return LocalEngine(spec.engine)
+    if spec.engine.name == "beam":
+        from pipelines.engines.beam import BeamEngine
+
+        return BeamEngine(spec.engine)
+    from pipelines.engines.spark import SparkEngine
+
+    return SparkEngine(spec.engine)
+
+
+def plan_inputs(spec: PipelineSpec, inputs: list[str], output: str) -> tuple[list[Part], str, int]:
+    """List the input parts; a rerun with the same fingerprint (config + inputs) resumes the same work folder."""
+    parts, fingerprint = plan(spec, inputs)
+    layout = OutputLayout(output)
+    layout.check_safe(inputs)
+    resumed = layout.prepare(fingerprint)
+    log().info("%d input parts (%d already complete), fingerprint %s", len(parts), resumed, fingerprint)
+    return parts, fingerprint, resumed
+
+
+def start_engine(spec: PipelineSpec) -> tuple[Engine, float]:
+    """The engine, started (Spark: the JVM; local: the worker pool with the recipe's operators imported)."""
+    start = time.perf_counter()
+    engine = make_engine(spec)
+    getattr(engine, "session", None)  # Spark: start the JVM now so its start-up is timed on its own
+    warm = getattr(engine, "warm_up", None)
+    if warm is not None:
+        warm(spec)
+    return engine, time.perf_counter() - start
+
+
+def pass_step(engine: Engine, runner: PassRunner, parts: list[Part], k: int) -> list[dict[str, Any]]:
+    with pass_progress(runner, parts, k):
+        results = engine.run_pass(runner, parts, k)
+    resumed = sum(1 for r in results if r.get("resumed"))
+    log().info("%s: %d parts (%d reused from a previous run)", runner.describe(k), len(parts), resumed)
+    return results
+
+
+def reduce_step(engine: Engine, runner: PassRunner, parts: list[Part], k: int) -> int | None:
+    losers = run_reduce(engine, runner, parts, k)
+    if losers is None:
+        log().info("reduce-%d (%s): complete from a previous run", k, runner.group(k).name)
+    else:
+        log().info("reduce-%d (%s): %d rows lost to a survivor", k, runner.group(k).name, losers)
+    return losers
+
+
+def merge_step(runner: PassRunner, parts: list[Part], markers: list[dict[str, Any]], engine: str, seconds: float,
+               fingerprint: str) -> dict[str, Any]:
+    return finish(runner, parts, markers, engine, seconds, fingerprint)
+
+
+def _step(name: str, label: str | None = None) -> Any:
+    """The Prefect task of step `name` inside a flow run (retried, shown in the UI); the plain function outside."""
+    if not in_flow():
+        return globals()[name]
+    from orchestration import flows
+
+    t = flows.TASKS[name]
+    return t.with_options(name=label) if label else t
+
+
+def run_without_prefect(spec: PipelineSpec, inputs: list[str], output: str, lock: bool = True) -> dict[str, Any]:
+    """The body the curate and synth flows share, under the output folder's lock unless the caller holds it. Called
+    on its own (what `vlmdata` does when no Prefect server is configured) it runs as plain calls: no flow run, no
+    Prefect server; the same passes, reduces, resume, ledger and shards, progress on the console only."""
+    if not lock:
+        return _curate(spec, inputs, output)
+    with OutputLayout(output).lock():
+        return _curate(spec, inputs, output)
+
+
+def _curate(spec: PipelineSpec, inputs: list[str], output: str) -> dict[str, Any]:
+    # Outside a flow the engine starts on a thread while the inputs are planned (the JVM or the worker pool comes up
+    # during the listing and hashing). In a flow run, the steps stay Prefect tasks in their order.
+    starter: Future | None = None
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-start") if not in_flow() else None
+    try:
+        if background is not None:
+            starter = background.submit(start_engine, spec)
+        parts, fingerprint, resumed = _step("plan_inputs")(spec, inputs, output)
+        engine, startup = starter.result() if starter is not None else _step("start_engine")(spec)
+    except BaseException:
+        if starter is not None:
+            _close_when_started(starter)
+        raise
+    finally:
+        if background is not None:
+            background.shutdown(wait=False)
+    try:
+        runner = PassRunner.for_parts(spec, output, parts)
+        start = time.perf_counter()
+        markers: list[dict[str, Any]] = []
+        for k in range(runner.n_passes):
+            markers = _step("pass_step", runner.describe(k))(engine, runner, parts, k)
+            if k < runner.n_passes - 1:
+                _step("reduce_step", f"reduce-{k}: {runner.group(k).name}")(engine, runner, parts, k)
+        seconds = time.perf_counter() - start
+        stats = _step("merge_step")(runner, parts, markers, engine.name, seconds, fingerprint)
+    finally:
+        close = getattr(engine, "close", None)
+        if close is not None:
+            close()
+    stats["engine_start_seconds"] = round(startup, 2)
+    if in_flow():
+        from prefect.artifacts import create_markdown_artifact
+
+        create_markdown_artifact(
+            key="curate-summary", markdown=markdown_summary(stats), description=f"curate → {output}"
+        )
+    return asdict(RunReport(output, stats, len(parts), resumed, seconds, stats["worker_maxrss_kb"]))
+
+
+def _close_when_started(starter: Future) -> None:
+    """Planning failed: close the engine the thread started (or is starting) so no pool or JVM outlives the run."""
+    try:
+        engine, _ = starter.result()
+    except BaseException:  # noqa: BLE001 - the planning error is the one to report
+        return
+    close = getattr(engine, "close", None)
+    if close is not None:
+        close()
