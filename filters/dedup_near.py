@@ -39,6 +39,7 @@ _TEMPLATES = 4_000  # scaled thumbnails a reduce worker remembers at most (~30 k
 _GRID_SIDE = 128  # grid hashes look at a 128×128 area average of the grayscale picture (64 gave 2 more bits of
 # difference from the exact 256-px grid on the demo stamps and paired two distinct letters; 128 finds what 256 did)
 _SIDE = 32  # pHash's view of an image: 32×32
+_CHUNK = 8  # pictures whose grid products run together (8 of 128×128 stay in a core's cache)
 
 
 class NearDedupConfig(OperatorConfig):
@@ -69,22 +70,37 @@ def grid_hashes(gray: np.ndarray, scales: tuple[float, ...]) -> np.ndarray:
     axis), at the start, centre and end of both axes (x outer, y inner). Each is pHash's rule on the exact 32×32
     area average of its view: the 8×8 lowest DCT-II frequencies above their median. With A a view's area-average
     operator along an axis and D the 8 lowest rows of the 32-point DCT-II, a view's 8×8 block is (D·A_y)·G·(D·A_x)ᵀ,
-    so every view of one size comes from two small matrix products. Hashes of this function are compared with each
-    other only, never with `imagehash`'s."""
-    h, w = gray.shape
-    picture = gray.astype(np.float64)
-    blocks = []
-    for down, across in zip(_view_operators(h, scales), _view_operators(w, scales), strict=True):
-        # [ny·8, nx·8]: every (y, x) view of this size. Products this small run on one BLAS thread (OpenBLAS splits
-        # only above 2^18 multiply-adds a thread), so no threads spin on a loaded machine.
-        low = (down @ picture) @ across.T
-        ny, nx = len(down) // 8, len(across) // 8
-        blocks.append(low.reshape(ny, 8, nx, 8).transpose(2, 0, 1, 3).reshape(-1, 64))
+    so every view of one size comes from two small matrix products. `gray` is [h, w] or a stack [..., h, w] of
+    pictures of one size (a batch hashes in one go): [1 + 9·len(scales)] hashes per picture. Hashes of this function
+    are compared with each other only, never with `imagehash`'s."""
+    h, w = gray.shape[-2:]
+    stack = gray.reshape(-1, h, w)
+    operators = list(zip(_view_operators(h, scales), _view_operators(w, scales), strict=True))
+    low = np.empty((len(stack), sum(len(down) * len(across) // 64 for down, across in operators), 64))  # [n, views, 64]
+    for start in range(0, len(stack), _CHUNK):
+        pictures = stack[start:start + _CHUNK].astype(np.float64)
+        view = 0
+        for down, across in operators:
+            # [m, ny·8, nx·8]: every (y, x) view of this size. One BLAS call per picture each, all under OpenBLAS's
+            # threading threshold (its threads would spin on a loaded machine and cost more CPU than they save).
+            blocks = np.matmul(np.matmul(down, pictures), across.T)
+            ny, nx = len(down) // 8, len(across) // 8
+            low[start:start + len(pictures), view:view + nx * ny] = (
+                blocks.reshape(-1, ny, 8, nx, 8).transpose(0, 3, 1, 2, 4).reshape(-1, nx * ny, 64))
+            view += nx * ny
     # Rounded so that float noise (a flat view's AC terms come out ~1e-10, not 0) cannot decide a bit.
-    low = np.round(np.concatenate(blocks), 4)
-    middle = np.partition(low, (31, 32), axis=1)[:, 31:33]
-    bits = low > (middle[:, :1] + middle[:, 1:]) / 2  # the median of 64 values (np.median's value, a sixth of its cost)
-    return np.packbits(bits, axis=1).view(">u8").ravel().astype(np.uint64)
+    low = np.round(low, 4)
+    middle = np.partition(low, (31, 32), axis=-1)[..., 31:33]
+    bits = low > (middle[..., :1] + middle[..., 1:]) / 2  # the median of 64 values (np.median's value, a sixth of its cost)
+    hashes = np.packbits(bits, axis=-1).view(">u8")[..., 0].astype(np.uint64)  # [n, views]
+    return hashes.reshape(*gray.shape[:-2], hashes.shape[-1])
+
+
+def hex_hashes(hashes: np.ndarray) -> list[list[str]]:
+    """[n, k] uint64 hashes → n lists of k 16-digit hex strings (as `format(v, "016x")`), in one conversion."""
+    n, k = hashes.shape
+    digits = hashes.astype(">u8").tobytes().hex()
+    return [[digits[(i * k + j) * 16:(i * k + j + 1) * 16] for j in range(k)] for i in range(n)]
 
 
 _DCT8 = np.cos(np.pi * np.arange(8)[:, None] * (2 * np.arange(_SIDE)[None, :] + 1) / (2 * _SIDE))  # [8, 32] DCT-II
@@ -131,24 +147,31 @@ class NearDedup(DedupOperator):
     reads = ("image",)
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        cols: dict[str, list] = {name: [] for name in self.key_columns}
         pictures = views()  # decoded once per pass, shared with the pass's other stages
+        found = []
         for data in batch.column("image").to_pylist():
             try:
-                values = self._keys(pictures.rgb(data))
+                found.append(self._keys(pictures.rgb(data)))
             except Exception:  # noqa: BLE001 - no hash, no near-duplicate search; decode already vetted the bytes
-                values = dict.fromkeys(cols)
-            for name in cols:
-                cols[name].append(values[name])
+                found.append(None)
+        cols: dict[str, list] = {"phash": [k and k["phash"] for k in found]}
+        if self.config.crops:
+            hashed = [k for k in found if k]
+            grids = iter(hex_hashes(grid_hashes(np.stack([k["gray"] for k in hashed]), self.config.crop_scales))
+                         if hashed else ())
+            cols["phash_crops"] = [k and next(grids) for k in found]  # [whole image, crops...]
+            cols["thumbnail"] = [k and k["thumbnail"] for k in found]
+            cols["aspect"] = [k and k["aspect"] for k in found]
         return set_columns(batch, cols)
 
     def _keys(self, img: Image.Image) -> dict[str, Any]:
+        """A row's pHash; with crops also what its crop hashes see (the 128-px gray, hashed per batch), its JPEG
+        thumbnail and its aspect ratio."""
         gray = img.convert("L")  # one grayscale copy for pHash and the crop grid
         out: dict[str, Any] = {"phash": str(imagehash.phash(gray))}  # phash converts to L first: same hash
         if self.config.crops:
-            small = gray.resize((_GRID_SIDE, _GRID_SIDE), Image.Resampling.BOX)  # views sit at fractions of each axis
-            hashes = grid_hashes(np.asarray(small), self.config.crop_scales)
-            out["phash_crops"] = [format(int(v), "016x") for v in hashes]  # [whole image, crops...]
+            # views sit at fractions of each axis
+            out["gray"] = np.asarray(gray.resize((_GRID_SIDE, _GRID_SIDE), Image.Resampling.BOX))
             side = self.config.thumbnail
             thumb = img.resize((side, side), Image.Resampling.BOX)
             buf = io.BytesIO()

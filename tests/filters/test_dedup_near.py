@@ -134,3 +134,50 @@ def test_crop_grid_hashes_are_phash_of_exact_area_averages_of_each_view():
         assert got.dtype == np.uint64 and len(got) == 1 + 9 * len(scales)
         assert [int(v) for v in got] == _reference_grid(gray, scales), gray.shape
     assert int(grid_hashes(pictures[-1], scales)[0]) == 1 << 63  # a flat view: only its mean is above the median
+
+
+def test_a_batch_of_pictures_hashes_as_each_picture_alone_and_hex_matches_format():
+    from filters.dedup_near import grid_hashes, hex_hashes
+
+    rng = np.random.default_rng(1)
+    scales = (0.97, 0.94, 0.91)
+    stack = rng.integers(0, 256, (11, 128, 128), dtype=np.uint8)  # more than one chunk of products
+    together = grid_hashes(stack, scales)
+    assert together.shape == (11, 28)
+    assert all((together[i] == grid_hashes(stack[i], scales)).all() for i in range(11))
+    assert hex_hashes(together) == [[format(int(v), "016x") for v in row] for row in together]
+
+
+def test_a_row_that_cannot_be_hashed_gets_no_keys_and_its_neighbours_keep_theirs():
+    op = NearDedup(crops=True)
+    good = [_smooth(30), _smooth(31)]
+    rows = [_row("a", good[0]), _row("bad", b"not an image"), _row("b", good[1])]
+    out = op(pa.RecordBatch.from_pylist(rows, schema=_schema(op))).to_pylist()
+    assert [r["phash"] is None for r in out] == [False, True, False]
+    assert out[1]["phash_crops"] is None and out[1]["thumbnail"] is None and out[1]["aspect"] is None
+    alone = [op(pa.RecordBatch.from_pylist([_row(k, d)], schema=_schema(op))).to_pylist()[0] for k, d in zip("ab", good, strict=True)]
+    for got, want in zip([out[0], out[2]], alone, strict=True):
+        assert {k: got[k] for k in ("phash", "phash_crops", "thumbnail", "aspect")} == \
+            {k: want[k] for k in ("phash", "phash_crops", "thumbnail", "aspect")}
+        assert len(got["phash_crops"]) == 28 and got["phash_crops"][0] != got["phash_crops"][1]
+
+
+def test_the_crop_check_stops_early_but_gives_the_verdict_of_the_full_search():
+    originals = [_img(_smooth(s)).resize((240, 180), Image.Resampling.BICUBIC) for s in (40, 41)]
+    pictures = [*originals, _crop(originals[0], 0.03, 0.04, 0.9, 0.93), _crop(originals[1], 0.0, 0.1, 0.85, 0.88),
+                _img(_smooth(42)).resize((200, 180), Image.Resampling.BICUBIC)]
+    op = NearDedup(crops=True)
+    rows = op(pa.RecordBatch.from_pylist([_row(f"r{i}", _bytes(p)) for i, p in enumerate(pictures)],
+                                         schema=_schema(op))).to_pylist()
+    verdicts = {}
+    for i, a in enumerate(rows):
+        for b in rows[i + 1:]:
+            score = op.crop_correlation(a, b)
+            found = any(s >= op.config.crop_min_correlation for s in NearDedup(crops=True)._scores(a, b))
+            assert found == (score >= op.config.crop_min_correlation)
+            verdicts[a["key"], b["key"]] = found
+    assert verdicts[("r0", "r2")] and verdicts[("r1", "r3")]  # both crops found
+    assert not verdicts[("r0", "r1")] and not verdicts[("r2", "r4")]
+    # each crop size is searched once, whichever kx values round to it
+    sizes = op._sizes(1.0, 1.0)
+    assert len(sizes) == len(set(sizes)) and (64, 64) in sizes and len(sizes) < len(op._keeps)
