@@ -100,15 +100,16 @@ def test_sampler_weights_by_hand_and_prompts_move_with_groups():
     w = s.weights()
     assert w["very_easy"] == pytest.approx(q_end / total) and w["unsolved"] == pytest.approx(q_end / total)
     assert w["medium"] == pytest.approx((q_half + q_none) / total) and w["easy"] == 0.0
-    # the unsolved prompt's group failed again: rate 0, evidence .5 * 2 + 2 = 3 -> Beta(.5, 3.5): its weight falls
-    # a medium prompt's group passed: rate .5 * .5 + .5 * 1 = .75 -> easy, Beta(.5 + 2.25, .5 + .75)
+    # the unsolved prompt's group failed again: fails .5 * 2 + 2 = 3 -> Beta(.5, 3.5): its weight falls
+    # a medium prompt's group passed: rate .5 * .5 + .5 * 1 = .75 -> easy; passes .5 * 1 + 2, fails .5 * 1 -> Beta(3, 1)
     assert s.update([3, 1], [0.0, 1.0]) == {"moved": 1}
-    assert s.evidence[3] == pytest.approx(3.0) and s.pass_rate[1] == pytest.approx(0.75)
+    assert (s.passes[3], s.fails[3]) == pytest.approx((0.0, 3.0)) and s.pass_rate[1] == pytest.approx(0.75)
+    assert (s.passes[1], s.fails[1]) == pytest.approx((2.5, 0.5))
     assert s.tiers[1] == "easy" and s.population()["easy"] == 1 and s.population()["medium"] == 1
     assert s.tier_accuracy["medium"] == pytest.approx(0.7 * 0.45 + 0.3 * 1.0)
     pw = s.prompt_weights()
     assert pw[3] == pytest.approx(1 - 3.5 / 4 * 4.5 / 5 - 0.5 / 4 * 1.5 / 5)
-    assert pw[1] == pytest.approx(1 - 2.75 / 4 * 3.75 / 5 - 1.25 / 4 * 2.25 / 5)
+    assert pw[1] == pytest.approx(1 - 3 / 4 * 4 / 5 - 1 / 4 * 2 / 5)  # = 0.3: known to pass, it falls too
     # the floor: never starved
     floored = CurriculumSampler(["unsolved"], 2, SamplerConfig(min_weight=0.3), pass_rates=[0.0])
     assert floored.prompt_weights().tolist() == [0.3]

@@ -18,8 +18,9 @@ class SamplerConfig(BaseModel):
     curriculum: bool = Field(True, description="Draw prompts by the chance that their group is informative; "
                              "false: uniform over prompts.")
     prompt_ema: float = Field(0.5, ge=0, le=1, description="Weight of a new group's pass rate in the prompt's "
-                              "running pass rate (1: the last group decides the tier); the evidence behind that "
-                              "rate is discounted by the same factor, so old groups are forgotten as the policy moves.")
+                              "running pass rate (1: the last group decides the tier); the prompt's counts of passes "
+                              "and failures are discounted by 1 - prompt_ema per group, so old groups are forgotten "
+                              "as the policy moves.")
     tier_ema: float = Field(0.3, ge=0, le=1, description="Weight of an iteration's accuracy in a tier's running "
                             "accuracy (logged per tier).")
     min_weight: float = Field(0.02, ge=0, description="Floor of a prompt's weight (the too easy and the too hard "
@@ -49,11 +50,12 @@ def informative_chance(a: float, b: float, g: int) -> float:
 class CurriculumSampler:
     """Draws prompt indices for an iteration and learns from the groups' pass rates.
 
-    Each prompt has a running pass rate p (the EMA of its groups' pass rates; it sets the prompt's tier) and the
-    evidence n behind it (rollouts seen, discounted like the EMA). Its weight is the chance that its next group of G
-    is informative (neither all right nor all wrong) under the Beta(prior + p n, prior + (1 - p) n) posterior:
-    1 - E[p^G] - E[(1 - p)^G], at least `min_weight`. Prompts known to be too easy or too hard (p near 1 or 0
-    with much evidence) fall towards the floor; the middle and the little-seen stay high. A tier's weight is the
+    Each prompt has a running pass rate (the EMA of its groups' pass rates; it sets the prompt's tier) and
+    discounted counts of passed and failed rollouts s, f (an offline pass rate r of k rollouts starts them at r k,
+    (1 - r) k; each group multiplies them by 1 - prompt_ema and adds its own). Its weight is the chance that its next
+    group of G is informative (neither all right nor all wrong) under the Beta(prior + s, prior + f) posterior:
+    1 - E[p^G] - E[(1 - p)^G], at least `min_weight`. Prompts known to be too easy or too hard (groups all right or
+    all wrong, again and again) fall towards the floor; the middle and the little-seen stay high. A tier's weight is the
     share of its prompts' weights (the chance that a draw comes from it). An iteration draws prompts by weight
     without replacement. All state (RNG included) is in `state_dict` for exact resume."""
 
@@ -68,8 +70,10 @@ class CurriculumSampler:
         rates = pass_rates or [None] * len(self.tiers)
         self.pass_rate: list[float] = [tier_midpoint(t) if p is None else float(p)
                                        for t, p in zip(self.tiers, rates, strict=True)]
-        # a tier without a measured rate is a guess (its midpoint): no evidence
-        self.evidence: list[float] = [0.0 if p is None else self.cfg.offline_rollouts for p in rates]
+        # a tier without a measured rate is a guess (its midpoint): no counts, the prior alone
+        k = self.cfg.offline_rollouts
+        self.passes: list[float] = [0.0 if p is None else float(p) * k for p in rates]
+        self.fails: list[float] = [0.0 if p is None else (1.0 - float(p)) * k for p in rates]
         self.tier_accuracy: dict[str, float] = {t: tier_midpoint(t) for t in TIER_NAMES}
         self.rng = np.random.default_rng(seed)
         self.iteration = 0
@@ -88,9 +92,8 @@ class CurriculumSampler:
             return np.ones(len(self.tiers))
         a0, g = self.cfg.prior, self.group_size
         out = np.empty(len(self.tiers))
-        for i, (p, n, t) in enumerate(zip(self.pass_rate, self.evidence, self.tiers, strict=True)):
-            p = min(1.0, max(0.0, p))
-            w = max(self.cfg.min_weight, informative_chance(a0 + p * n, a0 + (1 - p) * n, g))
+        for i, (s, f, t) in enumerate(zip(self.passes, self.fails, self.tiers, strict=True)):
+            w = max(self.cfg.min_weight, informative_chance(a0 + s, a0 + f, g))
             out[i] = w * self.cfg.tier_prior.get(t, 1.0)
         return out
 
@@ -123,8 +126,8 @@ class CurriculumSampler:
 
     # -- learning from groups ----------------------------------------------------------------------------------
     def update(self, indices: list[int], group_pass_rates: list[float]) -> dict[str, int]:
-        """Each group's pass rate moves its prompt's running pass rate (and so its tier) and adds G rollouts to the
-        prompt's discounted evidence; the tiers' running accuracies move towards this iteration's accuracy per tier
+        """Each group's pass rate moves its prompt's running pass rate (and so its tier) and its passes and failures
+        to the prompt's discounted counts; the tiers' running accuracies move towards this iteration's accuracy per tier
         (by the tier the prompt was drawn from). Returns how many prompts changed tier."""
         by_tier: dict[str, list[float]] = {}
         moved = 0
@@ -132,7 +135,8 @@ class CurriculumSampler:
         for i, rate in zip(indices, group_pass_rates, strict=True):
             by_tier.setdefault(self.tiers[i], []).append(rate)
             self.pass_rate[i] = (1 - b) * self.pass_rate[i] + b * rate
-            self.evidence[i] = (1 - b) * self.evidence[i] + self.group_size
+            self.passes[i] = (1 - b) * self.passes[i] + rate * self.group_size
+            self.fails[i] = (1 - b) * self.fails[i] + (1 - rate) * self.group_size
             new = tier_of(self.pass_rate[i], TIERS)
             if new != self.tiers[i]:
                 moved += 1
@@ -147,13 +151,13 @@ class CurriculumSampler:
         """Mean chance (before the floor) that the groups of these prompts are informative: what the sampler
         expects of a draw, logged beside the observed rate."""
         a0, g = self.cfg.prior, self.group_size
-        vals = [informative_chance(a0 + self.pass_rate[i] * self.evidence[i],
-                                   a0 + (1 - self.pass_rate[i]) * self.evidence[i], g) for i in indices]
+        vals = [informative_chance(a0 + self.passes[i], a0 + self.fails[i], g) for i in indices]
         return sum(vals) / len(vals) if vals else 0.0
 
     # -- state -------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"tiers": list(self.tiers), "pass_rate": list(self.pass_rate), "evidence": list(self.evidence),
+        return {"tiers": list(self.tiers), "pass_rate": list(self.pass_rate), "passes": list(self.passes),
+                "fails": list(self.fails),
                 "tier_accuracy": dict(self.tier_accuracy), "rng": copy.deepcopy(self.rng.bit_generator.state),
                 "iteration": self.iteration}
 
@@ -162,8 +166,10 @@ class CurriculumSampler:
             raise ValueError(f"sampler state holds {len(state['tiers'])} prompts, the prompt set {len(self.tiers)}")
         self.tiers = list(state["tiers"])
         self.pass_rate = list(state["pass_rate"])
-        # a state saved before evidence was tracked: every prompt as if it had one group behind its rate
-        self.evidence = list(state.get("evidence") or [float(self.group_size)] * len(self.tiers))
+        # a state saved before the counts were kept: every prompt as if one group at its running rate were behind it
+        g = float(self.group_size)
+        self.passes = list(state["passes"]) if "passes" in state else [p * g for p in self.pass_rate]
+        self.fails = list(state["fails"]) if "fails" in state else [(1 - p) * g for p in self.pass_rate]
         self.tier_accuracy = dict(state["tier_accuracy"])
         self.rng.bit_generator.state = copy.deepcopy(state["rng"])
         self.iteration = int(state["iteration"])
