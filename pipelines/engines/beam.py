@@ -61,6 +61,8 @@ def serve_worker() -> None:
         BeamFnExternalWorkerPoolServicer(use_process=False), server)
     server.start()
     print(f"127.0.0.1:{port}", flush=True)
+    # Nobody reads the pipe after the address: what operators print goes to stderr, so a full pipe never blocks them.
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdin.read()
     server.stop(0)
     sys.stderr.flush()
@@ -248,7 +250,10 @@ class BeamEngine:
     def __del__(self) -> None:  # noqa: D105
         pool = getattr(self, "_pool", None)
         if pool is not None:
-            pool.close()
+            try:
+                pool.close()
+            except Exception:  # noqa: BLE001 - at interpreter exit; the workers also exit when their stdin closes
+                pass
 
     def run_pass(self, runner: PassRunner, parts: list[Part], k: int) -> list[dict[str, Any]]:
         with self._pipeline() as pipeline:

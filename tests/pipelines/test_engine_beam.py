@@ -73,3 +73,22 @@ def test_a_failed_pipeline_and_a_killed_worker_leave_the_pool_usable(generated, 
         assert got.column("status").to_pylist() == ledger.column("status").to_pylist()
     finally:
         engine.close()
+
+
+def _chatty(x: int) -> int:
+    print("x" * 200_000)  # an operator that prints: more than a pipe holds, and nobody reads the workers' stdout
+    return x * 2
+
+
+def test_a_worker_that_prints_a_lot_does_not_block_its_pipeline(tmp_path):
+    import apache_beam as beam
+
+    engine = BeamEngine(PipelineSpec.model_validate({"engine": {"name": "beam"}}).engine)
+    out = tmp_path / "doubled"
+    try:
+        with engine._pipeline() as pipeline:
+            (pipeline | beam.Create(list(range(6)), reshuffle=True) | beam.Map(_chatty)
+             | beam.combiners.ToList() | beam.Map(lambda xs: out.write_text(",".join(map(str, sorted(xs))))))
+        assert out.read_text() == "0,2,4,6,8,10"
+    finally:
+        engine.close()
