@@ -34,8 +34,9 @@ from pipelines.schema import set_columns
 
 HASH_BITS = 64
 _GRID = (0.0, 0.5, 1.0)  # crop positions along each axis: start, centre, end
-_MEMO = 50_000  # pair verdicts, parsed grids, decoded thumbnails a reduce worker remembers at most (each)
-_TEMPLATES = 4_000  # scaled thumbnails a reduce worker remembers at most (~30 kB each)
+_MEMO = 50_000  # pair verdicts and parsed grids a reduce worker remembers at most (each)
+_PICTURES = 2_000  # blurred thumbnails, and scaled ones, a reduce worker remembers at most (each: up to 48 kB
+# of float32 pixels apiece, so ~200 MB in all)
 _GRID_SIDE = 128  # grid hashes look at a 128×128 area average of the grayscale picture (64 gave 2 more bits of
 # difference from the exact 256-px grid on the demo stamps and paired two distinct letters; 128 finds what 256 did)
 _SIDE = 32  # pHash's view of an image: 32×32
@@ -258,7 +259,7 @@ class NearDedup(DedupOperator):
             rgb = np.asarray(decode_rgb(row["thumbnail"]), dtype=np.float32)
             return cv2.GaussianBlur(rgb, (0, 0), self.config.thumbnail / 64)  # forgives a coarse search's misalignment
 
-        return self._remember("thumbs", row["key"], load)
+        return self._remember("thumbs", row["key"], load, limit=_PICTURES)
 
     def crop_correlation(self, a: dict[str, Any], b: dict[str, Any]) -> float:
         """Best normalised correlation of either thumbnail scaled into the other (the crop's place found by search)."""
@@ -294,7 +295,7 @@ class NearDedup(DedupOperator):
             template = cv2.resize(self._thumb(row), size, interpolation=cv2.INTER_AREA)
             return None if template.std() < 1.0 else template
 
-        return self._remember("templates", (row["key"], size), make, limit=_TEMPLATES)
+        return self._remember("templates", (row["key"], size), make, limit=_PICTURES)
 
     def drop_reason(self, survivor_key: str) -> str:
         return f"near_duplicate:{survivor_key}"
