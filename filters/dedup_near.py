@@ -104,6 +104,31 @@ def hex_hashes(hashes: np.ndarray) -> list[list[str]]:
     return [[digits[(i * k + j) * 16:(i * k + j + 1) * 16] for j in range(k)] for i in range(n)]
 
 
+_JPEG_SETTINGS: dict[tuple[str, int], tuple | None] = {}  # (mode, quality) → encoder arguments save() used, or None
+
+
+def jpeg_bytes(img: Image.Image, quality: int) -> bytes:
+    """The bytes of `img.save(buf, format="JPEG", quality=quality)`. For a 64-px thumbnail save() spends as long on
+    bookkeeping as libjpeg on encoding, so the encoder arguments save() chose for the first picture of a mode and
+    quality are reused through Pillow's `tobytes` encoder interface, once they gave save()'s very bytes for that
+    picture (else save() it stays). A picture carrying a JPEG comment (save() writes it) always goes through save()."""
+    key = (img.mode, quality)
+    settings = None if "comment" in img.info else _JPEG_SETTINGS.get(key, ())
+    if settings:
+        return img.tobytes("jpeg", settings)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    data = buf.getvalue()
+    if settings == ():  # first picture of this kind: may save()'s arguments be replayed?
+        settings = (img.mode, *getattr(img, "encoderconfig", ()))  # the raw mode, then JpegImagePlugin's arguments
+        try:
+            same = img.tobytes("jpeg", settings) == data
+        except Exception:  # noqa: BLE001 - another Pillow: keep save()
+            same = False
+        _JPEG_SETTINGS[key] = settings if same else None
+    return data
+
+
 _DCT8 = np.cos(np.pi * np.arange(8)[:, None] * (2 * np.arange(_SIDE)[None, :] + 1) / (2 * _SIDE))  # [8, 32] DCT-II
 
 
@@ -175,9 +200,7 @@ class NearDedup(DedupOperator):
             out["gray"] = np.asarray(gray.resize((_GRID_SIDE, _GRID_SIDE), Image.Resampling.BOX))
             side = self.config.thumbnail
             thumb = img.resize((side, side), Image.Resampling.BOX)
-            buf = io.BytesIO()
-            thumb.save(buf, format="JPEG", quality=90)  # a third of the raw bytes: the row travels to ~100 buckets
-            out["thumbnail"] = buf.getvalue()
+            out["thumbnail"] = jpeg_bytes(thumb, 90)  # a third of the raw bytes: the row travels to ~100 buckets
             out["aspect"] = img.width / img.height
         return out
 

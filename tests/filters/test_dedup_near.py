@@ -181,3 +181,26 @@ def test_the_crop_check_stops_early_but_gives_the_verdict_of_the_full_search():
     # each crop size is searched once, whichever kx values round to it
     sizes = op._sizes(1.0, 1.0)
     assert len(sizes) == len(set(sizes)) and (64, 64) in sizes and len(sizes) < len(op._keeps)
+
+
+def test_thumbnail_jpeg_bytes_are_exactly_what_save_writes():
+    from filters import dedup_near
+    from filters.dedup_near import jpeg_bytes
+
+    def saved(img, quality):
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=quality)
+        return buf.getvalue()
+
+    rng = np.random.default_rng(2)
+    pictures = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((64, 64), (17, 40), (64, 64))]
+    pictures.append(_img(_smooth(50)).resize((64, 64), Image.Resampling.BOX))
+    pictures.append(pictures[-1].convert("L"))
+    commented = _img(_bytes(_img(_smooth(51)), "JPEG", comment=b"a note"))  # save() copies a source's comment
+    assert commented.info.get("comment") == b"a note"
+    pictures.append(commented.resize((64, 64), Image.Resampling.BOX))
+    for quality in (90, 75):
+        for img in pictures:
+            assert jpeg_bytes(img, quality) == saved(img, quality)
+    assert dedup_near._JPEG_SETTINGS[("RGB", 90)]  # the replayed encoder is in use on this Pillow
+    assert b"a note" in jpeg_bytes(pictures[-1], 90)
