@@ -1,8 +1,8 @@
 """The curate/synth run as plain steps (plan → passes and reduces → merge), importable without Prefect.
 
 `orchestration.flows` wraps these steps as Prefect tasks of a flow run; a run without a configured Prefect server
-calls them directly, so it never pays Prefect's import (2.4 s idle here) or its temporary server. The engine starts
-on a thread while the inputs are planned: the JVM or the worker pool comes up during the listing and hashing.
+calls them directly, so it never pays Prefect's import (2.4 s idle here) or its temporary server. The inputs are
+planned on a thread while the engine starts: the JVM or the worker pool comes up during the listing and hashing.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -148,22 +148,14 @@ def run_without_prefect(spec: PipelineSpec, inputs: list[str], output: str, lock
 
 
 def _curate(spec: PipelineSpec, inputs: list[str], output: str) -> dict[str, Any]:
-    # Outside a flow the engine starts on a thread while the inputs are planned (the JVM or the worker pool comes up
-    # during the listing and hashing). In a flow run, the steps stay Prefect tasks in their order.
-    starter: Future | None = None
-    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-start") if not in_flow() else None
-    try:
-        if background is not None:
-            starter = background.submit(start_engine, spec)
+    # Outside a flow the inputs are planned on a thread while this thread starts the engine (the JVM or the worker
+    # pool comes up during the listing and hashing; Spark installs its Ctrl-C handler only from the main thread). In
+    # a flow run, the steps stay Prefect tasks in their order.
+    if in_flow():
         parts, fingerprint, resumed = _step("plan_inputs")(spec, inputs, output)
-        engine, startup = starter.result() if starter is not None else _step("start_engine")(spec)
-    except BaseException:
-        if starter is not None:
-            _close_when_started(starter)
-        raise
-    finally:
-        if background is not None:
-            background.shutdown(wait=False)
+        engine, startup = _step("start_engine")(spec)
+    else:
+        parts, fingerprint, resumed, engine, startup = _plan_while_starting(spec, inputs, output)
     try:
         runner = PassRunner.for_parts(spec, output, parts)
         start = time.perf_counter()
@@ -188,12 +180,22 @@ def _curate(spec: PipelineSpec, inputs: list[str], output: str) -> dict[str, Any
     return asdict(RunReport(output, stats, len(parts), resumed, seconds, stats["worker_maxrss_kb"]))
 
 
-def _close_when_started(starter: Future) -> None:
-    """Planning failed: close the engine the thread started (or is starting) so no pool or JVM outlives the run."""
-    try:
-        engine, _ = starter.result()
-    except BaseException:  # noqa: BLE001 - the planning error is the one to report
-        return
-    close = getattr(engine, "close", None)
-    if close is not None:
-        close()
+def _plan_while_starting(spec: PipelineSpec, inputs: list[str], output: str
+                         ) -> tuple[list[Part], str, int, Engine, float]:
+    """`plan_inputs` on a thread while `start_engine` runs here. A failure of either is raised after the other has
+    finished (no thread writes to the output afterwards), and a started engine is closed when planning failed."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="plan-inputs") as background:
+        planning: Future = background.submit(plan_inputs, spec, inputs, output)
+        try:
+            engine, startup = start_engine(spec)
+        except BaseException:
+            wait([planning])
+            raise
+        try:
+            parts, fingerprint, resumed = planning.result()
+        except BaseException:
+            close = getattr(engine, "close", None)
+            if close is not None:
+                close()
+            raise
+    return parts, fingerprint, resumed, engine, startup
