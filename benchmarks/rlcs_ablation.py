@@ -135,7 +135,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=20.0, help="wall budget of the RLCS arm without --rollouts")
     ap.add_argument("--arm", action="append", choices=sorted(ARMS), help="run only this arm (repeatable)")
     ap.add_argument("--report-only", action="store_true", help="only read the arms' folders: table and plot")
-    ap.add_argument("--plot", type=Path, default=Path("docs/rlcs_ablation.png"))
+    ap.add_argument("--plot", type=Path, default=None, help="where the plot goes (default docs/rlcs_ablation.png; "
+                    "OUT/ablation.png for a run of one --arm, which must not overwrite the committed plot)")
     ap.add_argument("--at", type=int, default=None, help="with --report-only: compare the arms as they stood at "
                     "this rollout count (at most what both generated) instead of at the end of the shorter one")
     args = ap.parse_args()
@@ -156,7 +157,9 @@ def main() -> None:
         {"uptime": load, **s, "arms": {k: {kk: vv for kk, vv in v.items() if kk != "evals"} | {"curve": [
             {"rollouts": e["rollouts"], "accuracy": e["accuracy"], "per_task": e["per_task"]} for e in v["evals"]]}
             for k, v in s["arms"].items()}}, indent=1))
-    report(s, args.plot)
+    plot = args.plot or (args.out / "ablation.png" if args.arm and not args.report_only
+                         else Path("docs/rlcs_ablation.png"))
+    report(s, plot)
 
 
 if __name__ == "__main__":
