@@ -158,6 +158,8 @@ def explode(op: DedupOperator, state: Any, keys: pa.RecordBatch) -> pa.RecordBat
 def bucket_candidates(op: DedupOperator, state: Any, rows: pa.Table) -> pa.Table:
     """Within one bucket: every row that matches a better-ranked row loses to the best such row (two probes are
     never compared)."""
+    if rows.num_rows < 2 or not pc.any(pc.invert(rows.column(PROBE))).as_py():
+        return CANDIDATE_SCHEMA.empty_table()  # no pair to compare: rows are not turned into Python objects
     members = sorted(rows.to_pylist(), key=op.rank)[: op.max_bucket()]
     out = []
     for i, row in enumerate(members):
