@@ -23,7 +23,7 @@ from pipelines.readers.base import Part, read_part, source_fields
 from pipelines.spec import PipelineSpec
 
 LOSERS_SCHEMA = pa.schema([("key", pa.string()), ("survivor", pa.string())])
-_COUNTS_CACHE: dict[str, dict[str, int]] = {}
+_COUNTS_CACHE: dict[tuple[str, int], dict[str, int]] = {}
 
 
 def _read_stream(path: str) -> Iterator[pa.RecordBatch]:
@@ -149,14 +149,18 @@ class PassRunner:
         return self.losers(k, part)
 
     def counts(self, k: int) -> dict[str, int]:
-        """Entry counts of the count reduce after pass `k` (read once per worker process)."""
+        """Entry counts of the count reduce after pass `k`, read once per worker process and file version (a
+        worker of a pool that outlives a run must not serve a later run's pass the counts of an earlier one)."""
         path = self.layout.counts_path(k)
-        if path not in _COUNTS_CACHE:
+        fs, fs_path = storage.fs_of(path)
+        version = (path, fs.checksum(fs_path))  # fsspec: a hash of the file's info (size, modification time)
+        if version not in _COUNTS_CACHE:
             with storage.open_file(path) as f:
                 table = pq.read_table(f, schema=COUNT_SCHEMA)
-            _COUNTS_CACHE[path] = dict(zip(table.column("entry").to_pylist(), table.column("count").to_pylist(),
-                                           strict=True))
-        return _COUNTS_CACHE[path]
+            _COUNTS_CACHE.clear()  # one version at a time: the cache does not grow with runs
+            _COUNTS_CACHE[version] = dict(zip(table.column("entry").to_pylist(),
+                                              table.column("count").to_pylist(), strict=True))
+        return _COUNTS_CACHE[version]
 
     def write_counts(self, k: int, entries: list[str], counts: list[int]) -> None:
         path = self.layout.counts_path(k)
@@ -165,7 +169,6 @@ class PassRunner:
         table = pa.table({"entry": [entries[i] for i in order], "count": [counts[i] for i in order]},
                          schema=COUNT_SCHEMA)
         storage.write_parquet_atomic(path, table)
-        _COUNTS_CACHE.pop(path, None)
 
     def losers(self, k: int, part: int) -> dict[str, str]:
         """Keys of `part` that lost the reduce before pass `k`, mapped to their survivors."""
