@@ -155,11 +155,16 @@ def explode(op: DedupOperator, state: Any, keys: pa.RecordBatch) -> pa.RecordBat
     )
 
 
+def comparable(members: list[dict[str, Any]]) -> bool:
+    """Whether a bucket holds a pair to compare: two rows or more, one of them an entry (probes never meet each
+    other). Most LSH buckets do not: engines skip them before `bucket_candidates` (Spark with the same test on the
+    JVM side)."""
+    return len(members) > 1 and not all(m[PROBE] for m in members)
+
+
 def bucket_candidates(op: DedupOperator, state: Any, rows: pa.Table) -> pa.Table:
     """Within one bucket: every row that matches a better-ranked row loses to the best such row (two probes are
     never compared)."""
-    if rows.num_rows < 2 or not pc.any(pc.invert(rows.column(PROBE))).as_py():
-        return CANDIDATE_SCHEMA.empty_table()  # no pair to compare: rows are not turned into Python objects
     members = sorted(rows.to_pylist(), key=op.rank)[: op.max_bucket()]
     out = []
     for i, row in enumerate(members):
@@ -200,7 +205,7 @@ def dedup_in_process(op: DedupOperator, state: Any, keys: list[pa.RecordBatch]) 
     schema = bucket_schema(keys[0].schema)
     candidates: dict[str, list[dict[str, Any]]] = {}
     for members in by_bucket.values():
-        if len(members) < 2 or all(m[PROBE] for m in members):  # nothing to compare
+        if not comparable(members):
             continue
         for c in bucket_candidates(op, state, pa.Table.from_pylist(members, schema=schema)).to_pylist():
             candidates.setdefault(c["key"], []).append(c)

@@ -33,6 +33,7 @@ from pipelines.global_stage import (
     best_survivor,
     bucket_candidates,
     bucket_schema,
+    comparable,
     entries_of,
     explode,
 )
@@ -195,6 +196,14 @@ def _keys_of(runner: PassRunner, k: int):
     return read
 
 
+def _candidates(op: DedupOperator, state: Any, schema: pa.Schema, members: list[dict[str, Any]]):
+    """(loser key, candidate row) of one bucket; a bucket with no pair to compare never becomes a table."""
+    if not comparable(members):
+        return []
+    table = pa.Table.from_pylist(members, schema=bucket_schema(schema))
+    return [(r["key"], r) for r in _rows(bucket_candidates(op, state, table))]
+
+
 def _rows(table_or_batch: pa.RecordBatch | pa.Table) -> list[dict[str, Any]]:
     return table_or_batch.to_pylist()
 
@@ -296,9 +305,7 @@ class BeamEngine:
                     keys
                     | "buckets" >> beam.FlatMap(lambda b: ((r["bucket"], r) for r in _rows(explode(op, state, b))))
                     | "group by bucket" >> beam.GroupByKey()
-                    | "candidates" >> beam.FlatMap(
-                        lambda kv: ((r["key"], r) for r in _rows(bucket_candidates(op, state, pa.Table.from_pylist(
-                            list(kv[1]), schema=bucket_schema(schema))))))
+                    | "candidates" >> beam.FlatMap(lambda kv: _candidates(op, state, schema, list(kv[1])))
                     | "group by loser" >> beam.GroupByKey()
                     | "best survivor" >> beam.Map(lambda kv: _rows(best_survivor(pa.Table.from_pylist(list(kv[1]))))[0])
                     | "by part" >> beam.Map(lambda r: (r["part"], (r["key"], r["survivor"])))

@@ -149,8 +149,9 @@ class SparkEngine:
         state = runner.fit_state(k, parts)
         schema = runner.keys_schema(k)
         exploded = keys.mapInArrow(lambda bs: (explode(op, state, b) for b in bs), from_arrow_schema(bucket_schema(schema)))
-        # Most LSH buckets hold one row or probes only: nothing to compare. Dropped natively, they cost no Python call
-        # each (the demo's crop search: 45k of 48k buckets; its reduce 169 -> 27 s under load, same losers).
+        # `global_stage.comparable` on the JVM side: most LSH buckets hold one row or probes only. Dropped natively,
+        # they cost no Python call each (the demo's crop search: 45k of 48k buckets; its reduce 169 -> 27 s under
+        # load, same losers).
         within = Window.partitionBy(BUCKET)
         exploded = (exploded.withColumn("_rows", F.count(F.lit(1)).over(within))
                     .withColumn("_entries", F.count(F.when(~F.col(PROBE), 1)).over(within))
