@@ -213,11 +213,10 @@ def decompressed(raw: IO[bytes]) -> IO[bytes]:
 def open_url(url: str) -> IO[bytes]:
     """A binary stream of a shard: the plain file for local paths (fastest), fsspec's file for any other URL;
     gzip, bz2 and xz archives are decompressed on the fly."""
-    if url.startswith("file://"):
-        url = url[len("file://"):]
-    if storage.is_url(url):
+    local = storage.local_path(url)
+    if local is None:
         return decompressed(storage.open_file(url))
-    return decompressed(open(url, "rb", buffering=READ_BUFFER))  # noqa: SIM115 - the caller closes it
+    return decompressed(open(local, "rb", buffering=READ_BUFFER))  # noqa: SIM115 - the caller closes it
 
 
 def _number(field: bytes) -> int:

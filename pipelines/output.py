@@ -54,15 +54,17 @@ class OutputLayout:
         """Refuse an output folder this run could harm: a file, a folder holding files vlmdata did not write, a
         folder inside an input, or one that holds an input. Raises OutputError saying which and what to do."""
         root = self.root
-        if storage.is_url(root) and not root.startswith("file://"):
+        local_root = storage.local_path(root)
+        if local_root is None:
             return  # object stores: no local path to compare; the ownership marker still guards the folder
-        out = Path(root.removeprefix("file://")).resolve()
+        out = Path(local_root).resolve()
         if out.exists() and not out.is_dir():
             raise OutputError(f"--output {root} is a file; pass a folder (new or one a previous run wrote)")
         for item in inputs:
-            if item.startswith("count:") or (storage.is_url(item) and not item.startswith("file://")):
+            local_item = None if item.startswith("count:") else storage.local_path(item)
+            if local_item is None:
                 continue
-            src = Path(item.removeprefix("file://")).resolve()
+            src = Path(local_item).resolve()
             if src == out or out in src.parents:
                 raise OutputError(f"input {item} is inside the output folder {root}: a run would read its own output; "
                                   "pass an output folder outside your inputs")
@@ -97,11 +99,12 @@ class OutputLayout:
     def lock(self) -> Iterator[None]:
         """One run per output folder at a time: a second run is refused with a clear message (an OS lock, released
         when the run ends or its process dies)."""
-        if storage.is_url(self.root) and not self.root.startswith("file://"):
+        local_root = storage.local_path(self.root)
+        if local_root is None:
             yield
             return
         storage.makedirs(self.root)
-        path = storage.join(self.root, LOCK_FILE).removeprefix("file://")
+        path = os.path.join(local_root, LOCK_FILE)
         with open(path, "a+") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -95,12 +95,20 @@ def walk_special(root: str) -> list[str]:
     return sorted(out)
 
 
+def local_path(path: str) -> str | None:
+    """The OS path of a local file or folder (a plain path or a file:// URL); None on any other filesystem."""
+    if not is_url(path):
+        return path
+    return path.removeprefix("file://") if path.startswith("file://") else None
+
+
 def is_regular(path: str) -> bool:
     """A regular file (following links); always True for object-store paths."""
-    if is_url(path) and not path.startswith("file://"):
+    local = local_path(path)
+    if local is None:
         return True
     try:
-        return stat.S_ISREG(os.stat(path.removeprefix("file://")).st_mode)
+        return stat.S_ISREG(os.stat(local).st_mode)
     except OSError:
         return False
 

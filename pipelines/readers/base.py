@@ -294,9 +294,10 @@ def _url_list(path: str) -> bool:
 def _has_local_image(path: str) -> bool:
     """Whether a local folder holds a regular image file anywhere below it, stopping at the first one found (a
     subset of what `storage.walk_files` lists, so the answer agrees with a full listing whenever it is True)."""
-    if storage.is_url(path) and not path.startswith("file://"):
+    local = storage.local_path(path)
+    if local is None:
         return False
-    for folder, _, names in os.walk(path.removeprefix("file://")):
+    for folder, _, names in os.walk(local):
         for name in names:
             if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, name)):
                 return True
@@ -491,9 +492,10 @@ def _file_sha1(path: str) -> str:
     """Hash of a file's bytes, streamed: memory stays flat."""
     if not storage.is_regular(path):
         return "not-a-regular-file"  # a pipe or device: never read (it could block forever)
-    if not storage.is_url(path) or path.startswith("file://"):
+    local = storage.local_path(path)
+    if local is not None:
         # A local file: hashlib reads it in C without the GIL (the planning driver hashes every input file).
-        with open(path.removeprefix("file://"), "rb") as f:
+        with open(local, "rb") as f:
             return hashlib.file_digest(f, "sha1").hexdigest()
     digest = hashlib.sha1()
     with storage.open_file(path) as f:
