@@ -6,6 +6,7 @@ import io
 from typing import Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from PIL import Image
 from pydantic import Field
 
@@ -64,9 +65,12 @@ class Decode(Operator):
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         images, keep, reason, error = [], [], [], []
         cols: dict[str, list] = {f.name: [] for f in self.adds}
-        for data in batch.column("image").to_pylist():
+        originals = batch.column("image")
+        unchanged = True  # every decoded image keeps its original bytes (the usual case: no re-encode)
+        for data in originals.to_pylist():
             try:
                 stored, w, h, fmt, sha, std = self.decode_one(data or b"")
+                unchanged = unchanged and stored is data
                 values: tuple = (w, h, fmt, sha, std)
                 images.append(stored)
                 keep.append(True)
@@ -86,5 +90,8 @@ class Decode(Operator):
                 error.append(True)
             for name, value in zip(cols, values, strict=True):
                 cols[name].append(value)
-        cols["image"] = images  # type: ignore[assignment]
+        if not unchanged:
+            cols["image"] = images  # type: ignore[assignment]
+        elif not all(keep):  # the original column, failed rows nulled: no second copy of every image's bytes
+            cols["image"] = pc.if_else(pa.array(keep, pa.bool_()), originals, pa.scalar(None, originals.type))
         return with_verdicts(batch, keep, reason, error, columns=cols)

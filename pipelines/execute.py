@@ -27,7 +27,9 @@ _COUNTS_CACHE: dict[tuple[str, int], dict[str, int]] = {}
 
 
 def _read_stream(path: str) -> Iterator[pa.RecordBatch]:
-    with storage.open_file(path, "rb") as source:
+    """The batches of a spill; a local one is memory-mapped (its batches point into the page cache: no copy)."""
+    local = storage.local_path(path)
+    with pa.memory_map(local) if local is not None else storage.open_file(path, "rb") as source:
         yield from pa.ipc.open_stream(source)
 
 

@@ -124,7 +124,7 @@ def reduce_rows(batch: pa.RecordBatch, op: GlobalOperator, schema: pa.Schema) ->
     mask = batch.column("keep")
     for column in op.key_columns:
         mask = pc.and_(mask, pc.is_valid(batch.column(column)))
-    filtered = batch.filter(mask)
+    filtered = batch.select(schema.names).filter(mask)  # not the image bytes: only the reduce's columns are copied
     columns = []
     for field in schema:
         col = filtered.column(field.name)

@@ -239,13 +239,14 @@ def apply_map(op: Operator, batch: pa.RecordBatch, schema: pa.Schema) -> pa.Reco
     live = batch.filter(alive) if n_alive < batch.num_rows else batch
     out = _isolating_failures(op, lambda b: conform(_call_checked(op, b), schema), live, schema) if n_alive else live
     dropped = pc.invert(out.column("keep"))
-    out = set_columns(
-        out,
-        {
-            "stage": pc.if_else(dropped, pa.scalar(op.name), out.column("stage")),
-            "image": pc.if_else(dropped, pa.scalar(None, pa.binary()), out.column("image")),
-        },
-    )
+    if dropped.null_count or pc.any(dropped).as_py():  # else both columns stay as they are: no copy of the images
+        out = set_columns(
+            out,
+            {
+                "stage": pc.if_else(dropped, pa.scalar(op.name), out.column("stage")),
+                "image": pc.if_else(dropped, pa.scalar(None, pa.binary()), out.column("image")),
+            },
+        )
     if n_alive == batch.num_rows:
         return conform(out, schema)
     dead = batch.filter(pc.invert(alive))

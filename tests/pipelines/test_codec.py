@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tarfile
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -241,6 +242,41 @@ def test_writer_is_deterministic_and_refuses_keys_readers_would_split():
     assert outs[0] == outs[1]
     with pytest.raises(ValueError, match="dot"):
         TarWriter(io.BytesIO()).write({"__key__": "a.b", "txt": b"x"})
+
+
+def _stdlib_tar(samples: list[dict]) -> bytes:
+    """What `tarfile` in stream mode writes for the same members and metadata (the writer's reference)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+        for sample in samples:
+            for ext in sorted(k for k in sample if not k.startswith("__")):
+                info = tarfile.TarInfo(f"{sample['__key__']}.{ext}")
+                info.size, info.mtime, info.mode, info.uname, info.gname = len(sample[ext]), 0, 0o444, "vlmdata", "vlmdata"
+                tar.addfile(info, io.BytesIO(sample[ext]))
+    return buf.getvalue()
+
+
+def test_writer_writes_the_bytes_stdlib_tarfile_writes():
+    # sizes on and around block and record boundaries, empty members, long keys (USTAR's prefix field), non-ASCII
+    rng = np.random.default_rng(3)
+    sizes = [0, 1, 511, 512, 513, 10239, 10240, 10241, 100_003]
+    keys = ["a", "ünïcødé/ключ", "dir/" * 30 + "k", "n" * 90]
+    for n in range(0, 9):
+        samples = [{"__key__": f"{keys[i % len(keys)]}{i}",
+                    **{ext: rng.bytes(int(sizes[(i + j) % len(sizes)])) for j, ext in enumerate(("jpg", "txt", "json")[: 1 + i % 3])}}
+                   for i in range(n)]
+        buf = io.BytesIO()
+        with TarWriter(buf) as w:
+            for s in samples:
+                w.write(s)
+        assert buf.getvalue() == _stdlib_tar(samples)
+        assert [m.name for m in tarfile.open(fileobj=io.BytesIO(buf.getvalue()))] == [
+            f"{s['__key__']}.{e}" for s in samples for e in sorted(k for k in s if k != "__key__")]
+    # a name USTAR cannot hold fails its sample before any of its members is written
+    buf = io.BytesIO()
+    with pytest.raises(ValueError, match="too long"):
+        TarWriter(buf).write({"__key__": "x" * 120, "json": b"{}", "txt": b"t"})
+    assert buf.getvalue() == b""
 
 
 def test_decode_errors_are_one_clear_type():
