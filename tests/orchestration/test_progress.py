@@ -50,3 +50,29 @@ def test_the_flow_publishes_a_progress_artifact_per_pass(tmp_path):
     progress = {a.key: a for a in asyncio.run(latest()) if a.key and a.key.startswith("progress-pass-")}
     assert {"progress-pass-0", "progress-pass-1"} <= set(progress)
     assert all(float(a.data) == 100.0 for a in progress.values())
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_synth_verb_with_prefect_runs_as_the_synth_flow(tmp_path):
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from typer.testing import CliRunner
+
+    from orchestration.cli import app
+
+    _images(tmp_path / "in", 6)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("stages:\n  - op: decode\nengine:\n  name: local\n  workers: 1\n")
+    out = tmp_path / "out"
+    done = CliRunner().invoke(app, ["synth", "grounding", "--input", str(tmp_path / "in"), "-o", str(out),
+                                    "-c", str(recipe), "--prefect"])
+    assert done.exit_code == 0, done.output
+
+    async def runs():
+        async with get_client() as client:
+            return await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["synth"])))
+
+    mine = [r for r in asyncio.run(runs()) if r.parameters.get("output") == str(out)]
+    assert len(mine) == 1 and mine[0].parameters["verb"] == "grounding" and mine[0].state.is_completed()

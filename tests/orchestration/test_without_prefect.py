@@ -106,3 +106,16 @@ def test_a_planning_error_closes_the_engine_started_meanwhile(tmp_path):
     finally:
         steps.make_engine = real
     assert started and started[0]._pool is None  # warmed during planning, then closed
+
+
+def test_a_synth_verb_with_no_prefect_never_reaches_a_configured_server(tmp_path):
+    """`--no-prefect` runs the verb as plain calls even where PREFECT_API_URL names a server (here one that is not
+    there: a flow run would fail to reach it)."""
+    _images(tmp_path / "in", 6)
+    (tmp_path / "r.yaml").write_text("stages:\n  - op: decode\nengine:\n  name: local\n  workers: 1\n")
+    env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    out = subprocess.run([sys.executable, "-m", "orchestration.cli", "synth", "grounding", "--input", str(tmp_path / "in"),
+                          "-o", str(tmp_path / "out"), "-c", str(tmp_path / "r.yaml"), "--no-prefect"],
+                         env=env, capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads((tmp_path / "out" / "stats.json").read_text())["inputs"] == 6
