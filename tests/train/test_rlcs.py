@@ -9,7 +9,7 @@ import torch
 from train.rlcs.dynamic import DynamicConfig, ExpansionTracker, select_groups
 from train.rlcs.grpo import clipped_token_objective, group_advantages, grpo_loss
 from train.rlcs.sampler import CurriculumSampler, SamplerConfig, beta_moment, informative_chance
-from train.rlcs.tiers import TIERS, tier_of
+from train.rlcs.tiers import TIERS, tier_midpoint, tier_of
 
 
 def test_group_advantages_by_hand():
@@ -66,14 +66,19 @@ def test_select_keeps_the_most_balanced_valid_groups_up_to_the_batch():
     assert select_groups([[0, 0], [1, 1]], 4) == []
 
 
-def test_tiers_match_the_distillation_and_rates_map_to_tiers():
-    from synth.distill.checks import TIERS as DISTILL_TIERS
+def test_rates_map_to_tiers_at_their_bounds_as_the_distillation_names_them():
     from synth.distill.checks import tier as distill_tier
 
-    assert TIERS == DISTILL_TIERS
-    for p in (1.0, 0.9, 0.75, 0.5, 0.3, 0.2, 0.101, 0.1, 0.01, 0.0):
-        assert tier_of(p) == distill_tier(p), p
-    assert [tier_of(p) for p in (1.0, 0.5, 0.1, 0.0)] == ["very_easy", "medium", "very_hard", "unsolved"]
+    # the bounds by hand: very_easy >= 0.9 > easy >= 0.6 > medium >= 0.3 > hard >= 0.101 > very_hard > 0 = unsolved
+    expected = {1.0: "very_easy", 0.9: "very_easy", 0.8999: "easy", 0.6: "easy", 0.5999: "medium", 0.3: "medium",
+                0.2999: "hard", 0.101: "hard", 0.1: "very_hard", 0.01: "very_hard", 1e-6: "very_hard", 0.0: "unsolved"}
+    for p, name in expected.items():
+        assert tier_of(p) == name, p
+        assert distill_tier(p) == name, p  # the offline tiers the sampler starts from use the same bounds
+    assert distill_tier(None) == "unverifiable"
+    assert [n for n, _ in TIERS] == ["very_easy", "easy", "medium", "hard", "very_hard"]
+    # a tier without a measured rate starts at the middle of its range
+    assert [tier_midpoint(n) for n in ("very_easy", "easy", "medium", "unsolved")] == pytest.approx([0.95, 0.75, 0.45, 0.0])
 
 
 def test_informative_chance_by_hand():

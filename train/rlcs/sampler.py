@@ -41,6 +41,14 @@ def beta_moment(a: float, b: float, g: int) -> float:
     return out
 
 
+def _beta_moments(a: np.ndarray, b: np.ndarray, g: int) -> np.ndarray:
+    """`beta_moment` of every (a, b) pair at once."""
+    out = np.ones_like(a)
+    for k in range(g):
+        out *= (a + k) / (a + b + k)
+    return out
+
+
 def informative_chance(a: float, b: float, g: int) -> float:
     """The chance that g rollouts of a prompt whose pass rate is Beta(a, b) are neither all right nor all wrong:
     1 - E[p^g] - E[(1 - p)^g]. For a known rate p (a, b large, a/(a+b) = p) it is 1 - p^g - (1 - p)^g."""
@@ -77,6 +85,7 @@ class CurriculumSampler:
         self.tier_accuracy: dict[str, float] = {t: tier_midpoint(t) for t in TIER_NAMES}
         self.rng = np.random.default_rng(seed)
         self.iteration = 0
+        self._weights: np.ndarray | None = None  # prompt_weights until the counts change
 
     def __len__(self) -> int:
         return len(self.tiers)
@@ -87,15 +96,17 @@ class CurriculumSampler:
         return {t: c.get(t, 0) for t in TIER_NAMES}
 
     def prompt_weights(self) -> np.ndarray:
-        """[N] unnormalised draw weight of every prompt (all 1 without curriculum)."""
+        """[N] unnormalised draw weight of every prompt (all 1 without curriculum), computed for all prompts at once
+        and kept until the next `update` (the loop asks for the weights and then draws by them)."""
         if not self.cfg.curriculum:
             return np.ones(len(self.tiers))
-        a0, g = self.cfg.prior, self.group_size
-        out = np.empty(len(self.tiers))
-        for i, (s, f, t) in enumerate(zip(self.passes, self.fails, self.tiers, strict=True)):
-            w = max(self.cfg.min_weight, informative_chance(a0 + s, a0 + f, g))
-            out[i] = w * self.cfg.tier_prior.get(t, 1.0)
-        return out
+        if self._weights is None:
+            a0, g = self.cfg.prior, self.group_size
+            a, b = a0 + np.asarray(self.passes, dtype=np.float64), a0 + np.asarray(self.fails, dtype=np.float64)
+            chance = np.maximum(0.0, 1.0 - _beta_moments(a, b, g) - _beta_moments(b, a, g))
+            scale = np.asarray([self.cfg.tier_prior.get(t, 1.0) for t in self.tiers], dtype=np.float64)
+            self._weights = np.maximum(self.cfg.min_weight, chance) * scale
+        return self._weights.copy()
 
     def weights(self) -> dict[str, float]:
         """Tier -> probability that a draw comes from it (0 for empty tiers): its prompts' share of the weight."""
@@ -131,6 +142,7 @@ class CurriculumSampler:
         (by the tier the prompt was drawn from). Returns how many prompts changed tier."""
         by_tier: dict[str, list[float]] = {}
         moved = 0
+        self._weights = None
         b = self.cfg.prompt_ema
         for i, rate in zip(indices, group_pass_rates, strict=True):
             by_tier.setdefault(self.tiers[i], []).append(rate)
@@ -173,3 +185,4 @@ class CurriculumSampler:
         self.tier_accuracy = dict(state["tier_accuracy"])
         self.rng.bit_generator.state = copy.deepcopy(state["rng"])
         self.iteration = int(state["iteration"])
+        self._weights = None
