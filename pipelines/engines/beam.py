@@ -14,6 +14,7 @@ import logging
 import subprocess
 import sys
 import threading
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +23,7 @@ import grpc
 import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability.api import beam_fn_api_pb2, beam_fn_api_pb2_grpc, beam_provision_api_pb2
+from apache_beam.runners.portability.fn_api_runner import worker_handlers
 from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProvisionInfo, FnApiRunner
 from apache_beam.runners.portability.portable_runner import JobServiceHandle
 from apache_beam.transforms.environments import ExternalEnvironment, python_sdk_capabilities
@@ -44,6 +46,41 @@ from pipelines.spec import EngineConfig
 POOL_OPTIONS = ["--direct_running_mode=in_memory"]
 WORKER_START_TIMEOUT_S = 120  # a worker process imports Beam, pyarrow and the pipeline modules before it answers
 _WORKER_MAIN = "from pipelines.engines.beam import serve_worker; serve_worker()"
+
+
+class _LoopbackServer:
+    """A gRPC server whose wildcard ports (`[::]:N`) are bound on loopback only; everything else is the server's."""
+
+    def __init__(self, inner: grpc.Server) -> None:
+        self._inner = inner
+
+    def add_insecure_port(self, address: str) -> int:
+        if address.startswith("[::]:"):
+            address = "localhost:" + address.removeprefix("[::]:")
+        return self._inner.add_insecure_port(address)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _LoopbackGrpc(types.ModuleType):
+    """`grpc` as Beam's runner-side worker handlers see it: the same module, except that the control, data, state
+    and logging servers it starts for each pipeline listen on loopback, not on every interface (Beam binds `[::]:0`:
+    unauthenticated endpoints that hand out bundles and take data, reachable from the network). The workers are local
+    (the pool, or the DirectRunner's subprocesses) and connect to `localhost:PORT` already."""
+
+    def __init__(self) -> None:
+        super().__init__("grpc")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(grpc, name)
+
+    @staticmethod
+    def server(*args: Any, **kwargs: Any) -> _LoopbackServer:
+        return _LoopbackServer(grpc.server(*args, **kwargs))
+
+
+worker_handlers.grpc = _LoopbackGrpc()  # type: ignore[assignment]
 
 
 def serve_worker() -> None:

@@ -92,3 +92,57 @@ def test_a_worker_that_prints_a_lot_does_not_block_its_pipeline(tmp_path):
         assert out.read_text() == "0,2,4,6,8,10"
     finally:
         engine.close()
+
+
+def _listening() -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket this process listens on, from /proc (no psutil here)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    out = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                local, state, inode = cols[1], cols[3], cols[9]
+                if state == "0A" and inode in inodes:  # LISTEN
+                    addr, port = local.split(":")
+                    out.add((addr if len(addr) == width else "?", int(port, 16)))
+    return out
+
+
+LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}  # 127.0.0.1, ::1, ::ffff:127.0.0.1
+
+
+def test_the_runner_servers_listen_on_loopback_only(generated, tmp_path):
+    """Beam's runner starts control, data, state and logging servers per pipeline on `[::]:0` (every interface);
+    the engine binds them on loopback. Watched from this process while a pass runs."""
+    import threading
+
+    root, _, _ = generated
+    seen: set[tuple[str, int]] = set()
+    before = _listening()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            seen.update(_listening())
+            stop.wait(0.005)
+
+    spec = PipelineSpec.model_validate({**GEN_RECIPE, "engine": {"name": "beam"}})
+    engine = BeamEngine(spec.engine)
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        run_pipeline(spec, [str(root / "in")], str(tmp_path / "out"), engine)
+    finally:
+        stop.set()
+        watcher.join()
+    opened = seen - before
+    assert len(opened) >= 4, opened  # the runner's servers were seen (the check can fail)
+    assert {addr for addr, _ in opened} <= LOOPBACK, opened
