@@ -113,3 +113,15 @@ class CountedSource(Source):
     def read(self, part, config, out):
         for i in range(part.row_start, part.row_end):
             yield from out.add(f"n={i}", f"{part.root}#{i}", None, f"number {i}", {"i": i}, None, {"number": i})
+
+
+class KillWorker(Operator):
+    """Kills its own process on every batch: a row that crashes native code whatever the attempt."""
+
+    name = "kill_worker"
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+        return batch

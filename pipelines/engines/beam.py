@@ -83,6 +83,31 @@ class _LoopbackGrpc(types.ModuleType):
 worker_handlers.grpc = _LoopbackGrpc()  # type: ignore[assignment]
 
 
+_beam_control_read = worker_handlers.ControlConnection._read
+
+
+class WorkerDied(RuntimeError):
+    """A Beam SDK worker process died while the runner waited on it; the pipeline failed instead of hanging."""
+
+
+def _read_then_abort(conn: worker_handlers.ControlConnection) -> None:
+    """Beam's runner-side read loop of a worker's control stream, and then what Beam leaves out: when the stream ends
+    or breaks while instructions are still unanswered (the worker process was killed, ran out of memory or crashed in
+    native code), those instructions fail, so the pipeline fails with this error instead of waiting forever."""
+    try:
+        _beam_control_read(conn)
+        error = WorkerDied("a Beam SDK worker closed its control stream with instructions unanswered: the worker "
+                           "process died (killed, out of memory, or a crash in native code)")
+    except Exception as exc:  # noqa: BLE001 - whatever broke the stream, the pending instructions must fail
+        error = WorkerDied(f"a Beam SDK worker's control stream broke ({type(exc).__name__}): the worker process "
+                           "died (killed, out of memory, or a crash in native code)")
+    if conn._futures_by_id:
+        conn.abort(error)
+
+
+worker_handlers.ControlConnection._read = _read_then_abort  # type: ignore[method-assign]
+
+
 def serve_worker() -> None:
     """One pool process: Beam's external worker-pool service on a loopback port, printed on stdout; each StartWorker
     runs an SDK harness as a thread of this process, connected to that pipeline's runner. Exits when its stdin closes
@@ -187,6 +212,11 @@ class WorkerPool(beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolServicer):
 
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self._workers]
+
+    def any_dead(self) -> bool:
+        """A process of the pool has died (it is replaced at the next `start`)."""
+        with self._lock:
+            return any(not w.alive() for w in self._workers)
 
     def StartWorker(self, request: beam_fn_api_pb2.StartWorkerRequest, context: Any) -> beam_fn_api_pb2.StartWorkerResponse:  # noqa: N802
         with self._lock:
@@ -302,12 +332,26 @@ class BeamEngine:
                 pass
 
     def run_pass(self, runner: PassRunner, parts: list[Part], k: int) -> list[dict[str, Any]]:
-        with self._pipeline() as pipeline:
-            (
-                pipeline
-                | "parts" >> beam.Create([p.model_dump_json() for p in parts], reshuffle=True)
-                | runner.describe(k) >> beam.Map(lambda text: runner.run(k, Part.model_validate_json(text)))
-            )
+        """One pipeline over the parts. A worker process that dies fails the pipeline (`WorkerDied`); it is run again
+        on the revived pool up to `task_retries` times, finished parts kept (their markers and spills are complete)."""
+        for attempt in itertools.count():
+            try:
+                with self._pipeline() as pipeline:
+                    (
+                        pipeline
+                        | "parts" >> beam.Create([p.model_dump_json() for p in parts], reshuffle=True)
+                        | runner.describe(k) >> beam.Map(lambda text: runner.run(k, Part.model_validate_json(text)))
+                    )
+                break
+            except Exception as exc:
+                # the runner's own error when the death came first, or what the pipeline met after it (a harness
+                # that could not start on the dead process): a worker of the pool died during this pipeline
+                if not isinstance(exc, WorkerDied) and not (self._pool is not None and self._pool.any_dead()):
+                    raise
+                if attempt >= self.config.task_retries:
+                    raise exc if isinstance(exc, WorkerDied) else WorkerDied(f"a Beam worker process died: {exc}") from exc
+                logging.getLogger(__name__).warning("beam: pass %d: %s; running it again (%d of %d)", k, exc,
+                                                    attempt + 1, self.config.task_retries)
         # Results are on disk (markers, spills), written by the workers: read them rather than collect rows.
         if k < runner.n_passes - 1:
             return [{"part": p.id} for p in parts]

@@ -7,7 +7,7 @@ import signal
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.engines.beam import BeamEngine
+from pipelines.engines.beam import BeamEngine, WorkerDied
 from pipelines.engines.local import LocalEngine
 from pipelines.run import run_pipeline
 from pipelines.spec import PipelineSpec
@@ -146,3 +146,53 @@ def test_the_runner_servers_listen_on_loopback_only(generated, tmp_path):
     opened = seen - before
     assert len(opened) >= 4, opened  # the runner's servers were seen (the check can fail)
     assert {addr for addr, _ in opened} <= LOOPBACK, opened
+
+
+def _within(seconds: float, fn):
+    """fn() in a thread: its result or exception, or a failure if it runs longer (a hung runner must not hang CI)."""
+    import threading
+
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s: the runner hangs"
+    return box
+
+
+def test_a_worker_killed_mid_pass_fails_the_pipeline_which_runs_again_on_the_revived_pool(generated, tmp_path):
+    root, ledger, files = generated
+    flag = tmp_path / "killed-once"
+    recipe = {**GEN_RECIPE, "stages": [{"op": "decode"}, {"op": "tests.ops:KillWorkerOnce", "flag": str(flag)},
+                                       *GEN_RECIPE["stages"][1:]]}
+    spec = PipelineSpec.model_validate({**recipe, "engine": {"name": "beam"}})
+    engine = BeamEngine(spec.engine)
+    try:
+        box = _within(240, lambda: run_pipeline(spec, [str(root / "in")], str(tmp_path / "out"), engine, close=False))
+        assert "error" not in box, box.get("error")
+        assert flag.exists()  # a worker did die
+        assert _tree(tmp_path / "out") == files  # the pass-through stage changes no row
+        assert pq.read_table(tmp_path / "out" / "ledger.parquet").column("status").to_pylist() == \
+            ledger.column("status").to_pylist()
+    finally:
+        engine.close()
+
+
+def test_a_row_that_kills_every_attempt_fails_the_run_with_a_clear_error(generated, tmp_path):
+    root, _, _ = generated
+    recipe = {**GEN_RECIPE, "stages": [{"op": "decode"}, {"op": "tests.ops:KillWorker"}, *GEN_RECIPE["stages"][1:]]}
+    spec = PipelineSpec.model_validate({**recipe, "engine": {"name": "beam", "task_retries": 1}})
+    engine = BeamEngine(spec.engine)
+    try:
+        box = _within(240, lambda: run_pipeline(spec, [str(root / "in")], str(tmp_path / "out"), engine, close=False))
+        assert isinstance(box.get("error"), WorkerDied), box
+        assert "worker process died" in str(box["error"])
+    finally:
+        engine.close()
