@@ -179,7 +179,7 @@ class WorkerPool(beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolServicer):
     """`size` long-lived worker processes behind one EXTERNAL-environment endpoint (loopback). The runner asks for one
     worker per `--direct_num_workers`; the pool hands each pipeline's requests to its processes in turn, so every
     pipeline spreads over all of them. A process that died (a crash, an OOM kill) is replaced before the next
-    pipeline; the pipeline it was in fails as it would have on a fresh process (the DirectRunner retries no bundles)."""
+    pipeline; the pipeline it was in fails (`WorkerDied`) and `BeamEngine.run_pass` runs the pass again."""
 
     def __init__(self, size: int):
         self.size = max(1, size)
