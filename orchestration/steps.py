@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict
 from pathlib import Path
@@ -148,14 +149,10 @@ def run_without_prefect(spec: PipelineSpec, inputs: list[str], output: str, lock
 
 
 def _curate(spec: PipelineSpec, inputs: list[str], output: str) -> dict[str, Any]:
-    # Outside a flow the inputs are planned on a thread while this thread starts the engine (the JVM or the worker
-    # pool comes up during the listing and hashing; Spark installs its Ctrl-C handler only from the main thread). In
-    # a flow run, the steps stay Prefect tasks in their order.
-    if in_flow():
-        parts, fingerprint, resumed = _step("plan_inputs")(spec, inputs, output)
-        engine, startup = _step("start_engine")(spec)
-    else:
-        parts, fingerprint, resumed, engine, startup = _plan_while_starting(spec, inputs, output)
+    # The inputs are planned on a thread while this thread starts the engine (the JVM or the worker pool comes up
+    # during the listing and hashing; Spark installs its Ctrl-C handler only from the main thread). In a flow run
+    # both are Prefect tasks: planning is submitted to the flow's task runner, the engine task runs here.
+    parts, fingerprint, resumed, engine, startup = _plan_while_starting(spec, inputs, output)
     try:
         runner = PassRunner.for_parts(spec, output, parts)
         start = time.perf_counter()
@@ -182,20 +179,29 @@ def _curate(spec: PipelineSpec, inputs: list[str], output: str) -> dict[str, Any
 
 def _plan_while_starting(spec: PipelineSpec, inputs: list[str], output: str
                          ) -> tuple[list[Part], str, int, Engine, float]:
-    """`plan_inputs` on a thread while `start_engine` runs here. A failure of either is raised after the other has
-    finished (no thread writes to the output afterwards), and a started engine is closed when planning failed."""
+    """`plan_inputs` on a thread (in a flow run: a task submitted to the flow's task runner) while `start_engine`
+    runs here. A failure of either is raised after the other has finished (no thread writes to the output
+    afterwards), and a started engine is closed when planning failed."""
+    if in_flow():
+        planning = _step("plan_inputs").submit(spec, inputs, output)
+        return _joined(planning.result, planning.wait, lambda: _step("start_engine")(spec))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="plan-inputs") as background:
-        planning: Future = background.submit(plan_inputs, spec, inputs, output)
-        try:
-            engine, startup = start_engine(spec)
-        except BaseException:
-            wait([planning])
-            raise
-        try:
-            parts, fingerprint, resumed = planning.result()
-        except BaseException:
-            close = getattr(engine, "close", None)
-            if close is not None:
-                close()
-            raise
+        future: Future = background.submit(plan_inputs, spec, inputs, output)
+        return _joined(future.result, lambda: wait([future]), lambda: start_engine(spec))
+
+
+def _joined(planned: Callable[[], tuple[list[Part], str, int]], wait_planning: Callable[[], object],
+            start: Callable[[], tuple[Engine, float]]) -> tuple[list[Part], str, int, Engine, float]:
+    try:
+        engine, startup = start()
+    except BaseException:
+        wait_planning()
+        raise
+    try:
+        parts, fingerprint, resumed = planned()
+    except BaseException:
+        close = getattr(engine, "close", None)
+        if close is not None:
+            close()
+        raise
     return parts, fingerprint, resumed, engine, startup

@@ -125,3 +125,18 @@ class KillWorker(Operator):
 
         os.kill(os.getpid(), signal.SIGKILL)
         return batch
+
+
+class SlowPlanSource(CountedSource):
+    """`slowplan:N`: CountedSource whose planning takes a second (a large listing), to see what runs meanwhile."""
+
+    name = "slowplan"
+
+    def detect(self, path: str) -> bool:
+        return path.startswith("slowplan:")
+
+    def plan(self, root, dataset, config, first_id):
+        import time
+
+        time.sleep(1.0)
+        yield from super().plan(root, dataset, config, first_id)

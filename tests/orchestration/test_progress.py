@@ -76,3 +76,28 @@ def test_a_synth_verb_with_prefect_runs_as_the_synth_flow(tmp_path):
 
     mine = [r for r in asyncio.run(runs()) if r.parameters.get("output") == str(out)]
     assert len(mine) == 1 and mine[0].parameters["verb"] == "grounding" and mine[0].state.is_completed()
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_in_a_flow_run_the_engine_starts_while_the_inputs_are_planned(tmp_path):
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("reader:\n  format: tests.ops:SlowPlanSource\nengine:\n  name: local\n  workers: 1\n")
+    out = tmp_path / "out"
+    report = curate(str(recipe), ["slowplan:5"], str(out))
+    assert report["stats"]["status"]["kept"] == 5
+
+    async def task_runs():
+        async with get_client() as client:
+            runs = [r for r in await client.read_flow_runs() if r.parameters.get("output") == str(out)]
+            assert len(runs) == 1
+            return await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[runs[0].id])))
+
+    by_name = {r.name.rsplit("-", 1)[0]: r for r in asyncio.run(task_runs())}
+    plan, start = by_name["plan-inputs"], by_name["start-engine"]
+    # planning sleeps a second; the engine task starts before it ends and planning starts before the engine is up
+    assert start.start_time < plan.end_time and plan.start_time < start.end_time
