@@ -8,6 +8,11 @@ baseline, against rollouts; wall and process-CPU minutes of each arm. Writes OUT
     python benchmarks/rlcs_ablation.py --rollouts 20000 --arm rlcs      # one arm (e.g. two processes at once);
     python benchmarks/rlcs_ablation.py --rollouts 20000 --report-only   # then the table and plot from both
     python benchmarks/rlcs_ablation.py --report-only --at 6000          # compared at a budget both arms passed
+    python benchmarks/rlcs_ablation.py --rollouts 20000 --seed 1 --out out/abl_s1   # the same ablation, another seed
+    python benchmarks/rlcs_ablation.py --seeds out/abl_s0 out/abl_s1 out/abl_s2    # mean over seeds, and the plot
+
+One seed's end point swings by several points between neighbouring evaluations (and between seeds): compare arms
+over seeds.
 
 An arm whose folder already holds a run resumes it (a finished one is only read)."""
 
@@ -126,6 +131,72 @@ def report(s: dict, plot: Path) -> None:
     print(f"plot: {plot}")
 
 
+def report_seeds(dirs: list[Path], at_rollouts: int | None, plot: Path) -> dict:
+    """The ablation of several runs (one seed each, same config otherwise), each compared at equal rollouts: per seed
+    and the mean over seeds of the end accuracy and of the mean of the last three evaluations, and a plot of every
+    seed's curve with the mean curve of each arm (interpolated on a common rollout grid)."""
+    import numpy as np
+
+    runs = {d: summarise(d, list(ARMS), at_rollouts) for d in dirs}
+    names = list(ARMS)
+    common = min(r["rollouts"] for r in runs.values())
+    grid = np.linspace(0, common, 60)
+
+    def curve(r: dict, n: str) -> np.ndarray:
+        evals = r["arms"][n]["evals"]
+        return np.interp(grid, [e["rollouts"] for e in evals], [e["accuracy"] for e in evals])
+
+    # the mean accuracy over the run (area under the curve / budget): how early an arm learns, not only where it ends
+    auc = {n: [float(curve(r, n).mean()) for r in runs.values()] for n in names}
+    print(f"held-out accuracy at equal rollouts per seed ({', '.join(str(r['rollouts']) for r in runs.values())}); "
+          f"majority-answer baseline {next(iter(runs.values()))['majority_baseline']['all']:.3f}")
+    print("| run | " + " | ".join(f"{n} end | {n} mean of last 3" for n in names) + " | end difference (points) |")
+    print("|---" * (2 + 2 * len(names)) + "|")
+    ends = {n: [] for n in names}
+    tails = {n: [] for n in names}
+    for d, r in runs.items():
+        for n in names:
+            ends[n].append(r["arms"][n]["end"]["accuracy"])
+            tails[n].append(r["arms"][n]["end_mean3"])
+        print(f"| {d} | " + " | ".join(f"{ends[n][-1]:.3f} | {tails[n][-1]:.3f}" for n in names)
+              + f" | {100 * (ends[names[0]][-1] - ends[names[1]][-1]):+.1f} |")
+    mean = {n: (float(np.mean(ends[n])), float(np.mean(tails[n]))) for n in names}
+    print(f"| mean of {len(dirs)} | " + " | ".join(f"{mean[n][0]:.3f} | {mean[n][1]:.3f}" for n in names)
+          + f" | {100 * (mean[names[0]][0] - mean[names[1]][0]):+.1f} |")
+    wins = sum(a > b for a, b in zip(ends[names[0]], ends[names[1]], strict=True))
+    print(f"{names[0]} ends above {names[1]} in {wins} of {len(dirs)} seeds; mean end {mean[names[0]][0]:.3f} vs "
+          f"{mean[names[1]][0]:.3f} (min-max {min(ends[names[0]]):.3f}-{max(ends[names[0]]):.3f} vs "
+          f"{min(ends[names[1]]):.3f}-{max(ends[names[1]]):.3f}); mean of the last 3 evaluations "
+          f"{mean[names[0]][1]:.3f} vs {mean[names[1]][1]:.3f}; mean accuracy over the first {common} rollouts "
+          f"(area under the curve) {np.mean(auc[names[0]]):.3f} vs {np.mean(auc[names[1]]):.3f} (per seed "
+          + ", ".join(f"{a:.3f}/{b:.3f}" for a, b in zip(auc[names[0]], auc[names[1]], strict=True)) + ")")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+        return {"runs": {str(d): r for d, r in runs.items()}, "mean": mean, "auc": auc}
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, n in enumerate(names):
+        curves = []
+        for r in runs.values():
+            xs = [e["rollouts"] for e in r["arms"][n]["evals"]]
+            ax.plot(xs, [e["accuracy"] for e in r["arms"][n]["evals"]], color=f"C{i}", alpha=0.25, linewidth=0.8)
+            curves.append(curve(r, n))
+        ax.plot(grid, np.mean(curves, axis=0), color=f"C{i}", linewidth=2, label=f"{n} (mean of {len(curves)} seeds)")
+    ax.axhline(next(iter(runs.values()))["majority_baseline"]["all"], color="grey", linestyle=":",
+               label="majority answer")
+    ax.set(xlabel="rollouts", ylabel="held-out accuracy", title="RLCS vs uniform, no dynamic expansion")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(plot, dpi=110)
+    print(f"plot: {plot}")
+    return {"runs": {str(d): r for d, r in runs.items()}, "mean": mean, "auc": auc}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="configs/rlcs/toy.yaml")
@@ -139,9 +210,17 @@ def main() -> None:
                     "OUT/ablation.png for a run of one --arm, which must not overwrite the committed plot)")
     ap.add_argument("--at", type=int, default=None, help="with --report-only: compare the arms as they stood at "
                     "this rollout count (at most what both generated) instead of at the end of the shorter one")
+    ap.add_argument("--seed", type=int, default=None, help="the runs' seed (default: the config's run.seed)")
+    ap.add_argument("--seeds", type=Path, nargs="+", default=None, help="report over the ablation folders of "
+                    "several seeds (each compared at its equal rollouts, or at --at): per seed, mean, plot")
     args = ap.parse_args()
+    if args.seeds:
+        report_seeds(args.seeds, args.at, args.plot or Path("docs/rlcs_ablation.png"))
+        return
     base = RLCSConfig.from_yaml(args.config)
     base.run.output = args.out
+    if args.seed is not None:
+        base.run.seed = args.seed
     names = args.arm or list(ARMS)
     if not args.report_only:
         start = ensure_start(base, write_toy=write_toy)  # one start for every arm
