@@ -22,6 +22,12 @@ def _running(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}")
 
 
+def _beam_spec_with(stage: dict, **engine) -> PipelineSpec:
+    """The generating recipe on the Beam engine with `stage` right after decode."""
+    stages = [GEN_RECIPE["stages"][0], stage, *GEN_RECIPE["stages"][1:]]
+    return PipelineSpec.model_validate({**GEN_RECIPE, "stages": stages, "engine": {"name": "beam", **engine}})
+
+
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     """A generating recipe (a pass, a dedup reduce, a pass) on 30 images, and the local engine's output for it."""
@@ -52,9 +58,7 @@ def test_one_pool_runs_every_pass_and_reduce_of_several_runs_and_gives_the_local
 def test_a_failed_pipeline_and_a_killed_worker_leave_the_pool_usable(generated, tmp_path):
     root, ledger, files = generated
     flag = tmp_path / "failed-once"
-    recipe = {**GEN_RECIPE, "stages": [{"op": "decode"}, {"op": "tests.ops:FailSetupOnce", "flag": str(flag)},
-                                       *GEN_RECIPE["stages"][1:]]}
-    spec = PipelineSpec.model_validate({**recipe, "engine": {"name": "beam"}})
+    spec = _beam_spec_with({"op": "tests.ops:FailSetupOnce", "flag": str(flag)})
     engine = BeamEngine(spec.engine)
     try:
         with pytest.raises(Exception, match="setup failed on purpose"):
@@ -170,9 +174,7 @@ def _within(seconds: float, fn):
 def test_a_worker_killed_mid_pass_fails_the_pipeline_which_runs_again_on_the_revived_pool(generated, tmp_path):
     root, ledger, files = generated
     flag = tmp_path / "killed-once"
-    recipe = {**GEN_RECIPE, "stages": [{"op": "decode"}, {"op": "tests.ops:KillWorkerOnce", "flag": str(flag)},
-                                       *GEN_RECIPE["stages"][1:]]}
-    spec = PipelineSpec.model_validate({**recipe, "engine": {"name": "beam"}})
+    spec = _beam_spec_with({"op": "tests.ops:KillWorkerOnce", "flag": str(flag)})
     engine = BeamEngine(spec.engine)
     try:
         box = _within(240, lambda: run_pipeline(spec, [str(root / "in")], str(tmp_path / "out"), engine, close=False))
@@ -187,8 +189,7 @@ def test_a_worker_killed_mid_pass_fails_the_pipeline_which_runs_again_on_the_rev
 
 def test_a_row_that_kills_every_attempt_fails_the_run_with_a_clear_error(generated, tmp_path):
     root, _, _ = generated
-    recipe = {**GEN_RECIPE, "stages": [{"op": "decode"}, {"op": "tests.ops:KillWorker"}, *GEN_RECIPE["stages"][1:]]}
-    spec = PipelineSpec.model_validate({**recipe, "engine": {"name": "beam", "task_retries": 1}})
+    spec = _beam_spec_with({"op": "tests.ops:KillWorker"}, task_retries=1)
     engine = BeamEngine(spec.engine)
     try:
         box = _within(240, lambda: run_pipeline(spec, [str(root / "in")], str(tmp_path / "out"), engine, close=False))
