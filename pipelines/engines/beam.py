@@ -101,11 +101,26 @@ def _read_then_abort(conn: worker_handlers.ControlConnection) -> None:
     except Exception as exc:  # noqa: BLE001 - whatever broke the stream, the pending instructions must fail
         error = WorkerDied(f"a Beam SDK worker's control stream broke ({type(exc).__name__}): the worker process "
                            "died (killed, out of memory, or a crash in native code)")
-    if conn._futures_by_id:
-        conn.abort(error)
+    conn._vlmdata_died = error  # before the pending ones are listed: a push after this fails at once (below)
+    for future in list(conn._futures_by_id.values()):
+        future.abort(error)
+
+
+_beam_control_push = worker_handlers.ControlConnection.push
+
+
+def _push_unless_died(conn: worker_handlers.ControlConnection, req: Any) -> Any:
+    """Beam's push of an instruction; on a connection whose worker has died the instruction fails at once instead of
+    waiting for an answer that cannot come (checked after the push, so a race with the reader fails it either way)."""
+    future = _beam_control_push(conn, req)
+    error = getattr(conn, "_vlmdata_died", None)
+    if error is not None and future is not None:
+        future.abort(error)
+    return future
 
 
 worker_handlers.ControlConnection._read = _read_then_abort  # type: ignore[method-assign]
+worker_handlers.ControlConnection.push = _push_unless_died  # type: ignore[method-assign]
 
 
 def serve_worker() -> None:
