@@ -33,26 +33,28 @@ class SamplerConfig(BaseModel):
                                          "every prompt in a tier, by tier name.")
 
 
+def beta_moments(a: np.ndarray, b: np.ndarray, g: int) -> np.ndarray:
+    """E[p^g] for p ~ Beta(a, b), elementwise: prod_{k<g} (a + k) / (a + b + k)."""
+    out = np.ones_like(a, dtype=np.float64)
+    for k in range(g):
+        out *= (a + k) / (a + b + k)
+    return out
+
+
+def informative_chances(a: np.ndarray, b: np.ndarray, g: int) -> np.ndarray:
+    """The chance that g rollouts of a prompt whose pass rate is Beta(a, b) are neither all right nor all wrong,
+    elementwise: 1 - E[p^g] - E[(1 - p)^g]. For a known rate p (a, b large, a/(a+b) = p) it is 1 - p^g - (1 - p)^g."""
+    return np.maximum(0.0, 1.0 - beta_moments(a, b, g) - beta_moments(b, a, g))
+
+
 def beta_moment(a: float, b: float, g: int) -> float:
-    """E[p^g] for p ~ Beta(a, b): prod_{k<g} (a + k) / (a + b + k)."""
-    out = 1.0
-    for k in range(g):
-        out *= (a + k) / (a + b + k)
-    return out
-
-
-def _beta_moments(a: np.ndarray, b: np.ndarray, g: int) -> np.ndarray:
-    """`beta_moment` of every (a, b) pair at once."""
-    out = np.ones_like(a)
-    for k in range(g):
-        out *= (a + k) / (a + b + k)
-    return out
+    """`beta_moments` of one (a, b)."""
+    return float(beta_moments(np.float64(a), np.float64(b), g))
 
 
 def informative_chance(a: float, b: float, g: int) -> float:
-    """The chance that g rollouts of a prompt whose pass rate is Beta(a, b) are neither all right nor all wrong:
-    1 - E[p^g] - E[(1 - p)^g]. For a known rate p (a, b large, a/(a+b) = p) it is 1 - p^g - (1 - p)^g."""
-    return max(0.0, 1.0 - beta_moment(a, b, g) - beta_moment(b, a, g))
+    """`informative_chances` of one (a, b)."""
+    return float(informative_chances(np.float64(a), np.float64(b), g))
 
 
 class CurriculumSampler:
@@ -103,7 +105,7 @@ class CurriculumSampler:
         if self._weights is None:
             a0, g = self.cfg.prior, self.group_size
             a, b = a0 + np.asarray(self.passes, dtype=np.float64), a0 + np.asarray(self.fails, dtype=np.float64)
-            chance = np.maximum(0.0, 1.0 - _beta_moments(a, b, g) - _beta_moments(b, a, g))
+            chance = informative_chances(a, b, g)
             scale = np.asarray([self.cfg.tier_prior.get(t, 1.0) for t in self.tiers], dtype=np.float64)
             self._weights = np.maximum(self.cfg.min_weight, chance) * scale
         return self._weights.copy()
@@ -162,9 +164,11 @@ class CurriculumSampler:
     def expected_informative(self, indices: list[int]) -> float:
         """Mean chance (before the floor) that the groups of these prompts are informative: what the sampler
         expects of a draw, logged beside the observed rate."""
-        a0, g = self.cfg.prior, self.group_size
-        vals = [informative_chance(a0 + self.passes[i], a0 + self.fails[i], g) for i in indices]
-        return sum(vals) / len(vals) if vals else 0.0
+        if not indices:
+            return 0.0
+        a0 = self.cfg.prior
+        a, b = a0 + np.asarray(self.passes)[indices], a0 + np.asarray(self.fails)[indices]
+        return sum(informative_chances(a, b, self.group_size).tolist()) / len(indices)
 
     # -- state -------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
