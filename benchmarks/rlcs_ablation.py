@@ -83,6 +83,26 @@ def summarise(out: Path, names: list[str], at_rollouts: int | None = None) -> di
     return {"rollouts": common, "majority_baseline": arms[names[0]]["start"]["majority_baseline"], "arms": arms}
 
 
+def _pyplot():
+    """matplotlib's pyplot on a file backend, or None (and a line saying so) when it is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+        return None
+    return plt
+
+
+def _save(fig, plot: Path) -> None:
+    fig.tight_layout()
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(plot, dpi=110)
+    print(f"plot: {plot}")
+
+
 def report(s: dict, plot: Path) -> None:
     base = s["majority_baseline"]
     tasks = sorted(base["per_task"])
@@ -103,13 +123,8 @@ def report(s: dict, plot: Path) -> None:
         print(f"rlcs / uniform_no_dynamic end accuracy at equal rollouts: {r / max(u, 1e-9):.2f}x "
               f"({100 * (r - u):+.1f} points); mean of the last 3 evaluations "
               f"{s['arms']['rlcs']['end_mean3']:.3f} vs {s['arms']['uniform_no_dynamic']['end_mean3']:.3f}")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot")
+    plt = _pyplot()
+    if plt is None:
         return
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
     styles = {"rlcs": "-", "uniform_no_dynamic": "--"}
@@ -125,13 +140,10 @@ def report(s: dict, plot: Path) -> None:
     bx.set(xlabel="rollouts", ylabel="held-out accuracy", title="per task")
     ax.legend(fontsize=8)
     bx.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    plot.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(plot, dpi=110)
-    print(f"plot: {plot}")
+    _save(fig, plot)
 
 
-def report_seeds(dirs: list[Path], at_rollouts: int | None, plot: Path) -> dict:
+def report_seeds(dirs: list[Path], at_rollouts: int | None, plot: Path) -> None:
     """The ablation of several runs (one seed each, same config otherwise), each compared at equal rollouts: per seed
     and the mean over seeds of the end accuracy and of the mean of the last three evaluations, and a plot of every
     seed's curve with the mean curve of each arm (interpolated on a common rollout grid)."""
@@ -170,14 +182,9 @@ def report_seeds(dirs: list[Path], at_rollouts: int | None, plot: Path) -> dict:
           f"{mean[names[0]][1]:.3f} vs {mean[names[1]][1]:.3f}; mean accuracy over the first {common} rollouts "
           f"(area under the curve) {np.mean(auc[names[0]]):.3f} vs {np.mean(auc[names[1]]):.3f} (per seed "
           + ", ".join(f"{a:.3f}/{b:.3f}" for a, b in zip(auc[names[0]], auc[names[1]], strict=True)) + ")")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot")
-        return {"runs": {str(d): r for d, r in runs.items()}, "mean": mean, "auc": auc}
+    plt = _pyplot()
+    if plt is None:
+        return
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, n in enumerate(names):
         curves = []
@@ -190,11 +197,7 @@ def report_seeds(dirs: list[Path], at_rollouts: int | None, plot: Path) -> dict:
                label="majority answer")
     ax.set(xlabel="rollouts", ylabel="held-out accuracy", title="RLCS vs uniform, no dynamic expansion")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    plot.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(plot, dpi=110)
-    print(f"plot: {plot}")
-    return {"runs": {str(d): r for d, r in runs.items()}, "mean": mean, "auc": auc}
+    _save(fig, plot)
 
 
 def main() -> None:
