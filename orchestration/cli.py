@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from orchestration.synth_cli import Prefect  # the --prefect/--no-prefect option of every flow verb
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Prefect's telemetry heartbeat races its temporary server's SQLite start-up ("database is locked" traceback on the
 # first screen of `make demo`); no telemetry can leave this machine anyway.
@@ -99,9 +101,7 @@ def curate(
     master: Annotated[str | None, typer.Option(help="Spark master (local[N], spark://host:port, …); default from config.")] = None,
     engine: Annotated[str | None, typer.Option(help="spark, beam or local (in-process pool, no JVM); default from config.")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override a config field: --set shards.max_samples=500.")] = [],  # noqa: B006
-    prefect: Annotated[bool | None, typer.Option(
-        "--prefect/--no-prefect",
-        help="Run as a Prefect flow (shown in the UI). Default: when a server is configured (PREFECT_API_URL).")] = None,
+    prefect: Prefect = None,
 ) -> None:
     """Run the curate flow (Prefect) on any input: decode → heuristics → dedup → WebDataset shards + ledger."""
     overrides = _parse_sets(set_)
@@ -117,9 +117,7 @@ def demo(
     output: Annotated[str, typer.Option("--output", "-o", help="Where the demo's shards, stats and ledger go.")] = "out/demo",
     data: Annotated[str, typer.Option(help="Where the demo corpus is built (reused when present).")] = "data/demo",
     master: Annotated[str | None, typer.Option(help="Spark master; default from the demo recipe (local[2]).")] = None,
-    prefect: Annotated[bool | None, typer.Option(
-        "--prefect/--no-prefect",
-        help="Run as a Prefect flow (shown in the UI). Default: when a server is configured (PREFECT_API_URL).")] = None,
+    prefect: Prefect = None,
 ) -> None:
     """Build the demo corpus (tuxpaint stamps + injected faults) and curate it; check every fault landed in the ledger."""
     import pyarrow.parquet as pq
