@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from pipelines import storage
 from pipelines.global_stage import COUNT_SCHEMA, DedupOperator, GlobalOperator, reduce_rows, reduce_schema
+from pipelines.memory import keep_heap
 from pipelines.output import OutputLayout, write_part
 from pipelines.plan import Step, check_columns, plan_passes, run_steps
 from pipelines.readers.base import Part, read_part, source_fields
@@ -88,6 +89,7 @@ class PassRunner:
 
     def run(self, k: int, part: Part) -> dict[str, Any]:
         """Pass `k` on `part`, unless its output is already complete. Returns the marker, or the spill summary."""
+        keep_heap()  # this process reuses its pages from row to row (pipelines.memory)
         layout = self.layout
         steps, group = self.passes[k]
         if group is None:
