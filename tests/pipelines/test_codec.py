@@ -22,6 +22,8 @@ from pipelines.codec import (
     ShardReadError,
     TarSamples,
     TarWriter,
+    _header,
+    _tarfile_header,
     decode_sample,
     iter_samples,
     open_url,
@@ -277,6 +279,24 @@ def test_writer_writes_the_bytes_stdlib_tarfile_writes():
     with pytest.raises(ValueError, match="too long"):
         TarWriter(buf).write({"__key__": "x" * 120, "json": b"{}", "txt": b"t"})
     assert buf.getvalue() == b""
+
+
+def test_member_headers_are_tarfiles_at_every_name_length_and_size():
+    """The template-patched header (ASCII names up to 100 bytes, sizes below 8 GiB) against tarfile's own, across
+    the edges where the fast path hands over to tarfile (101-byte and non-ASCII names, the 8 GiB size field)."""
+    rng = np.random.default_rng(5)
+    alphabet = list("abcxyz0189/_-.~")
+    for length in [1, 2, 50, 99, 100, 101, 102, 150]:
+        for size in [0, 1, 511, 512, 513, 116_000, 8**11 - 1, 8**11, 8**11 + 7, int(rng.integers(0, 2**40))]:
+            name = "".join(rng.choice(alphabet, size=length))
+            try:
+                want = _tarfile_header(name, size)
+            except ValueError:  # too long for USTAR's prefix/name split: both refuse it
+                with pytest.raises(ValueError):
+                    _header(name, size)
+                continue
+            assert _header(name, size) == want
+    assert _header("ключ.txt", 3) == _tarfile_header("ключ.txt", 3)
 
 
 def test_decode_errors_are_one_clear_type():
