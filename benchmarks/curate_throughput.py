@@ -4,6 +4,8 @@ small and a large run per engine, against a plain one-process Pillow decode loop
 Prints, per engine, the marginal rate (extra images / extra seconds) as a ratio to the loop (target >= 1.0; the
 limit on 2 cores is 2.0) and the fixed cost of a run in seconds (target <= 20 s on Spark, <= 10 s with local).
 Recipe: decode, heuristics, exact dedup, shards. No Prefect server is started unless PREFECT_API_URL is set.
+On Linux it also prints the CPU each extra image costs in all processes (machine-wide, so run it on an idle machine)
+against the loop's CPU per image: on 2 cores a marginal of 1.0x needs at most 2x the loop's CPU per image.
 
     .venv/bin/python benchmarks/curate_throughput.py [--small 200] [--large 3000] [--side 512] [--engines spark,local,beam]
         [--repeat 1]
@@ -57,14 +59,27 @@ def make_images(folder: Path, n: int, side: int, seed: int = 0) -> None:
         (folder / f"{i:06d}.txt").write_text(f"a clip-art picture number {i} on a textured background")
 
 
-def plain_decode_loop(folder: Path) -> tuple[int, float]:
-    start = time.perf_counter()
+def plain_decode_loop(folder: Path) -> tuple[int, float, float]:
+    """(images, wall seconds, CPU seconds) of one process decoding every JPEG of `folder` to RGB."""
+    start, cpu = time.perf_counter(), time.process_time()
     n = 0
     for path in sorted(folder.glob("*.jpg")):
         with Image.open(io.BytesIO(path.read_bytes())) as img:
             img.convert("RGB")
         n += 1
-    return n, time.perf_counter() - start
+    return n, time.perf_counter() - start, time.process_time() - cpu
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds every process on this machine has run since boot (Linux /proc/stat), None elsewhere. On an idle
+    machine the difference around a run is the run's CPU in all its processes (driver, JVM, workers), which a
+    subprocess's own rusage misses for processes it does not wait for (the local engine's forkserver workers)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def spec_for(batch_size: int = 32) -> PipelineSpec:
@@ -84,16 +99,18 @@ RECIPE = {
 }
 
 
-def curate_seconds(inputs: Path, output: Path, recipe: Path, engine: str) -> tuple[float, dict]:
-    """Wall seconds of one `vlmdata curate` subprocess (interpreter, imports, engine start, passes, merge)."""
+def curate_seconds(inputs: Path, output: Path, recipe: Path, engine: str) -> tuple[float, float | None, dict]:
+    """Wall seconds and machine-wide CPU seconds of one `vlmdata curate` subprocess (interpreter, imports, engine
+    start, passes, merge), and its stats."""
     cmd = [sys.executable, "-m", "orchestration.cli", "curate", "-i", str(inputs), "-o", str(output), "-c", str(recipe),
            "--engine", engine]
-    start = time.perf_counter()
+    busy, start = machine_busy_seconds(), time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
-    seconds = time.perf_counter() - start
+    seconds, busy_after = time.perf_counter() - start, machine_busy_seconds()
     if done.returncode != 0:
         raise RuntimeError(f"{engine}: vlmdata curate failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return seconds, json.loads((output / "stats.json").read_text())
+    cpu = busy_after - busy if busy is not None and busy_after is not None else None
+    return seconds, cpu, json.loads((output / "stats.json").read_text())
 
 
 def main() -> None:
@@ -117,20 +134,31 @@ def main() -> None:
         # the loop is timed as often as each engine size, fastest counts (the engines' rule: other work on a shared
         # machine only ever adds time; one timing of the loop moved the ratios by 0.1-0.2 between runs)
         loops = [plain_decode_loop(large) for _ in range(max(1, args.repeat))]
-        n_loop, t_loop = loops[0][0], min(t for _, t in loops)
+        n_loop, t_loop = loops[0][0], min(t for _, t, _ in loops)
         loop = n_loop / t_loop
+        loop_cpu_ms = min(c for _, _, c in loops) / n_loop * 1e3
         kb = sum(p.stat().st_size for p in large.glob("*.jpg")) / n_loop / 1e3
         print(f"images: {args.small} and {args.large} JPEGs, {args.side} px long side, {kb:.0f} kB mean; "
               f"load before: {os.getloadavg()[0]:.1f}")
         print(f"one-process Pillow decode loop: {loop:.1f} images/s (fastest of {len(loops)}: "
-              + ", ".join(f"{n / t:.1f}" for n, t in loops) + ")")
+              + ", ".join(f"{n / t:.1f}" for n, t, _ in loops) + f"); CPU {loop_cpu_ms:.2f} ms per image")
         for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
             t_small = t_large = float("inf")
+            cpu_small: list[float] = []
+            cpu_large: list[float] = []
             for i in range(max(1, args.repeat)):
-                t, s_small = curate_seconds(small, work / f"out-{engine}-small-{i}", recipe, engine)
+                t, c, s_small = curate_seconds(small, work / f"out-{engine}-small-{i}", recipe, engine)
                 t_small = min(t_small, t)
-                t, s_large = curate_seconds(large, work / f"out-{engine}-large-{i}", recipe, engine)
+                cpu_small += [c] if c is not None else []
+                t, c, s_large = curate_seconds(large, work / f"out-{engine}-large-{i}", recipe, engine)
                 t_large = min(t_large, t)
+                cpu_large += [c] if c is not None else []
+            # CPU per extra image, all processes on the machine (an idle machine: nothing else runs): what the
+            # marginal rate is made of, steadier than wall time where first touches of memory vary from run to run
+            cpu_note = ""
+            if cpu_small and cpu_large:
+                per_image = (min(cpu_large) - min(cpu_small)) / (args.large - args.small) * 1e3
+                cpu_note = f"; CPU per extra image {per_image:.2f} ms = {per_image / loop_cpu_ms:.2f}x the loop's"
             if t_large <= t_small:  # the machine's load swamped the difference: no rate can be read off
                 print(f"  {engine:6s}: small {t_small:6.1f} s, large {t_large:6.1f} s: not measurable (large <= small); "
                       f"load {os.getloadavg()[0]:.1f}")
@@ -140,7 +168,7 @@ def main() -> None:
             print(f"  {engine:6s}: small {t_small:6.1f} s, large {t_large:6.1f} s (end to end); marginal {marginal:7.1f} "
                   f"images/s = {marginal / loop:.2f}x the loop (target >= 1.0); fixed cost {fixed:5.1f} s "
                   f"(target {'<= 10' if engine == 'local' else '<= 20' if engine == 'spark' else 'none'}); "
-                  f"kept {s_large['status']['kept']}/{s_large['inputs']}; load {os.getloadavg()[0]:.1f}")
+                  f"kept {s_large['status']['kept']}/{s_large['inputs']}; load {os.getloadavg()[0]:.1f}{cpu_note}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
