@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -70,6 +71,7 @@ def summarise(out: Path, names: list[str], at_rollouts: int | None = None) -> di
                       "wall_min": last.get("elapsed_min"), "cpu_min": last.get("cpu_min"),
                       "updates_with_signal": sum(m["groups_kept"] > 0 for m in metrics),
                       "groups_learned": sum(m["groups_kept"] for m in metrics),
+                      **_concentration(metrics),
                       "invalid_rate_mean": sum(m["groups_invalid_rate"] for m in metrics) / len(metrics),
                       # rollouts of all-right or all-wrong groups: no signal whatever the arm does with them
                       "rollouts_in_invalid_groups": sum(round(m["groups_invalid_rate"] * m["rollouts"])
@@ -81,6 +83,16 @@ def summarise(out: Path, names: list[str], at_rollouts: int | None = None) -> di
         tail = [e["accuracy"] for e in a["evals"] if e["rollouts"] <= common][-3:]
         a["end_mean3"] = sum(tail) / len(tail)
     return {"rollouts": common, "majority_baseline": arms[names[0]]["start"]["majority_baseline"], "arms": arms}
+
+
+def _concentration(metrics: list[dict]) -> dict:
+    """How spread the learned-from groups were over prompts (runs that log `prompt_ids_learned`; older runs: {})."""
+    if not all("prompt_ids_learned" in m for m in metrics):
+        return {}
+    counts = Counter(i for m in metrics for i in m["prompt_ids_learned"])
+    total = sum(counts.values())
+    top = sum(c for _, c in counts.most_common(max(1, len(counts) // 10)))
+    return {"prompts_learned_from": len(counts), "top_tenth_share": top / total if total else 0.0}
 
 
 def _pyplot():
@@ -123,6 +135,10 @@ def report(s: dict, plot: Path) -> None:
         print(f"rlcs / uniform_no_dynamic end accuracy at equal rollouts: {r / max(u, 1e-9):.2f}x "
               f"({100 * (r - u):+.1f} points); mean of the last 3 evaluations "
               f"{s['arms']['rlcs']['end_mean3']:.3f} vs {s['arms']['uniform_no_dynamic']['end_mean3']:.3f}")
+    for name, a in s["arms"].items():
+        if "prompts_learned_from" in a:
+            print(f"{name}: learned from {a['groups_learned']} groups of {a['prompts_learned_from']} distinct prompts; "
+                  f"the most-learned tenth of those prompts gave {100 * a['top_tenth_share']:.0f}% of the groups")
     plt = _pyplot()
     if plt is None:
         return

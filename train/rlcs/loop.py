@@ -172,6 +172,10 @@ class RLStep:
             "tiers_moved": moved,
             "expansion_ratio": ratio,
             "prompts_drawn": len(drawn),
+            # which prompts (indices into the RL prompt set) were drawn and which groups were learned from: how
+            # concentrated the curriculum's draws are can be read off a run
+            "prompt_ids": [int(i) for i in idx],
+            "prompt_ids_learned": [int(idx[j]) for j in keep],
             "groups_invalid_rate": invalid,
             "groups_informative_expected": expected_informative,
             "groups_kept": len(keep),
