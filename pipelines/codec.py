@@ -151,7 +151,8 @@ def _tarfile_header(name: str, size: int) -> bytes:
 
 
 # every field but name, size and checksum is the same in each member's header; the checksum field reads as 8 spaces
-_TEMPLATE = _tarfile_header("", 0)[:148] + b" " * 8 + _tarfile_header("", 0)[156:]
+_EMPTY_HEADER = _tarfile_header("", 0)
+_TEMPLATE = _EMPTY_HEADER[:148] + b" " * 8 + _EMPTY_HEADER[156:]
 
 
 def _header(name: str, size: int) -> bytes:
