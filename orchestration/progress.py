@@ -65,6 +65,5 @@ def pass_progress(runner: PassRunner, parts: list[Part], k: int) -> Iterator[Non
     label = runner.describe(k)
     reporter = _Reporter(label, artifact_key=f"progress-pass-{k}")
     reporter.start_artifact(label)
-    final = k == runner.n_passes - 1
-    with reporter.bar, PassWatcher(runner.layout, parts, k, final, label, reporter):
+    with reporter.bar, PassWatcher(runner, parts, k, label, reporter):
         yield

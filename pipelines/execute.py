@@ -94,12 +94,16 @@ class PassRunner:
         steps, group = self.passes[k]
         if group is None:
             done = layout.marker(part.id)
-            if done is not None:
-                return {**done, "resumed": True}
-            return write_part(run_steps(steps, self._input(k, part), self.result_for(k, part.id)), layout,
-                              self.spec.shards, part.id)
+            if done is None:
+                done = write_part(run_steps(steps, self._input(k, part), self.result_for(k, part.id)), layout,
+                                  self.spec.shards, part.id)
+            else:
+                done = {**done, "resumed": True}
+            self._drop_input(k, part.id)
+            return done
         spill, keys = layout.spill_path(k, part.id), layout.keys_path(k, part.id)
-        if storage.exists(spill) and storage.exists(keys):
+        if self.part_done(k, part.id):
+            self._drop_input(k, part.id)
             return {"part": part.id, "resumed": True}
         storage.makedirs(storage.dirname(spill))
         key_schema = self.keys_schema(k)
@@ -112,7 +116,25 @@ class PassRunner:
                 rows.write_batch(batch)
                 key_writer.write_batch(reduce_rows(batch, group, key_schema))
                 n += batch.num_rows
+        self._drop_input(k, part.id)
         return {"part": part.id, "rows": n}
+
+    def part_done(self, k: int, part: int) -> bool:
+        """Whether pass `k` finished `part`: its completion marker (the shard pass), or its keys with its spill, or
+        with a later pass that finished the part (which has dropped the spill it consumed)."""
+        layout = self.layout
+        if self.passes[k][1] is None:
+            return storage.exists(layout.marker_path(part))
+        if not storage.exists(layout.keys_path(k, part)):
+            return False
+        return storage.exists(layout.spill_path(k, part)) or self.part_done(k + 1, part)
+
+    def _drop_input(self, k: int, part: int) -> None:
+        """Pass `k` committed `part`: the spill it read is no longer needed, even by a resume (`part_done`), so it
+        goes now rather than at the end of the run. The work folder then holds about one copy of the rows, not one
+        per pass, and the next parts' writes reuse the freed pages."""
+        if k > 0:
+            storage.remove(self.layout.spill_path(k - 1, part))
 
     def _input(self, k: int, part: Part) -> Iterator[pa.RecordBatch]:
         if k == 0:

@@ -1,7 +1,7 @@
 """Progress of a pass, for any engine: the driver watches the files workers finish (spills, part markers).
 
 Engines only schedule, so progress is read where the work lands: a part is done when its spill (a pass that ends
-in a reduce) or its completion marker (the shard pass) exists. Rows are counted from the parts' planned sizes
+in a reduce) or its completion marker (the shard pass) exists (`PassRunner.part_done`). Rows are counted from the parts' planned sizes
 (a tar's rows are unknown until read, so its bytes stand in for it). Callers render it (rich, Prefect artifacts).
 """
 
@@ -12,8 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pipelines import storage
-from pipelines.output import OutputLayout
+from pipelines.execute import PassRunner
 from pipelines.readers.base import Part
 
 
@@ -59,9 +58,9 @@ class PassWatcher:
     """Polls the completion files of pass `k` every `interval` seconds on a thread and calls `report`; stops (with
     a last report) when the pass returns. Never raises into the run: a failing report is dropped."""
 
-    def __init__(self, layout: OutputLayout, parts: list[Part], k: int, final: bool, label: str,
-                 report: Callable[[Snapshot], None], interval: float = 1.0):
-        self.layout, self.parts, self.k, self.final, self.label = layout, parts, k, final, label
+    def __init__(self, runner: PassRunner, parts: list[Part], k: int, label: str, report: Callable[[Snapshot], None],
+                 interval: float = 1.0):
+        self.runner, self.parts, self.k, self.label = runner, parts, k, label
         self.report, self.interval = report, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"progress-pass-{k}", daemon=True)
@@ -70,8 +69,7 @@ class PassWatcher:
         self._rows = rows if all(rows) else [1] * len(parts)  # tars: count parts instead of rows
 
     def _done(self, part: Part) -> bool:
-        path = self.layout.marker_path(part.id) if self.final else self.layout.spill_path(self.k, part.id)
-        return storage.exists(path)
+        return self.runner.part_done(self.k, part.id)
 
     def snapshot(self) -> Snapshot:
         done = [self._done(p) for p in self.parts]

@@ -21,7 +21,7 @@ def test_watcher_counts_rows_of_finished_parts(tmp_path):
     runner = PassRunner.for_parts(spec, str(tmp_path / "out"), parts)
     runner.layout.prepare(fingerprint)
     seen = []
-    watcher = PassWatcher(runner.layout, parts, 0, True, "pass-0", seen.append, interval=0.01)
+    watcher = PassWatcher(runner, parts, 0, "pass-0", seen.append, interval=0.01)
     assert watcher.snapshot().rows_done == 0 and watcher.snapshot().rows_total == 20
     with watcher:
         LocalEngine(spec.engine).run_pass(runner, parts[:2], 0)

@@ -38,3 +38,37 @@ def test_warm_up_starts_every_worker_and_the_run_matches_in_process(tmp_path):
     run_pipeline(plain, [str(tmp_path / "in")], str(tmp_path / "plain"), inproc)
     assert _shards(tmp_path / "pool") == _shards(tmp_path / "plain")
     assert open(tmp_path / "pool" / "ledger.parquet", "rb").read() == open(tmp_path / "plain" / "ledger.parquet", "rb").read()
+
+
+def test_a_part_drops_the_spill_it_consumed_and_a_resume_does_not_redo_it(tmp_path):
+    from pipelines import storage
+    from pipelines.execute import PassRunner
+    from pipelines.run import plan, process, run_reduce
+
+    _images(tmp_path / "in", 17)
+    spec = PipelineSpec.model_validate({**RECIPE, "engine": {"name": "local", "workers": 0}})
+    engine = LocalEngine(spec.engine)
+    parts, fingerprint = plan(spec, [str(tmp_path / "in")])
+    out = str(tmp_path / "cut")
+    runner = PassRunner.for_parts(spec, out, parts)
+    runner.layout.prepare(fingerprint)
+    assert runner.n_passes == 2 and len(parts) >= 3
+    engine.run_pass(runner, parts, 0)
+    run_reduce(engine, runner, parts, 0)
+    first, second = parts[0].id, parts[1].id
+    engine.run_pass(runner, parts[:1], 1)  # the run dies after the write pass finished one part
+    layout = runner.layout
+    assert not storage.exists(layout.spill_path(0, first))  # consumed and committed: gone before the run ends
+    assert storage.exists(layout.spill_path(0, second)) and not runner.part_done(1, second)
+    assert runner.part_done(0, first) and runner.part_done(1, first)
+    assert runner.run(0, parts[0]) == {"part": first, "resumed": True}  # a resume does not redo pass 0 for it
+    assert not storage.exists(layout.spill_path(0, first))
+    os.remove(layout.keys_path(0, second))  # a pass-0 output without its keys is no finished part
+    assert not runner.part_done(0, second)
+    engine.run_pass(runner, parts[1:2], 0)
+    assert runner.part_done(0, second)
+    report = process(engine, spec, parts, out, fingerprint)  # the resumed run finishes the rest
+    assert report.stats["status"]["kept"] > 0
+    run_pipeline(spec, [str(tmp_path / "in")], str(tmp_path / "whole"), LocalEngine(spec.engine))
+    assert _shards(out) == _shards(tmp_path / "whole")
+    assert open(os.path.join(out, "ledger.parquet"), "rb").read() == open(tmp_path / "whole" / "ledger.parquet", "rb").read()
