@@ -44,12 +44,12 @@ class Decode(Operator):
         picture = views().decoded(data, max_pixels=cfg.max_pixels)
         source_format = picture.format
         upright = picture.orientation == 1
-        rgb = picture.rgb
-        w, h = rgb.size
-        pixel_sha1, color_std = pixel_stats(rgb, cfg.thumb_side)  # one copy of the pixels for both
+        w, h = picture.size
+        pixel_sha1, color_std = pixel_stats(picture, cfg.thumb_side)  # the packed samples serve both
         too_big = cfg.max_side is not None and max(w, h) > cfg.max_side
         if source_format in cfg.keep_formats and source_format in _FORMATS and upright and not too_big:
             return data, w, h, _FORMATS[source_format], pixel_sha1, color_std
+        rgb = picture.rgb
         if too_big:
             assert cfg.max_side is not None
             scale = cfg.max_side / max(w, h)

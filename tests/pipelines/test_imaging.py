@@ -248,21 +248,77 @@ def _spread_as_written_before(rgb: Image.Image, side: int) -> float:
 
 
 def test_pixel_stats_are_the_values_written_before():
-    """pixel_stats hashes and strides one copy of the pixels; the values must stay those of existing outputs (the
-    sha1 string and the float32-computed spread, bit for bit) on real stamps, noise JPEGs and degenerate sizes."""
-    from pipelines.imaging import color_spread, pixel_digest, pixel_stats
+    """pixel_stats hashes and strides the packed samples; the values must stay those of existing outputs (the sha1
+    string and the float32-computed spread, bit for bit, of Pillow's picture) on real stamps, noise JPEGs (decoded
+    straight into packed RGB) and degenerate sizes."""
+    from pipelines.imaging import color_spread, decode, pixel_digest, pixel_stats, to_rgb
 
     rng = np.random.default_rng(7)
-    pictures = [decode_rgb(encode(Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)), "JPEG"))
-                for w, h in [(512, 341), (1, 1), (1, 97), (97, 1), (31, 33), (640, 480)]]
-    pictures += [decode_rgb(d) for d in (rgba_partial(), la_partial(), p_trns(), cmyk_jpeg(), i16_png(), one_bit())]
+    inputs = [encode(Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)), "JPEG")
+              for w, h in [(512, 341), (1, 1), (1, 97), (97, 1), (31, 33), (640, 480)]]
+    inputs += [rgba_partial(), la_partial(), p_trns(), cmyk_jpeg(), i16_png(), one_bit()]
     if STAMPS.is_dir():
-        pictures += [decode_rgb(p.read_bytes()) for p in sorted(STAMPS.rglob("*.png"))[::25]]
-    assert len(pictures) >= 12
-    for rgb in pictures:
+        inputs += [p.read_bytes() for p in sorted(STAMPS.rglob("*.png"))[::25]]
+    assert len(inputs) >= 12
+    for data in inputs:
+        picture, pillow = decode(data), to_rgb(open_image(data))
         for side in (32, 7, 1):
-            digest, spread = pixel_stats(rgb, side)
-            assert digest == pixel_digest(rgb) == _digest_as_written_before(rgb)
-            assert spread == color_spread(rgb, side) == _spread_as_written_before(rgb, side)
+            digest, spread = pixel_stats(picture, side)
+            assert digest == pixel_digest(picture.rgb) == _digest_as_written_before(pillow)
+            assert spread == color_spread(picture.rgb, side) == _spread_as_written_before(pillow, side)
     gray = Image.fromarray(rng.integers(0, 256, (20, 30), dtype=np.uint8), "L")  # not what decode_rgb gives, still hashed
     assert pixel_digest(gray) == _digest_as_written_before(gray)
+
+
+def _jpeg_variants() -> list[tuple[str, bytes]]:
+    """JPEGs as cameras, phones and the web write them: chroma subsampling 4:4:4, 4:2:2 and 4:2:0, baseline and
+    progressive, restart markers, greyscale, low and high quality, odd and tiny sizes, real stamps as photos."""
+    rng = np.random.default_rng(11)
+    sources = [Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))]
+    if STAMPS.is_dir():
+        for p in sorted(STAMPS.rglob("*.png"))[::60][:6]:
+            stamp = Image.open(p).convert("RGBA")
+            canvas = Image.new("RGB", stamp.size, (240, 230, 200))
+            canvas.paste(stamp, (0, 0), stamp)
+            sources.append(canvas)
+    out = []
+    for i, src in enumerate(sources):
+        for sub in (0, 1, 2):
+            for progressive in (False, True):
+                w, h = int(rng.integers(1, 700)), int(rng.integers(1, 700))
+                out.append((f"{i} {sub} {progressive} {w}x{h}",
+                            encode(src.resize((w, h)), "JPEG", quality=int(rng.choice([35, 75, 95])), subsampling=sub,
+                                   progressive=progressive)))
+        out.append((f"{i} restart markers", encode(src, "JPEG", restart_marker_blocks=3)))
+        out.append((f"{i} grey", encode(src.convert("L"), "JPEG")))
+    return out
+
+
+def test_jpegs_decoded_straight_to_packed_rgb_are_pillows_pixels():
+    """The fast path (libjpeg-turbo into packed RGB) gives exactly the picture Pillow gives, and only takes the
+    JPEGs it can: CMYK, EXIF rotations, corrupt or truncated data and over-limit sizes go through Pillow, with
+    Pillow's pixels and reasons."""
+    from pipelines.imaging import decode, to_rgb
+
+    variants = _jpeg_variants()
+    assert len(variants) >= 8
+    for label, data in variants:
+        picture = decode(data)
+        assert picture._rgb is None and picture.format == "JPEG", label  # taken by the fast path, no Pillow image
+        pillow = np.asarray(to_rgb(open_image(data)))
+        assert picture.packed.shape == pillow.shape and np.array_equal(picture.packed, pillow), label
+        assert np.array_equal(np.asarray(picture.rgb), pillow) and picture.size == picture.rgb.size, label
+    data = variants[0][1]
+    sos = data.index(b"\xff\xda")
+    corrupt = data[:sos] + b"\x00\x00" + data[sos:]  # libjpeg warns (extraneous bytes) and Pillow decodes anyway
+    for other in (cmyk_jpeg(), exif_rotated_jpeg(), corrupt):
+        picture = decode(other)
+        assert picture._rgb is not None  # Pillow's path
+        assert np.array_equal(np.asarray(picture.rgb), np.asarray(to_rgb(open_image(other))))
+    with pytest.raises(DecodeError) as err:
+        decode(data[: len(data) // 2])
+    assert err.value.reason == "truncated"
+    w, h = Image.open(io.BytesIO(data)).size
+    with pytest.raises(DecodeError) as err:
+        decode(data, max_pixels=w * h - 1)
+    assert err.value.reason == f"decompression_bomb:{w}x{h}"
