@@ -48,6 +48,9 @@ def test_rlcs_cli_builds_its_start_logs_resumes_and_grades(tmp_path):
         # the prompts drawn and those learned from, as indices into the 6 RL prompts
         assert len(m["prompt_ids"]) == m["prompts_drawn"] and all(0 <= i < 6 for i in m["prompt_ids"])
         assert len(m["prompt_ids_learned"]) == m["groups_kept"] and set(m["prompt_ids_learned"]) <= set(m["prompt_ids"])
+        rates = m["prompt_pass_rates"]
+        assert len(rates) == m["prompts_drawn"] and all(0 <= r <= 1 for r in rates)
+        assert abs(sum(rates) / len(rates) - m["pass_rate"]) < 1e-9
     assert "accuracy" in rows[1] and "majority_baseline" in rows[1]
     evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
     assert [e["step"] for e in evals] == [0, 2]

@@ -176,6 +176,7 @@ class RLStep:
             # concentrated the curriculum's draws are can be read off a run
             "prompt_ids": [int(i) for i in idx],
             "prompt_ids_learned": [int(idx[j]) for j in keep],
+            "prompt_pass_rates": passes,  # each drawn group's pass rate, in `prompt_ids` order (why a group was kept)
             "groups_invalid_rate": invalid,
             "groups_informative_expected": expected_informative,
             "groups_kept": len(keep),
