@@ -64,7 +64,8 @@ def train_rlcs(cfg: RLCSConfig, log: Callable[[str], None] = print, write_toy: T
     if not prompts:
         raise SystemExit(f"rlcs: no usable prompt in {start.prompts}")
     g = cfg.grpo.group_size
-    sampler = CurriculumSampler([p.tier for p in prompts], g, cfg.sampler, run.seed, [p.pass_rate for p in prompts])
+    sampler = CurriculumSampler([p.tier for p in prompts], g, cfg.sampler, run.seed, [p.pass_rate for p in prompts],
+                                strata=[(p.dataset or p.domain, p.answer) for p in prompts])
     tracker = ExpansionTracker(cfg.dynamic)
     ckpt = Checkpointer(out / "checkpoints", dist_info, run.keep_checkpoints)
     heldout = read_eval_samples(start.heldout, cfg.eval.limit) if start.heldout else []

@@ -4,7 +4,8 @@ group's pass rate), and each iteration prompts are drawn by how likely a group o
 from __future__ import annotations
 
 import copy
-from collections import Counter
+from collections import Counter, defaultdict
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -31,6 +32,13 @@ class SamplerConfig(BaseModel):
                          "(Beta(prior, prior); 0.5 is Jeffreys' prior).")
     tier_prior: dict[str, float] = Field(default_factory=dict, description="Optional multiplier of the weight of "
                                          "every prompt in a tier, by tier name.")
+    balance: Literal["none", "answer"] = Field("none", description="answer: a source's draws are split among its "
+                                               "reference answers by how many prompts have each, and the curriculum "
+                                               "weighs prompts within an answer (the source's total weight is kept). "
+                                               "Stops the curriculum from favouring the prompts whose answer is the "
+                                               "policy's habit (their groups are the mixed ones) until the others "
+                                               "fail every rollout; with free-form answers it changes little. none: "
+                                               "the report's recipe.")
 
 
 def beta_moments(a: np.ndarray, b: np.ndarray, g: int) -> np.ndarray:
@@ -70,10 +78,14 @@ class CurriculumSampler:
     without replacement. All state (RNG included) is in `state_dict` for exact resume."""
 
     def __init__(self, tiers: list[str], group_size: int, cfg: SamplerConfig | None = None, seed: int = 0,
-                 pass_rates: list[float | None] | None = None) -> None:
+                 pass_rates: list[float | None] | None = None, strata: list[tuple[str, str]] | None = None) -> None:
         self.cfg = cfg or SamplerConfig()
         self.group_size = group_size
         self.tiers = list(tiers)
+        # (source, reference answer) of every prompt: what `balance: answer` balances
+        self.strata = list(strata) if strata is not None else [("", str(i)) for i in range(len(self.tiers))]
+        if len(self.strata) != len(self.tiers):
+            raise ValueError(f"{len(self.strata)} strata for {len(self.tiers)} prompts")
         unknown = set(self.tiers) - set(TIER_NAMES)
         if unknown:
             raise ValueError(f"unknown tiers {sorted(unknown)}; known: {', '.join(TIER_NAMES)}")
@@ -107,8 +119,27 @@ class CurriculumSampler:
             a, b = a0 + np.asarray(self.passes, dtype=np.float64), a0 + np.asarray(self.fails, dtype=np.float64)
             chance = informative_chances(a, b, g)
             scale = np.asarray([self.cfg.tier_prior.get(t, 1.0) for t in self.tiers], dtype=np.float64)
-            self._weights = np.maximum(self.cfg.min_weight, chance) * scale
+            w = np.maximum(self.cfg.min_weight, chance) * scale
+            self._weights = self._balanced(w) if self.cfg.balance == "answer" else w
         return self._weights.copy()
+
+    def _balanced(self, w: np.ndarray) -> np.ndarray:
+        """Each source keeps its total weight, split among its reference answers by their prompt counts; within an
+        answer, prompts keep their relative weights."""
+        source_w: dict[str, float] = defaultdict(float)
+        source_n: Counter = Counter()
+        answer_w: dict[tuple[str, str], float] = defaultdict(float)
+        answer_n: Counter = Counter()
+        for x, (src, ans) in zip(w.tolist(), self.strata, strict=True):
+            source_w[src] += x
+            source_n[src] += 1
+            answer_w[(src, ans)] += x
+            answer_n[(src, ans)] += 1
+        out = np.empty_like(w)
+        for i, (x, key) in enumerate(zip(w.tolist(), self.strata, strict=True)):
+            src = key[0]
+            out[i] = source_w[src] * answer_n[key] / source_n[src] * x / answer_w[key] if answer_w[key] > 0 else 0.0
+        return out
 
     def weights(self) -> dict[str, float]:
         """Tier -> probability that a draw comes from it (0 for empty tiers): its prompts' share of the weight."""
