@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from curate_throughput import web_jpegs  # noqa: E402 - one generator of benchmark JPEGs
 
-from pipelines.imaging import Decoded, decode, decode_rgb, open_image, orientation, pixel_stats, to_rgb
+from pipelines.imaging import Decoded, decode, decode_pillow, decode_rgb, pixel_stats
 from synth.demo_corpus import STAMPS_DIR
 
 
@@ -58,12 +58,6 @@ def columns_before(rgb: Image.Image) -> None:
     float(arr[:: max(1, h // 32), :: max(1, w // 32)].reshape(-1, 3).astype(np.float32).std(axis=0).mean())
 
 
-def pillow_picture(data: bytes) -> Decoded:
-    """The picture as Pillow alone decodes it (no packed-RGB JPEG path)."""
-    img = open_image(data)
-    return Decoded(to_rgb(img), img.format, orientation(img), img.size)
-
-
 def columns_after(picture: Decoded) -> None:
     """Both columns from one copy of the pixels."""
     pixel_stats(picture, 32)
@@ -71,14 +65,14 @@ def columns_after(picture: Decoded) -> None:
 
 def stage_before(data: bytes) -> Image.Image:
     """The decode stage's per-picture work before pixel_stats: Pillow's picture, then the columns as computed before."""
-    rgb = pillow_picture(data).rgb
+    rgb = decode_pillow(data).rgb
     columns_before(rgb)
     return rgb
 
 
 def stage_pillow(data: bytes) -> Decoded:
     """Before the packed-RGB JPEG path: Pillow's picture, then both columns from one copy of its pixels."""
-    picture = pillow_picture(data)
+    picture = decode_pillow(data)
     pixel_stats(picture, 32)
     return picture
 
@@ -124,7 +118,7 @@ def main() -> None:
               f"{best['stage before'] / best['plain convert']:.2f}, Pillow with one copy "
               f"{best['stage Pillow'] / best['plain convert']:.2f}, now {best['stage after'] / best['plain convert']:.2f}"
               f" (now / Pillow with one copy = {best['stage after'] / best['stage Pillow']:.2f})")
-        pictures = [pillow_picture(d) for d in datas]
+        pictures = [decode_pillow(d) for d in datas]
         cols = {"before": float("inf"), "after": float("inf")}
         for _ in range(args.rounds):
             cols["before"] = min(cols["before"], best_time(columns_before, [p.rgb for p in pictures]))

@@ -44,9 +44,8 @@ def open_image(data: bytes, *, max_pixels: int | None = None, draft_size: tuple[
     """
     if not data:
         raise DecodeError("empty_file")
-    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     with warnings.catch_warnings():
-        # Pillow warns above its own limit; ours (`limit`) decides below, so a caller may allow more or less.
+        # Pillow warns above its own limit; ours (`_over_limit`) decides below, so a caller may allow more or less.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             img = Image.open(io.BytesIO(data))
@@ -55,7 +54,7 @@ def open_image(data: bytes, *, max_pixels: int | None = None, draft_size: tuple[
         except UnidentifiedImageError as exc:
             raise DecodeError("not_an_image") from exc
     w, h = img.size
-    if limit is not None and w * h > limit:
+    if _over_limit(img.size, max_pixels):
         raise DecodeError(f"decompression_bomb:{w}x{h}")
     if draft_size is not None:
         img.draft(None, draft_size)  # a no-op for formats other than JPEG
@@ -67,6 +66,12 @@ def open_image(data: bytes, *, max_pixels: int | None = None, draft_size: tuple[
     except (ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DecodeError(f"decode_failed:{str(exc)[:80]}") from exc
     return img
+
+
+def _over_limit(size: tuple[int, int], max_pixels: int | None) -> bool:
+    """More pixels than the caller's limit (None: Pillow's, `Image.MAX_IMAGE_PIXELS`): a decompression bomb."""
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    return limit is not None and size[0] * size[1] > limit
 
 
 def orientation(img: Image.Image) -> int:
@@ -154,6 +159,11 @@ def decode(data: bytes, *, max_pixels: int | None = None, draft_size: tuple[int,
         fast = _packed_jpeg(data, max_pixels)
         if fast is not None:
             return fast
+    return decode_pillow(data, max_pixels=max_pixels, draft_size=draft_size)
+
+
+def decode_pillow(data: bytes, *, max_pixels: int | None = None, draft_size: tuple[int, int] | None = None) -> Decoded:
+    """`decode` by Pillow alone (`open_image`, `to_rgb`): every picture the packed-JPEG path does not take."""
     img = open_image(data, max_pixels=max_pixels, draft_size=draft_size)
     return Decoded(to_rgb(img), img.format, orientation(img), img.size)
 
@@ -171,8 +181,7 @@ def _packed_jpeg(data: bytes, max_pixels: int | None) -> Decoded | None:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))  # the header and EXIF only
         w, h = img.size
-        limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
-        if img.format != "JPEG" or img.mode not in ("RGB", "L") or (limit is not None and w * h > limit):
+        if img.format != "JPEG" or img.mode not in ("RGB", "L") or _over_limit(img.size, max_pixels):
             return None
         if orientation(img) != 1:
             return None
@@ -222,9 +231,8 @@ class DecodedViews:
             self._store(self._pictures, key, hit, hit.nbytes)
         if isinstance(hit, DecodeError):
             raise DecodeError(hit.reason)
-        w, h = hit.stored_size
-        limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
-        if limit is not None and w * h > limit:  # as open_image would have refused it
+        if _over_limit(hit.stored_size, max_pixels):  # as open_image would have refused it
+            w, h = hit.stored_size
             raise DecodeError(f"decompression_bomb:{w}x{h}")
         return hit
 

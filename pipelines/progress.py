@@ -1,8 +1,9 @@
 """Progress of a pass, for any engine: the driver watches the files workers finish (spills, part markers).
 
-Engines only schedule, so progress is read where the work lands: a part is done when its spill (a pass that ends
-in a reduce) or its completion marker (the shard pass) exists (`PassRunner.part_done`). Rows are counted from the parts' planned sizes
-(a tar's rows are unknown until read, so its bytes stand in for it). Callers render it (rich, Prefect artifacts).
+Engines only schedule, so progress is read where the work lands: a part is done when its completion marker (the
+shard pass) or its keys with its spill (a pass that ends in a reduce; the spill goes once a later pass finished the
+part) exist, as `PassRunner.part_done` says. Rows are counted from the parts' planned sizes (a tar's rows are unknown
+until read, so its bytes stand in for it). Callers render it (rich, Prefect artifacts).
 """
 
 from __future__ import annotations
