@@ -137,8 +137,9 @@ def test_draws_avoid_prompts_known_to_give_all_equal_groups():
 
 def test_answer_balance_keeps_each_sources_weight_and_splits_it_by_answer():
     # colour: three "red" prompts the policy passes half the time (mixed groups) and one "blue" it never passes; count:
-    # two prompts half passed. G = 8, every rate known from 64 rollouts.
-    rates = [0.5, 0.5, 0.5, 0.0, 0.5, 0.5]
+    # one prompt half passed and one never, each the only prompt with its answer. G = 8, every rate known from 64
+    # rollouts.
+    rates = [0.5, 0.5, 0.5, 0.0, 0.5, 0.0]
     strata = [("colour", "red")] * 3 + [("colour", "blue"), ("count", "2"), ("count", "3")]
     cfg = dict(offline_rollouts=64)
     plain = CurriculumSampler([tier_of(p) for p in rates], 8, SamplerConfig(**cfg), pass_rates=rates, strata=strata)
@@ -146,11 +147,12 @@ def test_answer_balance_keeps_each_sources_weight_and_splits_it_by_answer():
                             strata=strata, seed=5)
     w, b = plain.prompt_weights(), bal.prompt_weights()
     live, dead = informative_chance(32.5, 32.5, 8), max(0.02, informative_chance(0.5, 64.5, 8))
-    assert w.tolist() == pytest.approx([live] * 3 + [dead] + [live] * 2)
+    assert w.tolist() == pytest.approx([live] * 3 + [dead, live, dead])
     assert b[:4].sum() == pytest.approx(w[:4].sum()) and b[4:].sum() == pytest.approx(w[4:].sum())  # sources keep theirs
     assert b[3] == pytest.approx(w[:4].sum() / 4)  # blue: one prompt of four gets a quarter of colour's weight
     assert b[:3].tolist() == pytest.approx([w[:4].sum() * 3 / 4 / 3] * 3)  # red: equal weights stay equal
-    assert b[4:].tolist() == pytest.approx(w[4:].tolist())  # one prompt per answer: nothing moves
+    # answers of one prompt each (free-form answers) are pooled: the curriculum's weights stay as they are
+    assert b[4:].tolist() == pytest.approx(w[4:].tolist()) and b[4] > 10 * b[5]
     draws = [i for _ in range(2000) for i in bal.draw(1)]
     assert sum(i == 3 for i in draws) / len(draws) == pytest.approx(b[3] / b.sum(), abs=0.02)
     assert b[3] / b.sum() > 5 * w[3] / w.sum()  # the blue prompt is drawn over five times as often as without balance

@@ -37,8 +37,10 @@ class SamplerConfig(BaseModel):
                                                "weighs prompts within an answer (the source's total weight is kept). "
                                                "Stops the curriculum from favouring the prompts whose answer is the "
                                                "policy's habit (their groups are the mixed ones) until the others "
-                                               "fail every rollout; with free-form answers it changes little. none: "
-                                               "the report's recipe.")
+                                               "fail every rollout. Answers only one prompt of the source has are "
+                                               "pooled, so free-form answers keep the curriculum's weights as they "
+                                               "are; short answer sets (colours, counts, choices) are balanced. "
+                                               "none: the report's recipe.")
 
 
 def beta_moments(a: np.ndarray, b: np.ndarray, g: int) -> np.ndarray:
@@ -86,6 +88,9 @@ class CurriculumSampler:
         self.strata = list(strata) if strata is not None else [("", str(i)) for i in range(len(self.tiers))]
         if len(self.strata) != len(self.tiers):
             raise ValueError(f"{len(self.strata)} strata for {len(self.tiers)} prompts")
+        # an answer only one prompt has cannot be a habit: those prompts share one stratum per source (None)
+        held = Counter(self.strata)
+        self._balance_keys = [key if held[key] > 1 else (key[0], None) for key in self.strata]
         unknown = set(self.tiers) - set(TIER_NAMES)
         if unknown:
             raise ValueError(f"unknown tiers {sorted(unknown)}; known: {', '.join(TIER_NAMES)}")
@@ -125,18 +130,18 @@ class CurriculumSampler:
 
     def _balanced(self, w: np.ndarray) -> np.ndarray:
         """Each source keeps its total weight, split among its reference answers by their prompt counts; within an
-        answer, prompts keep their relative weights."""
+        answer, prompts keep their relative weights (answers of one prompt each count as one answer together)."""
         source_w: dict[str, float] = defaultdict(float)
         source_n: Counter = Counter()
         answer_w: dict[tuple[str, str], float] = defaultdict(float)
         answer_n: Counter = Counter()
-        for x, (src, ans) in zip(w.tolist(), self.strata, strict=True):
+        for x, (src, ans) in zip(w.tolist(), self._balance_keys, strict=True):
             source_w[src] += x
             source_n[src] += 1
             answer_w[(src, ans)] += x
             answer_n[(src, ans)] += 1
         out = np.empty_like(w)
-        for i, (x, key) in enumerate(zip(w.tolist(), self.strata, strict=True)):
+        for i, (x, key) in enumerate(zip(w.tolist(), self._balance_keys, strict=True)):
             src = key[0]
             out[i] = source_w[src] * answer_n[key] / source_n[src] * x / answer_w[key] if answer_w[key] > 0 else 0.0
         return out
