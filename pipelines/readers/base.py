@@ -434,15 +434,23 @@ def _samples(part: Part) -> int | None:
 
 
 def _group(units: list[Part], parallelism: int) -> list[Part]:
-    """Consecutive unit parts of the same input and file merged into parts of a size that gives every worker about
-    PARTS_PER_WORKER parts (between AUTO_UNIT and AUTO_MAX samples); tars stay one part each."""
+    """Consecutive unit parts of the same input and file merged into about PARTS_PER_WORKER parts per worker, as
+    equal as the units allow (between AUTO_UNIT and AUTO_MAX samples; tars stay one part each). The count is a
+    multiple of the workers where the units allow it, and parts are cut at equal shares of the samples, so the
+    workers finish together: no trailing small part that one core runs while the others idle."""
     total = sum(_samples(p) or 0 for p in units)
-    size = min(AUTO_MAX, max(AUTO_UNIT, -(-total // max(1, parallelism * PARTS_PER_WORKER))))
+    sized = sum(1 for p in units if _samples(p))
+    workers = max(1, parallelism)
+    n = max(workers * PARTS_PER_WORKER, -(-total // AUTO_MAX))
+    n = max(1, min(-(-n // workers) * workers, sized))
     out: list[Part] = []
+    share, done = -1, 0  # the share of the samples (0..n-1) the last part was cut for; samples planned so far
     for unit in units:
-        n = _samples(unit)
+        count = _samples(unit)
         last = out[-1] if out else None
-        mergeable = (last is not None and n is not None and (_samples(last) or 0) + n <= size
+        target = done * n // total if count else -1  # the share this unit starts in
+        mergeable = (last is not None and count is not None and target == share
+                     and (_samples(last) or 0) + count <= AUTO_MAX
                      and (last.input, last.format, last.path, last.root, last.dataset)
                      == (unit.input, unit.format, unit.path, unit.root, unit.dataset)
                      and (bool(last.items) == bool(unit.items))
@@ -456,6 +464,8 @@ def _group(units: list[Part], parallelism: int) -> list[Part]:
                 out[-1] = last.model_copy(update={"row_end": unit.row_end, "size_hint": last.size_hint + unit.size_hint})
         else:
             out.append(unit.model_copy(update={"id": len(out)}))
+            share = target
+        done += count or 0
     return out
 
 

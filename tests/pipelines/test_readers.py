@@ -61,6 +61,29 @@ def _write_wds(path, samples):
             sink.write(s)
 
 
+def test_auto_parts_are_equal_shares_in_a_multiple_of_the_workers(tmp_path):
+    from pipelines.readers.base import AUTO_MAX, AUTO_UNIT, PARTS_PER_WORKER
+
+    def folder(name, n):
+        (tmp_path / name).mkdir()
+        for i in range(n):
+            (tmp_path / name / f"{i:05d}.jpg").write_bytes(b"x")  # planning reads names, not pixels
+        return tmp_path / name
+
+    config = ReaderConfig(fingerprint="stat")
+    for n, workers in [(3000, 2), (1000, 3), (40000, 2)]:
+        parts = plan_parts([str(folder(f"f{n}", n))], config, parallelism=workers)
+        sizes = [len(p.items) for p in parts]
+        assert sum(sizes) == n and [p.id for p in parts] == list(range(len(parts)))
+        assert [i for p in parts for i in p.items] == sorted(i for p in parts for i in p.items)  # in order, all of them
+        assert len(parts) % workers == 0 and len(parts) >= workers * PARTS_PER_WORKER
+        assert max(sizes) - min(sizes) < 2 * AUTO_UNIT and max(sizes) <= AUTO_MAX  # no small trailing part
+    assert [len(p.items) for p in plan_parts([str(tmp_path / "f3000")], config, parallelism=2)] == [384] * 7 + [312]
+    # a small input: one part per unit; parts never span two inputs
+    small = plan_parts([str(folder("a", 100)), str(folder("b", 30))], config, parallelism=2)
+    assert [(len(p.items), p.input.rsplit("/", 1)[-1]) for p in small] == [(64, "a"), (36, "a"), (30, "b")]
+
+
 def test_webdataset_reader_reads_img2dataset_tars_and_survives_a_truncated_one(tmp_path):
     shards = tmp_path / "shards"
     shards.mkdir()
