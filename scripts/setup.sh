@@ -31,6 +31,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   pip_quiet install -q --upgrade pip
   # torch first, exactly pinned: pip takes these wheels from local disk.
   pip_quiet install -q "torch==2.14.1" "torchvision==0.29.1"
-  pip_quiet install -q -e ".[dev]"
+  # setuptools warns at every editable install of a layout with several top-level packages ("Editable installation.
+  # ... Please be careful with folders ..."): nothing to act on, and it would fill a newcomer's first screen.
+  PYTHONWARNINGS="ignore:Editable installation" pip_quiet install -q -e ".[dev]"
   echo "$want" > "$stamp"
 fi
