@@ -84,13 +84,13 @@ class CurriculumSampler:
         self.cfg = cfg or SamplerConfig()
         self.group_size = group_size
         self.tiers = list(tiers)
-        # (source, reference answer) of every prompt: what `balance: answer` balances
-        self.strata = list(strata) if strata is not None else [("", str(i)) for i in range(len(self.tiers))]
-        if len(self.strata) != len(self.tiers):
-            raise ValueError(f"{len(self.strata)} strata for {len(self.tiers)} prompts")
-        # an answer only one prompt has cannot be a habit: those prompts share one stratum per source (None)
-        held = Counter(self.strata)
-        self._balance_keys = [key if held[key] > 1 else (key[0], None) for key in self.strata]
+        given = list(strata) if strata is not None else [("", str(i)) for i in range(len(self.tiers))]
+        if len(given) != len(self.tiers):
+            raise ValueError(f"{len(given)} strata for {len(self.tiers)} prompts")
+        # (source, reference answer) of every prompt: what `balance: answer` balances. An answer only one prompt has
+        # cannot be a habit: those prompts share one stratum per source (answer None).
+        held = Counter(given)
+        self.strata: list[tuple[str, str | None]] = [key if held[key] > 1 else (key[0], None) for key in given]
         unknown = set(self.tiers) - set(TIER_NAMES)
         if unknown:
             raise ValueError(f"unknown tiers {sorted(unknown)}; known: {', '.join(TIER_NAMES)}")
@@ -133,15 +133,15 @@ class CurriculumSampler:
         answer, prompts keep their relative weights (answers of one prompt each count as one answer together)."""
         source_w: dict[str, float] = defaultdict(float)
         source_n: Counter = Counter()
-        answer_w: dict[tuple[str, str], float] = defaultdict(float)
+        answer_w: dict[tuple[str, str | None], float] = defaultdict(float)
         answer_n: Counter = Counter()
-        for x, (src, ans) in zip(w.tolist(), self._balance_keys, strict=True):
+        for x, (src, ans) in zip(w.tolist(), self.strata, strict=True):
             source_w[src] += x
             source_n[src] += 1
             answer_w[(src, ans)] += x
             answer_n[(src, ans)] += 1
         out = np.empty_like(w)
-        for i, (x, key) in enumerate(zip(w.tolist(), self._balance_keys, strict=True)):
+        for i, (x, key) in enumerate(zip(w.tolist(), self.strata, strict=True)):
             src = key[0]
             out[i] = source_w[src] * answer_n[key] / source_n[src] * x / answer_w[key] if answer_w[key] > 0 else 0.0
         return out
