@@ -448,7 +448,7 @@ def _group(units: list[Part], parallelism: int) -> list[Part]:
     for unit in units:
         count = _samples(unit)
         last = out[-1] if out else None
-        target = done * n // total if count else -1  # the share this unit starts in
+        target = done * n // total if count is not None and total else -1  # the share this unit starts in
         mergeable = (last is not None and count is not None and target == share
                      and (_samples(last) or 0) + count <= AUTO_MAX
                      and (last.input, last.format, last.path, last.root, last.dataset)
