@@ -1,0 +1,86 @@
+"""The Spark driver's class-data archive: used when built, never placed unless a JVM opens it, and a user's own
+JVM settings win."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipelines.engines import jvm_archive
+from pipelines.engines.spark import JAVA_OPTIONS, session_conf
+from pipelines.spec import EngineConfig
+
+
+def test_java_options_map_an_archive_only_when_one_exists(tmp_path, monkeypatch):
+    archive = tmp_path / "x.jsa"
+    monkeypatch.setenv(jvm_archive.ENV, str(archive))
+    assert jvm_archive.archive_path() == archive
+    assert jvm_archive.java_options() == ""  # not built: the JVM starts as before
+    archive.write_bytes(b"recorded")
+    assert jvm_archive.java_options().startswith(f"-XX:SharedArchiveFile={archive} ")
+    monkeypatch.setenv(jvm_archive.ENV, "off")
+    assert jvm_archive.archive_path() is None and jvm_archive.java_options() == ""
+
+
+def test_default_archive_lives_in_this_environment_and_names_spark_and_java(monkeypatch):
+    import sys
+
+    import pyspark
+
+    monkeypatch.delenv(jvm_archive.ENV, raising=False)
+    path = jvm_archive.archive_path()
+    if jvm_archive.java_binary() is None:
+        assert path is None
+        return
+    assert path is not None and path.parent.is_relative_to(sys.prefix)
+    assert path.name.startswith(f"spark-{pyspark.__version__}-") and path.suffix == ".jsa"
+
+
+def test_session_conf_adds_the_archive_to_the_jvm_options_unless_the_user_chose_their_own():
+    local = session_conf(EngineConfig(master="local[2]"), java_options="-XX:SharedArchiveFile=/a.jsa")
+    assert local[JAVA_OPTIONS].startswith("-XX:TieredStopAtLevel=1")  # the embedded driver's options stay
+    assert local[JAVA_OPTIONS].endswith("-XX:SharedArchiveFile=/a.jsa")
+    mine = EngineConfig(master="local[2]", conf={JAVA_OPTIONS: "-Xmx2g"})
+    assert session_conf(mine, java_options="-XX:SharedArchiveFile=/a.jsa")[JAVA_OPTIONS] == "-Xmx2g -XX:SharedArchiveFile=/a.jsa"
+    own = EngineConfig(master="local[2]", conf={JAVA_OPTIONS: "-Xshare:off"})
+    assert session_conf(own, java_options="-XX:SharedArchiveFile=/a.jsa")[JAVA_OPTIONS] == "-Xshare:off"
+    assert session_conf(EngineConfig(master="local[2]"), java_options="")[JAVA_OPTIONS] == "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
+
+@pytest.mark.skipif(jvm_archive.java_binary() is None, reason="needs a JVM")
+def test_an_archive_the_jvm_cannot_share_is_never_placed(tmp_path):
+    target = tmp_path / "spark.jsa"
+    junk = tmp_path / "rec" / "spark.jsa"
+    junk.parent.mkdir()
+    junk.write_bytes(b"\x00not an archive" * 4096)  # the JVM ignores it, shares nothing
+    with pytest.raises(RuntimeError, match="does not open"):
+        jvm_archive.place(junk, target)
+    assert not target.exists() and junk.exists()
+    built = jvm_archive.archive_path()
+    if built is not None and built.is_file():  # a truncated real archive crashes the JVM: caught, not placed
+        junk.write_bytes(built.read_bytes()[: 1 << 20])
+        with pytest.raises(RuntimeError, match="does not open"):
+            jvm_archive.place(junk, target)
+        assert not target.exists()
+        assert not list(tmp_path.parent.glob("hs_err*")) and not list(Path.cwd().glob("hs_err*"))
+
+
+def test_the_test_sessions_jvm_maps_the_archive_when_this_environment_has_one(spark):
+    jvm = spark.sparkContext._jvm
+    args = [str(a) for a in jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()]
+    path = jvm_archive.archive_path()
+    if path is not None and path.is_file():
+        assert f"-XX:SharedArchiveFile={path}" in args
+        assert "sharing" in jvm.java.lang.System.getProperty("java.vm.info")  # the JVM opened it
+        jcmd = shutil.which("jcmd")
+        if jcmd:  # and took Spark's classes from it: the JDK's own archive alone gives about 1,200
+            pid = jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getPid()
+            counters = subprocess.run([jcmd, str(pid), "PerfCounter.print"], capture_output=True, text=True).stdout
+            shared = int(re.search(r"java\.cls\.sharedLoadedClasses=(\d+)", counters).group(1))
+            assert shared > 5000, shared
+    else:
+        assert not any("SharedArchiveFile" in a for a in args)
