@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import resource
 import sys
+import threading
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -91,12 +94,56 @@ def spark_session(config: EngineConfig, app_name: str = "vlmdata", java_options:
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     if config.master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    builder = SparkSession.builder.master(master_with_retries(config.master, config.task_retries)).appName(app_name)
-    for key, value in session_conf(config, java_options).items():
+    master = master_with_retries(config.master, config.task_retries)
+    conf = session_conf(config, java_options)
+    launch_driver(master, app_name, conf)
+    builder = SparkSession.builder.master(master).appName(app_name)
+    for key, value in conf.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+JVM_LOG = logging.getLogger("vlmdata.jvm")
+_JVM_TROUBLE = re.compile(r"\b(ERROR|FATAL|SEVERE)\b|^Error|Exception in thread|fatal error|OutOfMemoryError")
+
+
+def launch_driver(master: str, app_name: str, conf: dict[str, str]) -> None:
+    """Start the driver's JVM, unless this process has one, with its console output sent to the `vlmdata.jvm`
+    logger (a run's OUT/run.log) instead of the terminal: log4j's start-up banner, the JDK's incubator-module notice
+    and Hadoop's native-library warning are not a user's business on every run. Lines that report trouble (ERROR,
+    FATAL, an uncaught exception, a JVM crash) are logged as warnings, so a console still shows them."""
+    from pyspark import SparkConf, SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    if SparkContext._active_spark_context is not None or "PYSPARK_GATEWAY_PORT" in os.environ:
+        return
+    spark_conf = SparkConf().setMaster(master).setAppName(app_name).setAll(list(conf.items()))
+    # Our own pipe, read from before the JVM starts: a JVM that fails to start still has its reason read and logged.
+    read_end, write_end = os.pipe()
+    tail: deque[str] = deque(maxlen=20)
+    reader = threading.Thread(target=_forward_jvm_output, args=(os.fdopen(read_end, "rb"), tail),
+                              name="vlmdata-jvm-log", daemon=True)
+    reader.start()
+    try:
+        gateway = launch_gateway(spark_conf, popen_kwargs={"stdout": write_end, "stderr": write_end})
+    except Exception as exc:
+        os.close(write_end)
+        reader.join(timeout=10)  # the JVM is gone: its last words are in the pipe
+        said = " | ".join(tail) or "no output"
+        raise RuntimeError(f"the Spark driver's JVM did not start ({master}): {said}") from exc
+    os.close(write_end)
+    SparkContext(conf=spark_conf, gateway=gateway)
+
+
+def _forward_jvm_output(stream: Any, tail: deque[str]) -> None:
+    with stream:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                tail.append(line)
+                JVM_LOG.log(logging.WARNING if _JVM_TROUBLE.search(line) else logging.INFO, "%s", line)
 
 
 class SparkEngine:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,40 @@ def test_the_test_sessions_jvm_maps_the_archive_when_this_environment_has_one(sp
             assert shared > 5000, shared
     else:
         assert not any("SharedArchiveFile" in a for a in args)
+
+
+def test_the_drivers_console_output_goes_to_the_log_not_the_terminal(tmp_path):
+    """A fresh process (the test session's JVM is already up): Spark's start-up banner lands in the `vlmdata.jvm`
+    logger, the terminal (the process's stderr and stdout) gets none of it, and the session works."""
+    log = tmp_path / "run.log"
+    script = f"""
+import logging
+logging.basicConfig(filename={str(log)!r}, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+from pipelines.engines.spark import spark_session
+from pipelines.spec import EngineConfig
+session = spark_session(EngineConfig(master="local[1]"), app_name="vlmdata-jvm-log-test")
+assert session.range(5).count() == 5
+session.stop()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "log4j" not in done.stderr + done.stdout and "NativeCodeLoader" not in done.stderr + done.stdout
+    lines = log.read_text().splitlines()
+    assert any(line.startswith("INFO vlmdata.jvm: ") and "log4j" in line for line in lines), lines[:20]
+
+
+def test_a_jvm_that_cannot_start_says_why():
+    script = """
+from pipelines.engines.spark import JAVA_OPTIONS, spark_session
+from pipelines.spec import EngineConfig
+try:
+    spark_session(EngineConfig(master="local[1]", conf={JAVA_OPTIONS: "-agentlib:nosuchagentlib"}))
+except RuntimeError as exc:
+    print("RAISED", exc)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    said = done.stdout.split("RAISED", 1)[1]
+    assert "did not start" in said and "nosuchagentlib" in said  # the JVM's own reason, not only py4j's
