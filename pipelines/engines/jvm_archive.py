@@ -1,8 +1,9 @@
 """A class-data archive (AppCDS) for the Spark driver's JVM: the classes a curation run loads, already parsed and
 verified, mapped from one file at start instead of read from Spark's jars.
 
-Measured on 2 cores (docs/performance.md): a 200-image `vlmdata curate --engine spark` 23.5-26.2 s -> 13.6-17.1 s
-end to end, and about 10 s less CPU, almost all of it the JVM's start (class loading, verification, interpretation).
+Measured on 2 cores (docs/performance.md): a 200-image `vlmdata curate --engine spark` took 23.8-28.1 s end to end
+without it and 16.9-17.3 s with it, about 10 s less CPU, almost all of it the JVM's start (class loading,
+verification, interpreting at first use).
 
 - `python -m pipelines.engines.jvm_archive` (the setup script runs it) builds the archive once per environment: it
   runs a small curation on a fresh JVM that records its classes, and the JVM writes them when it exits (about a

@@ -117,8 +117,8 @@ def launch_driver(master: str, app_name: str, conf: dict[str, str]) -> None:
     from pyspark import SparkConf, SparkContext
     from pyspark.java_gateway import launch_gateway
 
-    if SparkContext._active_spark_context is not None or "PYSPARK_GATEWAY_PORT" in os.environ:
-        return
+    if SparkContext._gateway is not None or "PYSPARK_GATEWAY_PORT" in os.environ:
+        return  # this process has a JVM already (a stopped session's too): the next context reuses it
     spark_conf = SparkConf().setMaster(master).setAppName(app_name).setAll(list(conf.items()))
     # Our own pipe, read from before the JVM starts: a JVM that fails to start still has its reason read and logged.
     read_end, write_end = os.pipe()
@@ -154,12 +154,24 @@ class SparkEngine:
     def __init__(self, config: EngineConfig | None = None, session: SparkSession | None = None):
         self.config = config or EngineConfig()
         self._session = session
+        self._owned = False  # stopped by close() only when this engine started it
 
     @property
     def session(self) -> SparkSession:
         if self._session is None:
+            from pyspark import SparkContext
+
+            # getOrCreate hands back a session someone else in this process started: that one is not ours to stop
+            self._owned = SparkContext._active_spark_context is None
             self._session = spark_session(self.config)
         return self._session
+
+    def close(self) -> None:
+        """Stop the session this engine started (not one it was given): a cluster's application ends with the run,
+        not when the Python process exits. The JVM stays up for the next session in this process."""
+        if self._session is not None and self._owned:
+            self._session.stop()
+            self._session, self._owned = None, False
 
     def _descriptors(self, parts: list[Part]) -> DataFrame:
         """One row (the part's index) per part, one part per partition: the parallelism is the number of parts,

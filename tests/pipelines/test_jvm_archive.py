@@ -122,3 +122,16 @@ except RuntimeError as exc:
     assert done.returncode == 0, done.stderr[-2000:]
     said = done.stdout.split("RAISED", 1)[1]
     assert "did not start" in said and "nosuchagentlib" in said  # the JVM's own reason, not only py4j's
+
+
+def test_an_engine_stops_only_a_session_it_started(spark):
+    """`close` ends the engine's own session (a cluster's application ends with the run); a session it was given, or
+    one getOrCreate found already running in this process, stays up for its owner."""
+    from pipelines.engines.spark import SparkEngine
+
+    given = SparkEngine(EngineConfig(master="local[2]"), spark)
+    given.close()
+    found = SparkEngine(EngineConfig(master="local[2]"))
+    assert found.session.sparkContext is spark.sparkContext
+    found.close()
+    assert spark.range(3).count() == 3  # still running
