@@ -104,7 +104,7 @@ def place(recorded: Path, path: Path) -> None:
 
 def _record(target: str) -> None:
     """In a fresh process: a Spark session whose JVM records the classes it loads, a small curation on it (passes,
-    an exact and a near-duplicate reduce, a count), then the JVM's exit, which writes `target`."""
+    an exact and a near-duplicate reduce), then the JVM's exit, which writes `target`."""
     import io
 
     from PIL import Image
