@@ -15,6 +15,15 @@ from pipelines.engines import jvm_archive
 from pipelines.engines.spark import JAVA_OPTIONS, session_conf
 from pipelines.spec import EngineConfig
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _fresh_process(script: str) -> subprocess.CompletedProcess:
+    """`script` in a new interpreter: its own driver JVM (the test session's is already up in this one)."""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
 
 def test_java_options_map_an_archive_only_when_one_exists(tmp_path, monkeypatch):
     archive = tmp_path / "x.jsa"
@@ -28,8 +37,6 @@ def test_java_options_map_an_archive_only_when_one_exists(tmp_path, monkeypatch)
 
 
 def test_default_archive_lives_in_this_environment_and_names_spark_and_java(monkeypatch):
-    import sys
-
     import pyspark
 
     monkeypatch.delenv(jvm_archive.ENV, raising=False)
@@ -100,9 +107,7 @@ session = spark_session(EngineConfig(master="local[1]"), app_name="vlmdata-jvm-l
 assert session.range(5).count() == 5
 session.stop()
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                          cwd=Path(__file__).resolve().parents[2])
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = _fresh_process(script)
     assert "log4j" not in done.stderr + done.stdout and "NativeCodeLoader" not in done.stderr + done.stdout
     lines = log.read_text().splitlines()
     assert any(line.startswith("INFO vlmdata.jvm: ") and "log4j" in line for line in lines), lines[:20]
@@ -117,10 +122,7 @@ try:
 except RuntimeError as exc:
     print("RAISED", exc)
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                          cwd=Path(__file__).resolve().parents[2])
-    assert done.returncode == 0, done.stderr[-2000:]
-    said = done.stdout.split("RAISED", 1)[1]
+    said = _fresh_process(script).stdout.split("RAISED", 1)[1]
     assert "did not start" in said and "nosuchagentlib" in said  # the JVM's own reason, not only py4j's
 
 
