@@ -161,6 +161,16 @@ class PassRunner:
             return op.fit(self.fit_sample(k, parts, op.fit_sample))
         return None
 
+    def key_rows(self, k: int, parts: list[Part], stop_above: int | None = None) -> int:
+        """The key rows pass `k` left over `parts`, from the files' footers; counting stops once past `stop_above`."""
+        rows = 0
+        for p in parts:
+            with storage.open_file(self.layout.keys_path(k, p.id)) as f:
+                rows += pq.ParquetFile(f).metadata.num_rows
+            if stop_above is not None and rows > stop_above:
+                break
+        return rows
+
     def read_keys(self, k: int, part: int) -> Iterator[pa.RecordBatch]:
         """The reduce columns pass `k` left for `part`."""
         with storage.open_file(self.layout.keys_path(k, part)) as f:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pipelines.execute import PassRunner
+from pipelines.global_stage import CountOperator, DedupOperator, dedup_in_process, entries_of
 from pipelines.output import OutputLayout, finalize, write_stats
 from pipelines.readers.base import Part, plan_parts
 from pipelines.spec import PipelineSpec
@@ -44,9 +47,43 @@ def run_reduce(engine: Engine, runner: PassRunner, parts: list[Part], k: int) ->
     """The reduce after pass `k`; skipped (None) when a previous run completed it."""
     if runner.reduce_done(k):
         return None
-    losers = engine.reduce(runner, parts, k)
+    limit = runner.spec.engine.driver_reduce_rows
+    rows = runner.key_rows(k, parts, stop_above=limit) if limit else None
+    if rows is not None and rows <= limit:
+        # A distributed reduce starts jobs, shuffles and workers: seconds that a few key rows never repay (Spark's
+        # broadcast threshold, for a reduce). Every engine writes the same losers either way.
+        logging.getLogger("vlmdata").info("reduce-%d: %d key rows (engine.driver_reduce_rows: %d): reduced in the "
+                                          "driver", k, rows, limit)
+        losers = reduce_in_process(runner, parts, k)
+    else:
+        losers = engine.reduce(runner, parts, k)
     runner.mark_reduce_done(k)
     return losers
+
+
+def reduce_in_process(runner: PassRunner, parts: list[Part], k: int) -> int:
+    """The global stage's keyed reduce after pass `k`, in this process: the key rows are read here, reduced, and the
+    losers (or counts) written as every engine writes them. The local engine's reduce, and Spark's and Beam's when
+    the key rows are few (`engine.driver_reduce_rows`)."""
+    op = runner.group(k)
+    if isinstance(op, CountOperator):
+        counts: Counter[str] = Counter()
+        for p in parts:
+            for batch in runner.read_keys(k, p.id):
+                counts.update(entries_of(op, batch))
+        runner.write_counts(k, list(counts), list(counts.values()))
+        return len(counts)
+    assert isinstance(op, DedupOperator)
+    state = runner.fit_state(k, parts)
+    batches = [b for p in parts for b in runner.read_keys(k, p.id)]
+    losers = dedup_in_process(op, state, batches)
+    by_part: dict[int, list[tuple[str, str]]] = {}
+    for key, (part, survivor) in losers.items():
+        by_part.setdefault(part, []).append((key, survivor))
+    for part, pairs in by_part.items():
+        runner.write_losers(k, part, pairs)
+    return len(losers)
+
 
 
 def finish(runner: PassRunner, parts: list[Part], markers: list[dict[str, Any]], engine: str, seconds: float,

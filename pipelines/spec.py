@@ -46,6 +46,13 @@ class EngineConfig(BaseModel):
     master: str = Field("local[*]", description="Spark master: local[N], local[N,retries], spark://host:port, yarn, k8s://…")
     conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark settings (spark.* keys).")
     task_retries: int = Field(3, ge=0, description="Times a failed task (a killed worker) is retried before the stage fails.")
+    driver_reduce_rows: int = Field(
+        50_000, ge=0,
+        description="A global stage's reduce (dedup, concept counts) over at most this many key rows runs in the driver "
+        "process, as the local engine's does: on Spark or Beam a distributed reduce costs seconds of jobs and shuffles "
+        "that a small run never repays (as Spark's broadcast threshold does for a join). Same output either way; "
+        "0 = always on the engine.",
+    )
     beam_options: list[str] = Field(
         default_factory=list,
         description="Beam pipeline flags, passed through unchanged (e.g. --runner=FlinkRunner --flink_master=host:8081); "

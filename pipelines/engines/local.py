@@ -16,8 +16,8 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from pipelines.execute import PassRunner
-from pipelines.global_stage import CountOperator, DedupOperator, dedup_in_process, entries_of
 from pipelines.readers.base import Part
+from pipelines.run import reduce_in_process
 from pipelines.spec import EngineConfig, PipelineSpec
 
 
@@ -118,21 +118,5 @@ class LocalEngine:
 
     def reduce(self, runner: PassRunner, parts: list[Part], k: int) -> int:
         """The keyed reduce in this process over the key rows pass `k` left (they are small)."""
-        op = runner.group(k)
-        if isinstance(op, CountOperator):
-            counts: Counter[str] = Counter()
-            for p in parts:
-                for batch in runner.read_keys(k, p.id):
-                    counts.update(entries_of(op, batch))
-            runner.write_counts(k, list(counts), list(counts.values()))
-            return len(counts)
-        assert isinstance(op, DedupOperator)
-        state = runner.fit_state(k, parts)
-        batches = [b for p in parts for b in runner.read_keys(k, p.id)]
-        losers = dedup_in_process(op, state, batches)
-        by_part: dict[int, list[tuple[str, str]]] = {}
-        for key, (part, survivor) in losers.items():
-            by_part.setdefault(part, []).append((key, survivor))
-        for part, pairs in by_part.items():
-            runner.write_losers(k, part, pairs)
-        return len(losers)
+        return reduce_in_process(runner, parts, k)
+

@@ -1,5 +1,6 @@
 """Local, Beam (its embedded worker pool) and Spark run the same operators to the same bytes."""
 
+import logging
 import os
 
 import pyarrow.parquet as pq
@@ -24,8 +25,9 @@ def _tree(root):
 def test_local_spark_and_beam_give_the_same_ledger_and_byte_identical_shards(spark, demo_corpus, tmp_path):
     root, manifest = demo_corpus
     inputs = [str(root / "corpus")]
-    spark_spec = load_spec("configs/curate/base.yaml")
-    beam_spec = load_spec("configs/curate/base.yaml", {"engine.name": "beam"})
+    native = {"engine.driver_reduce_rows": 0}  # Spark's and Beam's own reduces, not the driver's
+    spark_spec = load_spec("configs/curate/base.yaml", native)
+    beam_spec = load_spec("configs/curate/base.yaml", {"engine.name": "beam", **native})
     local_spec = load_spec("configs/curate/base.yaml", {"engine.name": "local"})
     run_pipeline(spark_spec, inputs, str(tmp_path / "spark"), SparkEngine(spark_spec.engine, spark))
     run_pipeline(local_spec, inputs, str(tmp_path / "local"), LocalEngine(local_spec.engine))
@@ -44,24 +46,38 @@ def test_local_spark_and_beam_give_the_same_ledger_and_byte_identical_shards(spa
     assert _tree(tmp_path / "local") == spark_files
 
 
-def test_the_three_engines_agree_on_a_randomised_input_with_a_plugin_generator(spark, tmp_path):
-    """0, 1 and 3 children per input, one input that raises, a dedup after the generator: same ledger, same bytes."""
+def test_the_three_engines_agree_on_a_randomised_input_with_a_plugin_generator(spark, tmp_path, caplog):
+    """0, 1 and 3 children per input, one input that raises, a dedup after the generator: same ledger, same bytes,
+    whether Spark and Beam reduce on the engine or (few key rows) in the driver."""
     _images(tmp_path / "in", 30, seed=11)
     recipe = {**GEN_RECIPE, "stages": [*GEN_RECIPE["stages"], {"op": "near_dedup"}]}
-    outs = {}
-    for name in ("local", "spark", "beam"):
-        spec = PipelineSpec.model_validate({**recipe, "engine": {"name": name}})
+    outs, said = {}, {}
+    for name, limit in (("local", 0), ("spark", 0), ("beam", 0), ("spark", 50_000), ("beam", 50_000)):
+        spec = PipelineSpec.model_validate({**recipe, "engine": {"name": name, "driver_reduce_rows": limit}})
         engine = {"local": lambda s: LocalEngine(s.engine), "spark": lambda s: SparkEngine(s.engine, spark),
                   "beam": lambda s: BeamEngine(s.engine)}[name](spec)
-        run_pipeline(spec, [str(tmp_path / "in")], str(tmp_path / name), engine)
-        outs[name] = (pq.read_table(tmp_path / name / "ledger.parquet"), _tree(tmp_path / name))
-    ledger, files = outs["local"]
+        run = f"{name}-{limit}"
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="vlmdata"):
+            run_pipeline(spec, [str(tmp_path / "in")], str(tmp_path / run), engine)
+        outs[run] = (pq.read_table(tmp_path / run / "ledger.parquet"), _tree(tmp_path / run))
+        said[run] = [r.getMessage() for r in caplog.records if "reduced in the driver" in r.getMessage()]
+    ledger, files = outs["local-0"]
     rows = ledger.to_pylist()
     assert any(r["origin"] == "fan_out" and r["status"] == "kept" for r in rows)
     assert sum(1 for r in rows if r["status"] == "error") == 1
-    for name in ("spark", "beam"):
-        assert outs[name][0].equals(ledger), name
-        assert outs[name][1] == files, name
+    for run in ("spark-0", "beam-0", "spark-50000", "beam-50000"):
+        assert outs[run][0].equals(ledger), run
+        assert outs[run][1] == files, run
+    assert said["spark-0"] == said["beam-0"] == []
+    # each reduce read the rows that reached its stage: those kept, and those dropped there or later
+    globals_ = ["exact_dedup", "near_dedup"]
+    reached = [sum(1 for r in rows if r["status"] == "kept" or (r["status"] == "dropped" and r["stage"] in globals_[k:]))
+               for k in range(2)]
+    assert reached[0] > reached[1] > 0
+    expected = [f"reduce-{k}: {reached[k]} key rows (engine.driver_reduce_rows: 50000): reduced in the driver"
+                for k in range(2)]
+    assert said["spark-50000"] == said["beam-50000"] == expected
 
 
 def test_beam_runner_options_pass_through_unchanged():
