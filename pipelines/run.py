@@ -47,13 +47,15 @@ def run_reduce(engine: Engine, runner: PassRunner, parts: list[Part], k: int) ->
     """The reduce after pass `k`; skipped (None) when a previous run completed it."""
     if runner.reduce_done(k):
         return None
-    limit = runner.spec.engine.driver_reduce_rows
+    op = runner.group(k)
+    setting = "driver_compare_rows" if isinstance(op, DedupOperator) and op.bucket_column is None else "driver_reduce_rows"
+    limit = getattr(runner.spec.engine, setting)
     rows = runner.key_rows(k, parts, stop_above=limit) if limit else None
     if rows is not None and rows <= limit:
         # A distributed reduce starts jobs, shuffles and workers: seconds that a few key rows never repay (Spark's
         # broadcast threshold, for a reduce). Every engine writes the same losers either way.
-        logging.getLogger("vlmdata").info("reduce-%d: %d key rows (engine.driver_reduce_rows: %d): reduced in the "
-                                          "driver", k, rows, limit)
+        logging.getLogger("vlmdata").info("reduce-%d: %d key rows (engine.%s: %d): reduced in the driver",
+                                          k, rows, setting, limit)
         losers = reduce_in_process(runner, parts, k)
     else:
         losers = engine.reduce(runner, parts, k)

@@ -48,10 +48,16 @@ class EngineConfig(BaseModel):
     task_retries: int = Field(3, ge=0, description="Times a failed task (a killed worker) is retried before the stage fails.")
     driver_reduce_rows: int = Field(
         50_000, ge=0,
-        description="A global stage's reduce (dedup, concept counts) over at most this many key rows runs in the driver "
-        "process, as the local engine's does: on Spark or Beam a distributed reduce costs seconds of jobs and shuffles "
-        "that a small run never repays (as Spark's broadcast threshold does for a join). Same output either way; "
-        "0 = always on the engine.",
+        description="A reduce that groups key rows without comparing them (exact dedup, concept counts) runs in the "
+        "driver process, as the local engine's does, when it has at most this many key rows: on Spark or Beam a "
+        "distributed reduce costs seconds of jobs, shuffles and worker starts that a small run never repays (Spark's "
+        "broadcast threshold, for a reduce). Same output either way; 0 = always on the engine.",
+    )
+    driver_compare_rows: int = Field(
+        1_000, ge=0,
+        description="The same for a reduce that compares rows within buckets (near and semantic dedup): its cost is "
+        "the comparisons, which depend on the data (600 crops of a few photos took 11k template matches) and which "
+        "the engine spreads over its cores, so only a small one runs in the driver. 0 = always on the engine.",
     )
     beam_options: list[str] = Field(
         default_factory=list,

@@ -41,7 +41,7 @@ def generated(tmp_path_factory):
 def test_one_pool_runs_every_pass_and_reduce_of_several_runs_and_gives_the_local_bytes(generated):
     root, ledger, files = generated
     # the reduce on Beam too, not in the driver (30 images are far under engine.driver_reduce_rows)
-    spec = PipelineSpec.model_validate({**GEN_RECIPE, "engine": {"name": "beam", "driver_reduce_rows": 0}})
+    spec = PipelineSpec.model_validate({**GEN_RECIPE, "engine": {"name": "beam", "driver_reduce_rows": 0, "driver_compare_rows": 0}})
     engine = BeamEngine(spec.engine)
     assert engine.pool_pids() == []
     pids = []

@@ -36,7 +36,7 @@ def _shard_bytes(out):
 @pytest.fixture(scope="module")
 def demo_run(spark, demo_corpus, tmp_path_factory):
     root, manifest = demo_corpus
-    spec = load_spec(DEMO, {"engine.driver_reduce_rows": 0})  # Spark's own reduces, not the driver's
+    spec = load_spec(DEMO, {"engine.driver_reduce_rows": 0, "engine.driver_compare_rows": 0})  # Spark's own reduces, not the driver's
     out = str(tmp_path_factory.mktemp("demo_out"))
     report = run_pipeline(spec, [str(root / "corpus")], out, SparkEngine(spec.engine, spark))
     return spec, root, manifest, out, report

@@ -25,7 +25,7 @@ def _tree(root):
 def test_local_spark_and_beam_give_the_same_ledger_and_byte_identical_shards(spark, demo_corpus, tmp_path):
     root, manifest = demo_corpus
     inputs = [str(root / "corpus")]
-    native = {"engine.driver_reduce_rows": 0}  # Spark's and Beam's own reduces, not the driver's
+    native = {"engine.driver_reduce_rows": 0, "engine.driver_compare_rows": 0}  # Spark's and Beam's own reduces, not the driver's
     spark_spec = load_spec("configs/curate/base.yaml", native)
     beam_spec = load_spec("configs/curate/base.yaml", {"engine.name": "beam", **native})
     local_spec = load_spec("configs/curate/base.yaml", {"engine.name": "local"})
@@ -53,7 +53,8 @@ def test_the_three_engines_agree_on_a_randomised_input_with_a_plugin_generator(s
     recipe = {**GEN_RECIPE, "stages": [*GEN_RECIPE["stages"], {"op": "near_dedup"}]}
     outs, said = {}, {}
     for name, limit in (("local", 0), ("spark", 0), ("beam", 0), ("spark", 50_000), ("beam", 50_000)):
-        spec = PipelineSpec.model_validate({**recipe, "engine": {"name": name, "driver_reduce_rows": limit}})
+        limits = {"driver_reduce_rows": limit, "driver_compare_rows": limit // 50}  # 50,000 and 1,000: the defaults
+        spec = PipelineSpec.model_validate({**recipe, "engine": {"name": name, **limits}})
         engine = {"local": lambda s: LocalEngine(s.engine), "spark": lambda s: SparkEngine(s.engine, spark),
                   "beam": lambda s: BeamEngine(s.engine)}[name](spec)
         run = f"{name}-{limit}"
@@ -75,8 +76,8 @@ def test_the_three_engines_agree_on_a_randomised_input_with_a_plugin_generator(s
     reached = [sum(1 for r in rows if r["status"] == "kept" or (r["status"] == "dropped" and r["stage"] in globals_[k:]))
                for k in range(2)]
     assert reached[0] > reached[1] > 0
-    expected = [f"reduce-{k}: {reached[k]} key rows (engine.driver_reduce_rows: 50000): reduced in the driver"
-                for k in range(2)]
+    expected = [f"reduce-0: {reached[0]} key rows (engine.driver_reduce_rows: 50000): reduced in the driver",
+                f"reduce-1: {reached[1]} key rows (engine.driver_compare_rows: 1000): reduced in the driver"]
     assert said["spark-50000"] == said["beam-50000"] == expected
 
 
