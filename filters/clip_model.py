@@ -87,6 +87,8 @@ def missing_weights(model: str, pretrained: str | None) -> str | None:
     a randomly initialised model). Checks without loading: a path exists; a pretrained tag or hub name is cached."""
     if not pretrained and not model.startswith("hf-hub:"):
         return None
+    if pretrained and _is_checkpoint_path(pretrained):
+        return None  # without importing open_clip (7 s of torch, torchvision and transformers here) on the driver
     if pretrained and not model.startswith("hf-hub:") and not _is_tag(model, pretrained):
         if Path(pretrained).exists():
             return None
@@ -110,6 +112,12 @@ def missing_weights(model: str, pretrained: str | None) -> str | None:
             "and nothing is downloaded at run time). Provide them: on a machine with network run "
             f"`huggingface-cli download {repo}` and copy the cache (~/.cache/huggingface) here, or set the stage's "
             "`pretrained:` to a local open_clip checkpoint file")
+
+
+def _is_checkpoint_path(pretrained: str) -> bool:
+    """An existing file named with a folder (`models/clip.pt`, `./clip.pt`): never an open_clip tag, which has no
+    path separator. A bare name (`openai`, or a file `clip.pt` in the working folder) is asked of open_clip."""
+    return os.sep in pretrained and Path(pretrained).is_file()
 
 
 def _is_tag(model: str, pretrained: str) -> bool:

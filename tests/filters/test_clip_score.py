@@ -151,3 +151,29 @@ def test_clip_score_after_decode_in_a_spark_pipeline(spark, tiny_config, tmp_pat
     assert [r["stage"] for r in by_status["error"]] == ["decode"]
     assert all(r["stage"] == "clip_score" and r["reason"].startswith("clip_score_low:") for r in by_status["dropped"])
     assert len(by_status["dropped"]) == 2
+
+
+def test_preflight_names_what_is_missing_and_checks_a_local_checkpoint_without_open_clip(tiny_config, tmp_path,
+                                                                                         monkeypatch):
+    """The driver's check before a run: a local checkpoint is checked for existence only (importing open_clip costs
+    the driver seconds of torch and transformers), a missing one or an uncached tag is named."""
+    import subprocess
+    import sys
+
+    from filters.clip_model import ModelMissing
+
+    ckpt = tmp_path / "clip.pt"
+    ckpt.write_bytes(b"weights")
+    script = ("import sys; from filters.clip_score import ClipScore; "
+              f"ClipScore({{'model': 'ViT-B-32', 'pretrained': {str(ckpt)!r}}}).preflight(); "
+              "print(sorted(m for m in ('open_clip', 'torch') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+    with pytest.raises(ModelMissing, match="missing.pt does not exist"):
+        _op(tiny_config, pretrained=str(tmp_path / "missing.pt")).preflight()
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))  # whatever this machine holds
+    with pytest.raises(ModelMissing, match="not on this machine"):
+        ClipScore({"model": "ViT-B-32", "pretrained": "openai"}).preflight()
