@@ -157,7 +157,7 @@ def _curate(spec: PipelineSpec, inputs: list[str], output: str) -> dict[str, Any
         runner = PassRunner.for_parts(spec, output, parts)
         start = time.perf_counter()
         markers: list[dict[str, Any]] = []
-        for k in range(runner.n_passes):
+        for k in range(runner.first_pass(parts), runner.n_passes):
             markers = _step("pass_step", runner.describe(k))(engine, runner, parts, k)
             if k < runner.n_passes - 1:
                 _step("reduce_step", f"reduce-{k}: {runner.group(k).name}")(engine, runner, parts, k)

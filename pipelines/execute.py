@@ -129,6 +129,13 @@ class PassRunner:
             return False
         return storage.exists(layout.spill_path(k, part)) or self.part_done(k + 1, part)
 
+    def first_pass(self, parts: list[Part]) -> int:
+        """The first pass with work left. The last one when a previous run wrote every part's shards: its end dropped
+        the spills and keys the earlier passes left, so without this a rerun would redo those passes (and reduces)
+        only to find every shard written."""
+        last = self.n_passes - 1
+        return last if all(self.part_done(last, p.id) for p in parts) else 0
+
     def _drop_input(self, k: int, part: int) -> None:
         """Pass `k` committed `part`: the spill it read is no longer needed, even by a resume (`part_done`), so it
         goes now rather than at the end of the run. The work folder then holds about one copy of the rows, not one

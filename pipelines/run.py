@@ -135,7 +135,7 @@ def process(engine: Engine, spec: PipelineSpec, parts: list[Part], output: str, 
     runner = PassRunner.for_parts(spec, output, parts)
     start = time.perf_counter()
     markers: list[dict[str, Any]] = []
-    for k in range(runner.n_passes):
+    for k in range(runner.first_pass(parts), runner.n_passes):
         markers = engine.run_pass(runner, parts, k)
         if k < runner.n_passes - 1:
             run_reduce(engine, runner, parts, k)

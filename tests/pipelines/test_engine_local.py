@@ -72,3 +72,23 @@ def test_a_part_drops_the_spill_it_consumed_and_a_resume_does_not_redo_it(tmp_pa
     run_pipeline(spec, [str(tmp_path / "in")], str(tmp_path / "whole"), LocalEngine(spec.engine))
     assert _shards(out) == _shards(tmp_path / "whole")
     assert open(os.path.join(out, "ledger.parquet"), "rb").read() == open(tmp_path / "whole" / "ledger.parquet", "rb").read()
+
+
+def test_a_rerun_of_a_finished_run_only_merges_again(tmp_path):
+    """Its end dropped the earlier passes' spills: a rerun must not redo those passes and reduces to find every
+    shard written (the write pass finds every part's marker)."""
+    _images(tmp_path / "in", 17)
+    engine_cfg = {"name": "local", "workers": 0, "driver_reduce_rows": 0}  # every reduce through engine.reduce
+    spec = PipelineSpec.model_validate({**RECIPE, "engine": engine_cfg})
+    first = run_pipeline(spec, [str(tmp_path / "in")], str(tmp_path / "out"), LocalEngine(spec.engine))
+    ledger = open(tmp_path / "out" / "ledger.parquet", "rb").read()
+    engine = LocalEngine(spec.engine)
+    ran, reduced = [], []
+    run_pass, reduce = engine.run_pass, engine.reduce
+    engine.run_pass = lambda runner, parts, k: ran.append(k) or run_pass(runner, parts, k)
+    engine.reduce = lambda runner, parts, k: reduced.append(k) or reduce(runner, parts, k)
+    again = run_pipeline(spec, [str(tmp_path / "in")], str(tmp_path / "out"), engine)
+    assert first.parts_total > 1 and ran == [1] and reduced == []
+    assert again.parts_resumed == again.parts_total == first.parts_total
+    assert open(tmp_path / "out" / "ledger.parquet", "rb").read() == ledger
+    assert again.stats["status"] == first.stats["status"]
