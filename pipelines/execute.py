@@ -134,7 +134,14 @@ class PassRunner:
         the spills and keys the earlier passes left, so without this a rerun would redo those passes (and reduces)
         only to find every shard written."""
         last = self.n_passes - 1
-        return last if all(self.part_done(last, p.id) for p in parts) else 0
+        if not all(self.part_done(last, p.id) for p in parts):
+            return 0
+        # The merge reads a count reduce's result (the concept counts before balancing), which that end dropped too:
+        # then the passes and reduces are redone to rebuild it, as before.
+        if any(self.group(k).reduce_kind == "count" and not storage.exists(self.layout.counts_path(k))
+               for k in range(last)):
+            return 0
+        return last
 
     def _drop_input(self, k: int, part: int) -> None:
         """Pass `k` committed `part`: the spill it read is no longer needed, even by a resume (`part_done`), so it

@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 from pipelines.engines.local import LocalEngine, _ready
 from pipelines.run import run_pipeline
 from pipelines.spec import PipelineSpec
@@ -74,12 +76,15 @@ def test_a_part_drops_the_spill_it_consumed_and_a_resume_does_not_redo_it(tmp_pa
     assert open(os.path.join(out, "ledger.parquet"), "rb").read() == open(tmp_path / "whole" / "ledger.parquet", "rb").read()
 
 
-def test_a_rerun_of_a_finished_run_only_merges_again(tmp_path):
+@pytest.mark.parametrize("last_stage, passes", [("exact_dedup", [1]), ("concept_balance", [0, 1])])
+def test_a_rerun_of_a_finished_run_only_merges_again(tmp_path, last_stage, passes):
     """Its end dropped the earlier passes' spills: a rerun must not redo those passes and reduces to find every
-    shard written (the write pass finds every part's marker)."""
+    shard written (the write pass finds every part's marker). A count reduce's result, which the merge reads for the
+    stats, was dropped too: that rerun redoes them, and its stats are the first run's."""
     _images(tmp_path / "in", 17)
     engine_cfg = {"name": "local", "workers": 0, "driver_reduce_rows": 0}  # every reduce through engine.reduce
-    spec = PipelineSpec.model_validate({**RECIPE, "engine": engine_cfg})
+    stages = [{"op": "decode"}, {"op": "heuristics"}, {"op": last_stage}]
+    spec = PipelineSpec.model_validate({**RECIPE, "stages": stages, "engine": engine_cfg})
     first = run_pipeline(spec, [str(tmp_path / "in")], str(tmp_path / "out"), LocalEngine(spec.engine))
     ledger = open(tmp_path / "out" / "ledger.parquet", "rb").read()
     engine = LocalEngine(spec.engine)
@@ -88,7 +93,9 @@ def test_a_rerun_of_a_finished_run_only_merges_again(tmp_path):
     engine.run_pass = lambda runner, parts, k: ran.append(k) or run_pass(runner, parts, k)
     engine.reduce = lambda runner, parts, k: reduced.append(k) or reduce(runner, parts, k)
     again = run_pipeline(spec, [str(tmp_path / "in")], str(tmp_path / "out"), engine)
-    assert first.parts_total > 1 and ran == [1] and reduced == []
+    assert first.parts_total > 1 and ran == passes and reduced == passes[:-1]
     assert again.parts_resumed == again.parts_total == first.parts_total
     assert open(tmp_path / "out" / "ledger.parquet", "rb").read() == ledger
     assert again.stats["status"] == first.stats["status"]
+    assert again.stats.get("concepts") == first.stats.get("concepts")
+    assert (last_stage == "concept_balance") == bool(first.stats.get("concepts", {}).get("before"))
