@@ -24,6 +24,7 @@ from pipelines.stats import RunStats
 
 OWNER_FILE = ".vlmdata-output"  # written when a run first claims a folder
 LOCK_FILE = ".vlmdata-lock"
+COUNTS_FILE = "counts.parquet"  # a count reduce's result, kept when a run ends
 OWNED_TOP = (OWNER_FILE, LOCK_FILE, "shards", "_work", "ledger.parquet", "stats.json", "run.log",
              "rl_prompts.parquet")  # the distill verb's RL prompt set
 # What the shard writer names: PART-NNNN.tar and its sidecars, and the index.
@@ -161,15 +162,26 @@ class OutputLayout:
 
     def counts_path(self, k: int) -> str:
         """Global entry counts of the count reduce after pass `k`."""
-        return storage.join(self.work_dir, f"reduce-{k}", "counts.parquet")
+        return storage.join(self.work_dir, f"reduce-{k}", COUNTS_FILE)
 
     def reduce_marker(self, k: int) -> str:
         return storage.join(self.work_dir, f"reduce-{k}", "_SUCCESS")
 
     def drop_spills(self) -> None:
+        """The end of a run: drop what the passes and reduces handed on, but keep a count reduce's result (one small
+        row per entry), which the merge reads for the stats: a rerun of the finished run then only merges again."""
         for name in storage.listdir(self.work_dir):
-            if name.startswith(("pass-", "reduce-")):
+            if name.startswith("pass-"):
                 storage.rmtree(storage.join(self.work_dir, name))
+            elif name.startswith("reduce-"):
+                folder = storage.join(self.work_dir, name)
+                items = storage.listdir(folder)
+                if COUNTS_FILE not in items:
+                    storage.rmtree(folder)
+                    continue
+                for item in items:
+                    if item != COUNTS_FILE:
+                        storage.rmtree(storage.join(folder, item))
 
     def marker_path(self, part: int) -> str:
         return storage.join(self.parts_dir, f"{part:05d}.json")

@@ -76,17 +76,23 @@ def test_a_part_drops_the_spill_it_consumed_and_a_resume_does_not_redo_it(tmp_pa
     assert open(os.path.join(out, "ledger.parquet"), "rb").read() == open(tmp_path / "whole" / "ledger.parquet", "rb").read()
 
 
-@pytest.mark.parametrize("last_stage, passes", [("exact_dedup", [1]), ("concept_balance", [0, 1])])
-def test_a_rerun_of_a_finished_run_only_merges_again(tmp_path, last_stage, passes):
+@pytest.mark.parametrize("last_stage, lose_counts, passes", [
+    ("exact_dedup", False, [1]), ("concept_balance", False, [1]), ("concept_balance", True, [0, 1])])
+def test_a_rerun_of_a_finished_run_only_merges_again(tmp_path, last_stage, lose_counts, passes):
     """Its end dropped the earlier passes' spills: a rerun must not redo those passes and reduces to find every
     shard written (the write pass finds every part's marker). A count reduce's result, which the merge reads for the
-    stats, was dropped too: that rerun redoes them, and its stats are the first run's."""
+    stats, is kept; without it (removed by hand) the rerun redoes the passes. The stats are the first run's."""
     _images(tmp_path / "in", 17)
     engine_cfg = {"name": "local", "workers": 0, "driver_reduce_rows": 0}  # every reduce through engine.reduce
     stages = [{"op": "decode"}, {"op": "heuristics"}, {"op": last_stage}]
     spec = PipelineSpec.model_validate({**RECIPE, "stages": stages, "engine": engine_cfg})
     first = run_pipeline(spec, [str(tmp_path / "in")], str(tmp_path / "out"), LocalEngine(spec.engine))
     ledger = open(tmp_path / "out" / "ledger.parquet", "rb").read()
+    kept = sorted(p.relative_to(tmp_path / "out" / "_work").as_posix() for p in (tmp_path / "out" / "_work").rglob("*")
+                  if p.is_file() and not p.parent.name == "parts" and p.name != "run.json")
+    assert kept == (["reduce-0/counts.parquet"] if last_stage == "concept_balance" else [])
+    if lose_counts:
+        os.remove(tmp_path / "out" / "_work" / kept[0])
     engine = LocalEngine(spec.engine)
     ran, reduced = [], []
     run_pass, reduce = engine.run_pass, engine.reduce
