@@ -199,20 +199,18 @@ def dedup_in_process(op: DedupOperator, state: Any, keys: list[pa.RecordBatch]) 
     if not keys:
         return {}
     schema = bucket_schema(keys[0].schema)
-    rows = pa.Table.from_batches([explode(op, state, b) for b in keys], schema=schema)
+    exploded = pa.Table.from_batches([explode(op, state, b) for b in keys], schema=schema)
     # `comparable`, columnar (as Spark's reduce does on the JVM side): most LSH buckets hold one row or probes only,
     # and only the rest become Python rows (the demo's crop search: 3k of 48k buckets)
-    entry = pc.invert(pc.fill_null(rows[PROBE], False)).cast(pa.int64())
-    sizes = pa.table({BUCKET: rows[BUCKET], "entry": entry}).group_by(BUCKET).aggregate(
+    entry = pc.invert(pc.fill_null(exploded[PROBE], False)).cast(pa.int64())
+    sizes = pa.table({BUCKET: exploded[BUCKET], "entry": entry}).group_by(BUCKET).aggregate(
         [("entry", "count"), ("entry", "sum")])
     live = sizes.filter(pc.and_(pc.greater(sizes["entry_count"], 1), pc.greater(sizes["entry_sum"], 0)))[BUCKET]
     by_bucket: dict[str, list[dict[str, Any]]] = {}
-    for row in rows.filter(pc.is_in(rows[BUCKET], value_set=live)).to_pylist():
+    for row in exploded.filter(pc.is_in(exploded[BUCKET], value_set=live)).to_pylist():
         by_bucket.setdefault(row[BUCKET], []).append(row)
     candidates: dict[str, list[dict[str, Any]]] = {}
-    for members in by_bucket.values():
-        if not comparable(members):
-            continue
+    for members in by_bucket.values():  # every one `comparable`
         for c in bucket_candidates(op, state, pa.Table.from_pylist(members, schema=schema)).to_pylist():
             candidates.setdefault(c["key"], []).append(c)
     out = {}

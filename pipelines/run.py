@@ -66,7 +66,7 @@ def run_reduce(engine: Engine, runner: PassRunner, parts: list[Part], k: int) ->
 def reduce_in_process(runner: PassRunner, parts: list[Part], k: int) -> int:
     """The global stage's keyed reduce after pass `k`, in this process: the key rows are read here, reduced, and the
     losers (or counts) written as every engine writes them. The local engine's reduce, and Spark's and Beam's when
-    the key rows are few (`engine.driver_reduce_rows`)."""
+    the key rows are few (`engine.driver_reduce_rows`, `engine.driver_compare_rows`)."""
     op = runner.group(k)
     if isinstance(op, CountOperator):
         counts: Counter[str] = Counter()
@@ -85,7 +85,6 @@ def reduce_in_process(runner: PassRunner, parts: list[Part], k: int) -> int:
     for part, pairs in by_part.items():
         runner.write_losers(k, part, pairs)
     return len(losers)
-
 
 
 def finish(runner: PassRunner, parts: list[Part], markers: list[dict[str, Any]], engine: str, seconds: float,

@@ -119,4 +119,3 @@ class LocalEngine:
     def reduce(self, runner: PassRunner, parts: list[Part], k: int) -> int:
         """The keyed reduce in this process over the key rows pass `k` left (they are small)."""
         return reduce_in_process(runner, parts, k)
-
