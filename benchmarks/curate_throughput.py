@@ -1,5 +1,6 @@
 """Curate throughput, end to end: `vlmdata curate` as a user runs it (a subprocess: every start-up included) on a
-small and a large run per engine, against a plain one-process Pillow decode loop over the same files in the same run.
+small and a large run per engine, against a plain one-process Pillow decode loop over the same files, timed in the
+same run next to each engine's runs.
 
 Prints, per engine, the marginal rate (extra images / extra seconds) as a ratio to the loop (target >= 1.0; the
 limit on 2 cores is 2.0) and the fixed cost of a run in seconds (target <= 20 s on Spark, <= 10 s with local).
@@ -131,28 +132,29 @@ def main() -> None:
             os.link(p, small / p.name)
         recipe = work / "recipe.yaml"
         recipe.write_text(json.dumps(RECIPE))  # JSON is YAML
-        # the loop is timed as often as each engine size, fastest counts (the engines' rule: other work on a shared
-        # machine only ever adds time; one timing of the loop moved the ratios by 0.1-0.2 between runs)
-        loops = [plain_decode_loop(large) for _ in range(max(1, args.repeat))]
-        n_loop, t_loop = loops[0][0], min(t for _, t, _ in loops)
-        loop = n_loop / t_loop
-        loop_cpu_ms = min(c for _, _, c in loops) / n_loop * 1e3
-        kb = sum(p.stat().st_size for p in large.glob("*.jpg")) / n_loop / 1e3
+        kb = sum(p.stat().st_size for p in large.glob("*.jpg")) / args.large / 1e3
         print(f"images: {args.small} and {args.large} JPEGs, {args.side} px long side, {kb:.0f} kB mean; "
               f"load before: {os.getloadavg()[0]:.1f}")
-        print(f"one-process Pillow decode loop: {loop:.1f} images/s (fastest of {len(loops)}: "
-              + ", ".join(f"{n / t:.1f}" for n, t, _ in loops) + f"); CPU {loop_cpu_ms:.2f} ms per image")
         for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
             t_small = t_large = float("inf")
             cpu_small: list[float] = []
             cpu_large: list[float] = []
+            # The loop is timed next to each engine's runs, before each small/large pair, and the fastest of each
+            # counts (other work on a shared machine only ever adds time). A loop timed minutes before an engine's
+            # runs moved that engine's ratio by 0.2 here: this machine's speed drifts between minutes.
+            loops = []
             for i in range(max(1, args.repeat)):
+                loops.append(plain_decode_loop(large))
                 t, c, s_small = curate_seconds(small, work / f"out-{engine}-small-{i}", recipe, engine)
                 t_small = min(t_small, t)
                 cpu_small += [c] if c is not None else []
                 t, c, s_large = curate_seconds(large, work / f"out-{engine}-large-{i}", recipe, engine)
                 t_large = min(t_large, t)
                 cpu_large += [c] if c is not None else []
+            loop = max(n / t for n, t, _ in loops)
+            loop_cpu_ms = min(c / n for n, _, c in loops) * 1e3
+            print(f"  {engine:6s} one-process Pillow decode loop: {loop:.1f} images/s (fastest of {len(loops)}: "
+                  + ", ".join(f"{n / t:.1f}" for n, t, _ in loops) + f"); CPU {loop_cpu_ms:.2f} ms per image")
             # CPU per extra image, all processes on the machine (an idle machine: nothing else runs): what the
             # marginal rate is made of, steadier than wall time where first touches of memory vary from run to run
             cpu_note = ""

@@ -485,13 +485,23 @@ def _first(parts: list[Part], limit: int) -> list[Part]:
     return out
 
 
-HASH_THREADS = 8  # hashing releases the GIL; threads also overlap the reads of remote files
+HASH_THREADS = 8  # threads for remote files: they overlap the reads' latency
+
+
+def _hash_threads(files: list[str]) -> int:
+    """Threads to hash `files` on. Local files: one per core. Hashing releases the GIL, but every file also takes it
+    for a stat, an open and a read; more threads than cores then queue on the GIL and starve the thread that starts
+    the engine meanwhile (8 threads over 6,000 small local files: 1.5 s of CPU against 0.6 s on one, and runs 1-1.5 s
+    slower on 2 cores)."""
+    if all(storage.local_path(f) is not None for f in files):
+        return max(1, min(os.cpu_count() or 1, len(files)))
+    return max(1, min(HASH_THREADS, len(files)))
 
 
 def _hash_files(files: list[str]) -> dict[str, str]:
     """`_file_sha1` of every file, on threads that each take a contiguous slice (one task per thread, not one
     per file: per-file futures cost more than hashing a 100-kB image)."""
-    n = max(1, min(HASH_THREADS, len(files)))
+    n = _hash_threads(files)
     slices = [files[i * len(files) // n:(i + 1) * len(files) // n] for i in range(n)]
     with ThreadPoolExecutor(max_workers=n) as pool:
         hashed = [h for chunk in pool.map(lambda chunk: [_file_sha1(f) for f in chunk], slices) for h in chunk]

@@ -195,3 +195,14 @@ def test_detection_stops_at_an_image_and_hashing_matches_hashlib(tmp_path):
     digests = _hash_files(files)
     assert digests[files[1]] == "not-a-regular-file"
     assert all(digests[f] == hashlib.sha1(open(f, "rb").read()).hexdigest() for f in files if f != files[1])
+
+
+def test_local_files_are_hashed_on_one_thread_per_core_remote_ones_on_more(monkeypatch):
+    from pipelines.readers import base
+
+    monkeypatch.setattr(base.os, "cpu_count", lambda: 2)
+    local = [f"/data/{i}.jpg" for i in range(100)] + [f"file:///data/{i}.txt" for i in range(10)]
+    assert base._hash_threads(local) == 2  # more would queue on the GIL
+    assert base._hash_threads(local[:1]) == 1
+    assert base._hash_threads([*local, "s3://bucket/x.jpg"]) == base.HASH_THREADS == 8  # latency-bound
+    assert base._hash_threads(["https://host/a.tar"]) == 1
