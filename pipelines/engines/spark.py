@@ -42,6 +42,8 @@ DEFAULT_CONF = {
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
     "spark.python.worker.reuse": "true",
+    # PySpark's daemon, importing the installed (compiled) pyspark rather than Spark's zips of sources
+    "spark.python.daemon.module": "pipelines.engines.spark_daemon",
     "spark.sql.adaptive.enabled": "true",
     "spark.sql.shuffle.partitions": "8",
     "spark.driver.memory": "4g",
