@@ -74,6 +74,12 @@ class DedupOperator(GlobalOperator):
         """Rows compared per bucket at most (the best-ranked ones); bounds a degenerate bucket's cost."""
         return 100_000
 
+    @property
+    def compares_rows(self) -> bool:
+        """Whether the reduce compares rows within buckets (near, semantic dedup: its cost is in the comparisons),
+        rather than grouping equal values of `bucket_column` (exact dedup: native on an engine)."""
+        return self.bucket_column is None
+
     @abstractmethod
     def drop_reason(self, survivor_key: str) -> str:
         """The ledger reason of a row that lost to `survivor_key`."""

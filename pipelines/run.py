@@ -48,7 +48,7 @@ def run_reduce(engine: Engine, runner: PassRunner, parts: list[Part], k: int) ->
     if runner.reduce_done(k):
         return None
     op = runner.group(k)
-    setting = "driver_compare_rows" if isinstance(op, DedupOperator) and op.bucket_column is None else "driver_reduce_rows"
+    setting = "driver_compare_rows" if isinstance(op, DedupOperator) and op.compares_rows else "driver_reduce_rows"
     limit = getattr(runner.spec.engine, setting)
     rows = runner.key_rows(k, parts, stop_above=limit) if limit else None
     if rows is not None and rows <= limit:

@@ -221,7 +221,7 @@ class SparkEngine:
             runner.write_counts(k, [r["entry"] for r in counts], [r["count"] for r in counts])
             return len(counts)
         assert isinstance(op, DedupOperator)
-        if op.bucket_column is not None:
+        if not op.compares_rows:
             return self._write_losers(runner, k, self._exact_losers(keys, op))
         state = runner.fit_state(k, parts)
         schema = runner.keys_schema(k)
