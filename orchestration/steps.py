@@ -22,7 +22,7 @@ from orchestration.report import markdown_summary
 from pipelines.execute import PassRunner
 from pipelines.output import OutputLayout
 from pipelines.readers.base import Part
-from pipelines.run import Engine, RunReport, finish, plan, run_reduce
+from pipelines.run import Engine, RunReport, finish, plan, run_passes, run_reduce
 from pipelines.spec import PipelineSpec
 
 
@@ -156,11 +156,11 @@ def _curate(spec: PipelineSpec, inputs: list[str], output: str) -> dict[str, Any
     try:
         runner = PassRunner.for_parts(spec, output, parts)
         start = time.perf_counter()
-        markers: list[dict[str, Any]] = []
-        for k in range(runner.first_pass(parts), runner.n_passes):
-            markers = _step("pass_step", runner.describe(k))(engine, runner, parts, k)
-            if k < runner.n_passes - 1:
-                _step("reduce_step", f"reduce-{k}: {runner.group(k).name}")(engine, runner, parts, k)
+        markers = run_passes(
+            engine, runner, parts,
+            run_pass=lambda e, r, p, k: _step("pass_step", r.describe(k))(e, r, p, k),
+            reduce=lambda e, r, p, k: _step("reduce_step", f"reduce-{k}: {r.group(k).name}")(e, r, p, k),
+        )
         seconds = time.perf_counter() - start
         stats = _step("merge_step")(runner, parts, markers, engine.name, seconds, fingerprint)
     finally:

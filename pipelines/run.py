@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -127,17 +128,27 @@ def _sources_used(parts: list[Part]) -> dict[str, str]:
     return {p.input or p.root: p.format for p in parts}
 
 
+def run_passes(engine: Engine, runner: PassRunner, parts: list[Part],
+               run_pass: Callable[[Engine, PassRunner, list[Part], int], list[dict[str, Any]]] | None = None,
+               reduce: Callable[[Engine, PassRunner, list[Part], int], Any] = run_reduce) -> list[dict[str, Any]]:
+    """Every pass with the reduce after it, in order, from the first pass with work left (`PassRunner.first_pass`);
+    the last pass's markers. `run_pass` and `reduce` default to the engine's pass and `run_reduce` (a flow run wraps
+    them as Prefect tasks)."""
+    markers: list[dict[str, Any]] = []
+    for k in range(runner.first_pass(parts), runner.n_passes):
+        markers = run_pass(engine, runner, parts, k) if run_pass else engine.run_pass(runner, parts, k)
+        if k < runner.n_passes - 1:
+            reduce(engine, runner, parts, k)
+    return markers
+
+
 def process(engine: Engine, spec: PipelineSpec, parts: list[Part], output: str, fingerprint: str) -> RunReport:
     """Every pass and reduce in order (each skips what a previous run finished), then the merge."""
     layout = OutputLayout(output)
     resumed = layout.prepare(fingerprint)  # the caller holds layout.lock() and has run layout.check_safe(inputs)
     runner = PassRunner.for_parts(spec, output, parts)
     start = time.perf_counter()
-    markers: list[dict[str, Any]] = []
-    for k in range(runner.first_pass(parts), runner.n_passes):
-        markers = engine.run_pass(runner, parts, k)
-        if k < runner.n_passes - 1:
-            run_reduce(engine, runner, parts, k)
+    markers = run_passes(engine, runner, parts)
     seconds = time.perf_counter() - start
     stats = finish(runner, parts, markers, engine.name, seconds, fingerprint)
     return RunReport(output, stats, len(parts), resumed, seconds, stats["worker_maxrss_kb"])
