@@ -42,8 +42,6 @@ DEFAULT_CONF = {
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
     "spark.python.worker.reuse": "true",
-    # PySpark's daemon, importing the installed (compiled) pyspark rather than Spark's zips of sources
-    "spark.python.daemon.module": "pipelines.engines.spark_daemon",
     "spark.sql.adaptive.enabled": "true",
     "spark.sql.shuffle.partitions": "8",
     "spark.driver.memory": "4g",
@@ -77,8 +75,11 @@ def session_conf(config: EngineConfig, java_options: str | None = None) -> dict[
         conf.update(LOCAL_CONF)
         conf["spark.sql.shuffle.partitions"] = str(config.parallelism())  # key rows are small: one task per core
     if config.master.startswith(("local", "spark://127.", "spark://localhost")):
-        # Everything on this host: bind to loopback so no network interface is needed.
-        conf.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
+        # Everything on this host: bind to loopback so no network interface is needed. The workers run this
+        # interpreter, where this project is importable: PySpark's daemon from it imports the installed pyspark, not
+        # Spark's zips of sources (`spark_daemon`). A remote cluster's workers keep PySpark's own daemon.
+        conf.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
+                     "spark.python.daemon.module": "pipelines.engines.spark_daemon"})
     conf.update(config.conf)
     extra = jvm_archive.java_options() if java_options is None else java_options
     current = conf.get(JAVA_OPTIONS, "")

@@ -10,7 +10,7 @@ Python at all.
 When this interpreter has pyspark installed at the version the zip holds (the usual case: `pip install pyspark`, whose
 `SPARK_HOME` is that very package), the zips are taken off `sys.path` before pyspark is imported; otherwise nothing
 changes. Everything else is PySpark's own daemon: it still imports the worker module after each fork.
-Set as `spark.python.daemon.module` (pipelines.engines.spark.DEFAULT_CONF).
+Set as `spark.python.daemon.module` for a master on this host (pipelines.engines.spark.session_conf).
 """
 
 from __future__ import annotations

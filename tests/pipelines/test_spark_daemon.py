@@ -55,3 +55,15 @@ def test_spark_tasks_run_the_installed_pyspark_with_no_archive_on_their_path(spa
 
     results = spark.sparkContext.parallelize(range(2), 2).mapPartitions(probe).collect()
     assert results == [(pyspark.__file__, [], [])] * 2
+
+
+def test_the_daemon_is_set_for_masters_on_this_host_only_and_a_users_choice_wins():
+    from pipelines.engines.spark import session_conf
+    from pipelines.spec import EngineConfig
+
+    key = "spark.python.daemon.module"
+    for master in ("local[2]", "spark://127.0.0.1:7077", "spark://localhost:7077"):
+        assert session_conf(EngineConfig(master=master), java_options="")[key] == "pipelines.engines.spark_daemon"
+    assert key not in session_conf(EngineConfig(master="spark://cluster.example:7077"), java_options="")
+    mine = EngineConfig(master="local[2]", conf={key: "pyspark.daemon"})
+    assert session_conf(mine, java_options="")[key] == "pyspark.daemon"
