@@ -1,6 +1,6 @@
 """PySpark's Python worker daemon (`pyspark.daemon`), importing the installed pyspark instead of Spark's zips.
 
-Spark starts its Python workers with `SPARK_HOME/python/lib/pyspark.zip` and py4j's source zip first on PYTHONPATH.
+Spark starts its Python workers with `SPARK_HOME/python/lib/pyspark.zip` and py4j's source zip first on PYTHONPATH
 (and the spark-core jar after them). Python compiles modules imported from a zip of sources on every import (a zip has no
 `__pycache__`): here 1.9 s of CPU to start the daemon and its first worker, against 0.46 s from the installed, compiled
 modules, on the critical path of a run's first task. And every task re-reads the archives' directories (the worker
@@ -8,8 +8,8 @@ invalidates the import caches when it sets up the task's files): 55 ms each time
 Python at all.
 
 When this interpreter has pyspark installed at the version the zip holds (the usual case: `pip install pyspark`, whose
-`SPARK_HOME` is that very package), the zips are taken off `sys.path` before pyspark is imported; otherwise nothing
-changes. Everything else is PySpark's own daemon: it still imports the worker module after each fork.
+`SPARK_HOME` is that very package), the zips and the jar are taken off `sys.path` before pyspark is imported;
+otherwise nothing changes. Everything else is PySpark's own daemon: it still imports the worker module after each fork.
 Set as `spark.python.daemon.module` for a master on this host (pipelines.engines.spark.session_conf).
 """
 
