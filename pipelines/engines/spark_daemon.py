@@ -25,13 +25,18 @@ import zipfile
 _VERSION = re.compile(r"""__version__\s*(?::\s*str\s*)?=\s*["']([^"']+)["']""")
 
 
+def _version(text: str) -> str | None:
+    """The `__version__` a pyspark `version.py` sets."""
+    m = _VERSION.search(text)
+    return m.group(1) if m else None
+
+
 def _zip_version(path: str) -> str | None:
     try:
         with zipfile.ZipFile(path) as z:
-            m = _VERSION.search(z.read("pyspark/version.py").decode())
+            return _version(z.read("pyspark/version.py").decode())
     except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError):
         return None
-    return m.group(1) if m else None
 
 
 def _installed_version(path_without_zips: list[str]) -> str | None:
@@ -42,10 +47,9 @@ def _installed_version(path_without_zips: list[str]) -> str | None:
         return None  # pyspark imports py4j: without the zip it must be installed too
     try:
         with open(os.path.join(next(iter(spec.submodule_search_locations)), "version.py"), encoding="utf-8") as f:
-            m = _VERSION.search(f.read())
+            return _version(f.read())
     except OSError:
         return None
-    return m.group(1) if m else None
 
 
 _SPARK_ENTRY = re.compile(r"pyspark\.zip|py4j-.*-src\.zip|spark-core_.*\.jar")
@@ -56,9 +60,9 @@ def prefer_installed(path: list[str]) -> list[str]:
     adds in case pyspark was packed into an assembly jar) when the pyspark installed outside them has the zip's
     version (the zips' code is then the installed code); else `path` unchanged."""
     zips = [p for p in path if os.path.basename(p) == "pyspark.zip"]
-    others = [p for p in path if not _SPARK_ENTRY.fullmatch(os.path.basename(p))]
     if not zips:
         return path
+    others = [p for p in path if not _SPARK_ENTRY.fullmatch(os.path.basename(p))]
     version = _zip_version(zips[0])
     if version is None or _installed_version(others) != version:
         return path
@@ -68,7 +72,7 @@ def prefer_installed(path: list[str]) -> list[str]:
 def main() -> None:
     kept = prefer_installed(sys.path)
     dropped = tuple(set(sys.path) - set(kept))
-    for entry in [e for e in sys.path_importer_cache if dropped and e.startswith(dropped)]:
+    for entry in [e for e in sys.path_importer_cache if e.startswith(dropped)]:  # none when nothing was dropped
         # a finder cached for a zip or jar (and its subfolders) re-reads the archive's directory at every task's
         # invalidate_caches(): 55 ms for spark-core's 6,000 entries
         del sys.path_importer_cache[entry]
