@@ -48,15 +48,27 @@ WORKER_START_TIMEOUT_S = 120  # a worker process imports Beam, pyarrow and the p
 _WORKER_MAIN = "from pipelines.engines.beam import serve_worker; serve_worker()"
 
 
+LOOPBACK = "127.0.0.1"
+
+
+def loopback_server(*args: Any, options: Any = None, **kwargs: Any) -> grpc.Server:
+    """`grpc.server` without SO_REUSEPORT. gRPC sets it on every listening socket by default, so a second server can
+    bind a port another one already holds (a bind on `localhost:0` takes a port free on ::1, then takes that port on
+    127.0.0.1 beside whoever listens there), and the kernel then hands each new connection to either: a StartWorker
+    meant for the pool could land on a pipeline's control server ("Method not found!"). Without it, a held port is
+    refused and a port picked for `:0` is one nobody listens on."""
+    return grpc.server(*args, options=[*(options or ()), ("grpc.so_reuseport", 0)], **kwargs)
+
+
 class _LoopbackServer:
-    """A gRPC server whose wildcard ports (`[::]:N`) are bound on loopback only; everything else is the server's."""
+    """A gRPC server whose wildcard ports (`[::]:N`) are bound on 127.0.0.1 only; everything else is the server's."""
 
     def __init__(self, inner: grpc.Server) -> None:
         self._inner = inner
 
     def add_insecure_port(self, address: str) -> int:
         if address.startswith("[::]:"):
-            address = "localhost:" + address.removeprefix("[::]:")
+            address = f"{LOOPBACK}:" + address.removeprefix("[::]:")
         return self._inner.add_insecure_port(address)
 
     def __getattr__(self, name: str) -> Any:
@@ -65,9 +77,9 @@ class _LoopbackServer:
 
 class _LoopbackGrpc(types.ModuleType):
     """`grpc` as Beam's runner-side worker handlers see it: the same module, except that the control, data, state
-    and logging servers it starts for each pipeline listen on loopback, not on every interface (Beam binds `[::]:0`:
-    unauthenticated endpoints that hand out bundles and take data, reachable from the network). The workers are local
-    (the pool, or the DirectRunner's subprocesses) and connect to `localhost:PORT` already."""
+    and logging servers it starts for each pipeline listen on 127.0.0.1 without SO_REUSEPORT, not on every interface
+    (Beam binds `[::]:0`: unauthenticated endpoints that hand out bundles and take data, reachable from the network).
+    The workers are local (the pool, or the DirectRunner's subprocesses) and are handed `127.0.0.1:PORT` (below)."""
 
     def __init__(self) -> None:
         super().__init__("grpc")
@@ -77,10 +89,19 @@ class _LoopbackGrpc(types.ModuleType):
 
     @staticmethod
     def server(*args: Any, **kwargs: Any) -> _LoopbackServer:
-        return _LoopbackServer(grpc.server(*args, **kwargs))
+        return _LoopbackServer(loopback_server(*args, **kwargs))
+
+
+def _host_from_worker(handler: worker_handlers.GrpcWorkerHandler) -> str:
+    """The host a local worker dials to reach the runner's servers: the address they listen on. Beam hands out
+    `localhost` (which may resolve to ::1 first) or, for the EXTERNAL environment, this machine's FQDN (on Debian,
+    127.0.1.1 from /etc/hosts, where nothing listens)."""
+    return LOOPBACK
 
 
 worker_handlers.grpc = _LoopbackGrpc()  # type: ignore[assignment]
+worker_handlers.GrpcWorkerHandler.host_from_worker = _host_from_worker  # type: ignore[method-assign]
+worker_handlers.ExternalWorkerHandler.host_from_worker = _host_from_worker  # type: ignore[method-assign]
 
 
 _beam_control_read = worker_handlers.ControlConnection._read
@@ -133,12 +154,12 @@ def serve_worker() -> None:
     from apache_beam.utils import thread_pool_executor
 
     logging.getLogger().setLevel(logging.WARNING)
-    server = grpc.server(thread_pool_executor.shared_unbounded_instance())
-    port = server.add_insecure_port("127.0.0.1:0")
+    server = loopback_server(thread_pool_executor.shared_unbounded_instance())
+    port = server.add_insecure_port(f"{LOOPBACK}:0")
     beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(
         BeamFnExternalWorkerPoolServicer(use_process=False), server)
     server.start()
-    print(f"127.0.0.1:{port}", flush=True)
+    print(f"{LOOPBACK}:{port}", flush=True)
     # Nobody reads the pipe after the address: what operators print goes to stderr, so a full pipe never blocks them.
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdin.read()
@@ -218,11 +239,11 @@ class WorkerPool(beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolServicer):
                     w.connect()
             self._turn = itertools.count()
             if self._server is None:
-                self._server = grpc.server(_executor())
-                port = self._server.add_insecure_port("127.0.0.1:0")
+                self._server = loopback_server(_executor())
+                port = self._server.add_insecure_port(f"{LOOPBACK}:0")
                 beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(self, self._server)
                 self._server.start()
-                self.address = f"127.0.0.1:{port}"
+                self.address = f"{LOOPBACK}:{port}"
         return self.address
 
     def pids(self) -> list[int]:

@@ -198,3 +198,54 @@ def test_a_row_that_kills_every_attempt_fails_the_run_with_a_clear_error(generat
         assert "worker process died" in str(box["error"])
     finally:
         engine.close()
+
+
+def test_no_server_shares_a_port_and_workers_are_handed_the_address_servers_listen_on(generated, tmp_path, monkeypatch):
+    """gRPC listens with SO_REUSEPORT by default: a second server could bind a port the pool already held, and the
+    kernel would hand the runner's StartWorker to either ("Method not found!", seen once in CI). Every server of the
+    engine refuses a port that is taken; every address a worker is handed is 127.0.0.1, where the servers listen."""
+    from concurrent import futures
+
+    import grpc
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+    from pipelines.engines.beam import WorkerPool
+
+    handed: list[str] = []
+    start = WorkerPool.StartWorker
+
+    def record(self, request, context):
+        handed.extend([request.control_endpoint.url, request.logging_endpoint.url])
+        return start(self, request, context)
+
+    monkeypatch.setattr(WorkerPool, "StartWorker", record)
+    root, _, files = generated
+    spec = PipelineSpec.model_validate({**GEN_RECIPE, "engine": {"name": "beam"}})
+    engine = BeamEngine(spec.engine)
+    executor = futures.ThreadPoolExecutor(1)
+    try:
+        run_pipeline(spec, [str(root / "in")], str(tmp_path / "out"), engine, close=False)
+        assert _tree(tmp_path / "out") == files
+        assert handed and all(url.startswith("127.0.0.1:") for url in handed), handed
+        pool = engine._pool
+        taken = [int(pool.address.rsplit(":", 1)[1])] + [int(w.address.rsplit(":", 1)[1]) for w in pool._workers]
+        assert len(taken) == 1 + engine.workers
+        for port in taken:
+            with pytest.raises(RuntimeError, match="Failed to bind"):
+                grpc.server(executor).add_insecure_port(f"127.0.0.1:{port}")  # gRPC's default: SO_REUSEPORT
+            with pytest.raises(RuntimeError, match="Failed to bind"):
+                worker_handlers.grpc.server(executor).add_insecure_port(f"[::]:{port}")  # a server of Beam's runner
+        # a runner server's `[::]:0` is a port on 127.0.0.1 alone, and nobody can join it
+        runner_server = worker_handlers.grpc.server(executor)
+        port = runner_server.add_insecure_port("[::]:0")
+        runner_server.start()
+        try:
+            addresses = {addr for addr, p in _listening() if p == port}
+            assert addresses and addresses <= {"0100007F", "0000000000000000FFFF00000100007F"}, addresses
+            with pytest.raises(RuntimeError, match="Failed to bind"):
+                grpc.server(executor).add_insecure_port(f"127.0.0.1:{port}")
+        finally:
+            runner_server.stop(0)
+    finally:
+        engine.close()
+        executor.shutdown()
