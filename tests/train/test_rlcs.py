@@ -3,6 +3,7 @@ updates and the sampler's weights (the chance that a prompt's group is informati
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -158,6 +159,30 @@ def test_answer_balance_keeps_each_sources_weight_and_splits_it_by_answer():
     assert b[3] / b.sum() > 5 * w[3] / w.sum()  # the blue prompt is drawn over five times as often as without balance
     with pytest.raises(ValueError, match="strata"):
         CurriculumSampler(["medium"] * 2, 8, strata=[("a", "b")])
+
+
+def test_answer_balance_is_the_formula_per_prompt_on_a_random_set():
+    """Weight of prompt i in source s and stratum a: W_s * n_a / n_s * w_i / W_a (0 when the stratum weighs 0), with
+    W and n the sums and counts of the curriculum's weights; here with a zero tier_prior so some strata weigh 0."""
+    rng = np.random.default_rng(3)
+    n = 400
+    rates = rng.random(n).tolist()
+    strata = [(f"s{rng.integers(3)}", str(rng.integers(6))) for _ in range(n)] + [("lone", "x")] + [("s0", "z")] * 3
+    rates += [0.5, 0.99, 0.99, 0.99]
+    tiers = [tier_of(p) for p in rates]
+    cfg = dict(min_weight=0.0, tier_prior={"very_easy": 0.0}, offline_rollouts=16)
+    w = CurriculumSampler(tiers, 8, SamplerConfig(**cfg), pass_rates=rates, strata=strata).prompt_weights()
+    bal = CurriculumSampler(tiers, 8, SamplerConfig(balance="answer", **cfg), pass_rates=rates, strata=strata)
+    b = bal.prompt_weights()
+    expected = []
+    for i, key in enumerate(bal.strata):
+        in_source = [j for j, k in enumerate(bal.strata) if k[0] == key[0]]
+        in_stratum = [j for j, k in enumerate(bal.strata) if k == key]
+        stratum_w = sum(w[j] for j in in_stratum)
+        expected.append(sum(w[j] for j in in_source) * len(in_stratum) / len(in_source) * w[i] / stratum_w
+                        if stratum_w > 0 else 0.0)
+    assert any(x == 0 for x in expected) and sum(x > 0 for x in expected) > n / 2  # both cases are present
+    assert b.tolist() == pytest.approx(expected, rel=1e-12, abs=0)
 
 
 def test_uniform_sampler_ignores_tiers():

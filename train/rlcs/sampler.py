@@ -4,7 +4,7 @@ group's pass rate), and each iteration prompts are drawn by how likely a group o
 from __future__ import annotations
 
 import copy
-from collections import Counter, defaultdict
+from collections import Counter
 from typing import Literal
 
 import numpy as np
@@ -41,6 +41,12 @@ class SamplerConfig(BaseModel):
                                                "pooled, so free-form answers keep the curriculum's weights as they "
                                                "are; short answer sets (colours, counts, choices) are balanced. "
                                                "none: the report's recipe.")
+
+
+def _codes(keys: list) -> np.ndarray:
+    """Dense integer codes of hashable keys, in the order they are first seen."""
+    index: dict = {}
+    return np.fromiter((index.setdefault(k, len(index)) for k in keys), dtype=np.intp, count=len(keys))
 
 
 def beta_moments(a: np.ndarray, b: np.ndarray, g: int) -> np.ndarray:
@@ -91,6 +97,9 @@ class CurriculumSampler:
         # cannot be a habit: those prompts share one stratum per source (answer None).
         held = Counter(given)
         self.strata: list[tuple[str, str | None]] = [key if held[key] > 1 else (key[0], None) for key in given]
+        # each prompt's source and stratum as dense codes (first-seen order), for `_balanced`'s bincounts
+        self._source_code = _codes([src for src, _ in self.strata])
+        self._stratum_code = _codes(self.strata)
         unknown = set(self.tiers) - set(TIER_NAMES)
         if unknown:
             raise ValueError(f"unknown tiers {sorted(unknown)}; known: {', '.join(TIER_NAMES)}")
@@ -131,20 +140,13 @@ class CurriculumSampler:
     def _balanced(self, w: np.ndarray) -> np.ndarray:
         """Each source keeps its total weight, split among its reference answers by their prompt counts; within an
         answer, prompts keep their relative weights (answers of one prompt each count as one answer together)."""
-        source_w: dict[str, float] = defaultdict(float)
-        source_n: Counter = Counter()
-        answer_w: dict[tuple[str, str | None], float] = defaultdict(float)
-        answer_n: Counter = Counter()
-        for x, (src, ans) in zip(w.tolist(), self.strata, strict=True):
-            source_w[src] += x
-            source_n[src] += 1
-            answer_w[(src, ans)] += x
-            answer_n[(src, ans)] += 1
-        out = np.empty_like(w)
-        for i, (x, key) in enumerate(zip(w.tolist(), self.strata, strict=True)):
-            src = key[0]
-            out[i] = source_w[src] * answer_n[key] / source_n[src] * x / answer_w[key] if answer_w[key] > 0 else 0.0
-        return out
+        src, key = self._source_code, self._stratum_code
+        source_w, source_n = np.bincount(src, weights=w), np.bincount(src)
+        answer_w, answer_n = np.bincount(key, weights=w), np.bincount(key)
+        aw = answer_w[key]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = source_w[src] * answer_n[key] / source_n[src] * w / aw
+        return np.where(aw > 0, out, 0.0)
 
     def weights(self) -> dict[str, float]:
         """Tier -> probability that a draw comes from it (0 for empty tiers): its prompts' share of the weight."""
