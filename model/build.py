@@ -10,6 +10,7 @@ from transformers import AutoProcessor, Glm4vConfig, Glm4vForConditionalGenerati
 
 from model import tokens
 from model.config import ModelConfig, load_preset
+from model.init import seeded_init
 from model.processor import build_processor
 from model.tokenizer import train_tokenizer
 
@@ -63,17 +64,21 @@ def build(
     preset: str | ModelConfig, texts: Iterable[str] | None = None, processor: Glm4vProcessor | None = None,
     device: str | torch.device | None = None,
 ) -> tuple[Glm4vForConditionalGeneration, Glm4vProcessor]:
-    """A freshly initialised (seeded) model and its processor; the tokenizer is trained on `texts`
-    unless a processor (e.g. a real checkpoint's) is given. device="meta" builds the structure without memory
-    (for ranks that receive their weights after sharding)."""
+    """A freshly initialised model and its processor; the tokenizer is trained on `texts` unless a processor (e.g. a
+    real checkpoint's) is given. The weights are the preset's: `seeded_init` from its `seed`, the same ones a
+    training run of the preset starts from on any number of ranks. device="meta" builds the structure without
+    memory (for ranks that receive their weights after sharding)."""
     cfg = preset if isinstance(preset, ModelConfig) else load_preset(preset)
     if processor is None:
         if texts is None:
             raise ValueError("building a tokenizer needs texts (captions, OCR, CoT) or an existing processor")
         processor = build_processor(cfg, train_tokenizer(texts, cfg.vocab_size))
-    torch.manual_seed(cfg.seed)
-    with torch.device(device or "cpu"):
+    with torch.device("meta"):  # no weights drawn twice: the structure, then the preset's init into real storage
         model = Glm4vForConditionalGeneration(hf_config(cfg, processor))
+    target = torch.device(device or "cpu")
+    if target.type != "meta":
+        model.to_empty(device=target)
+        seeded_init(model, cfg.seed)
     return model, processor
 
 

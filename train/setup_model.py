@@ -21,7 +21,7 @@ from train.config import TrainConfig
 from train.data.counters import SkipCounter
 from train.data.shards import expand_urls
 from train.dist import DistInfo, barrier
-from train.parallelize import materialize, parallelize, seeded_init
+from train.parallelize import materialize, parallelize
 
 
 def corpus_texts(cfg: TrainConfig) -> Iterator[str]:
@@ -50,8 +50,8 @@ def is_saved_model(ref: str) -> bool:
 
 def setup_model(cfg: TrainConfig, dist_info: DistInfo, on_meta: bool = False
                 ) -> tuple[Glm4vForConditionalGeneration, Glm4vProcessor]:
-    """The model (on the CPU) and processor; the processor is saved to OUTPUT/processor once. A preset is built on
-    the meta device and given its weights by `seeded_init` (the same on any number of ranks); a saved model is
+    """The model (on the CPU) and processor; the processor is saved to OUTPUT/processor once. A preset is built
+    by `build` with the preset's weights (`seeded_init`, the same on any number of ranks); a saved model is
     loaded. on_meta: only the structure, on the meta device, on every rank (FSDP2: `materialize` gives each rank
     its shards after sharding)."""
     proc_dir = cfg.run.output / "processor"
@@ -63,10 +63,7 @@ def setup_model(cfg: TrainConfig, dist_info: DistInfo, on_meta: bool = False
             processor.save_pretrained(proc_dir)
         barrier()
     processor = AutoProcessor.from_pretrained(str(proc_dir))
-    model, _ = build(cfg.model, processor=processor, device="meta")
-    if not on_meta:
-        model.to_empty(device="cpu")
-        seeded_init(model, model_seed(cfg))
+    model, _ = build(cfg.model, processor=processor, device="meta" if on_meta else "cpu")  # seeded from the preset
     return model, processor
 
 

@@ -61,3 +61,31 @@ def test_same_seed_same_weights():
     b, _ = build("tiny", TEXTS)
     for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters(), strict=True):
         assert torch.equal(p, q), n
+
+
+def test_build_gives_the_presets_seeded_weights_whatever_the_global_rng():
+    """`build` initialises like a training run of the preset (`seeded_init` from the preset's seed): weights that do
+    not depend on the caller's RNG (which is left as it was), transformers' distributions, and the rotary tables
+    transformers computes itself."""
+    _, proc = build("tiny", TEXTS)
+    torch.manual_seed(1)
+    a, _ = build("tiny", processor=proc)
+    torch.manual_seed(2)
+    rng = torch.random.get_rng_state()
+    b, _ = build("tiny", processor=proc)
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    for (n, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(p, q), n
+    std = a.config.text_config.initializer_range
+    params = {n: p.detach() for n, p in a.named_parameters()}
+    q_proj = next(p for n, p in params.items() if n.endswith("self_attn.q_proj.weight"))
+    assert abs(float(q_proj.std()) - std) < 0.2 * std
+    norms = [p for n, p in params.items() if n.endswith("layernorm.weight")]
+    biases = [p for n, p in params.items() if n.endswith("proj.bias")]
+    assert norms and all(torch.equal(p, torch.ones_like(p)) for p in norms)
+    assert biases and all(torch.equal(p, torch.zeros_like(p)) for p in biases)
+    plain = Glm4vForConditionalGeneration(a.config)  # transformers' own construction, for its buffers
+    plain_buffers = dict(plain.named_buffers())
+    assert plain_buffers and dict(a.named_buffers()).keys() == plain_buffers.keys()
+    for n, buf in a.named_buffers():
+        torch.testing.assert_close(buf, plain_buffers[n], msg=n)
