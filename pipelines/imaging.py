@@ -310,36 +310,19 @@ def _wide_to_rgb(img: Image.Image) -> Image.Image:
     return Image.fromarray(gray, "L").convert("RGB")
 
 
-_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # start-of-frame markers
-
-
 def jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
-    """(width, height, components) from a JPEG's frame header, read without decoding; None when `data` is no JPEG
-    or its header cannot be read. Lets a stage choose a decoder (nvJPEG takes 1 or 3 components) and apply a bomb
-    limit before decoding."""
+    """(width, height, components) from a JPEG's frame header, read by Pillow's JPEG parser without decoding; None
+    when `data` is no JPEG Pillow can open (or is past twice its bomb limit, which a decode then reports). Lets a
+    stage choose a decoder (nvJPEG takes 1 or 3 components) and apply a bomb limit before decoding."""
     if not data.startswith(b"\xff\xd8"):
         return None
-    i, n = 2, len(data)
-    while i + 4 <= n:
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
-            i += 2
-            continue
-        length = int.from_bytes(data[i + 2:i + 4], "big")
-        if marker in _SOF:
-            if i + 10 > n:
-                return None
-            height, width = int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
-            return width, height, data[i + 9]
-        if marker == 0xDA or length < 2:  # scan data before any frame header: not a JPEG we can read
-            return None
-        i += 2 + length
-    return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=["JPEG"]) as im:
+                return im.width, im.height, im.layers
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 def pixel_digest(rgb: Image.Image) -> str:
