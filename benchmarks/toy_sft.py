@@ -4,6 +4,7 @@ held-out accuracy beside the held-out set's majority-answer baseline and chance 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import time
@@ -27,6 +28,15 @@ def curve(metrics: Path, points: int = 10) -> list[tuple[int, float]]:
     return out
 
 
+def toy_set(out: Path, cfg: ToyConfig) -> Path:
+    """OUT/data/SPLIT-HASH: the shards of `cfg`, rendered unless a previous run left them there."""
+    digest = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:12]
+    folder = out / "data" / f"{cfg.split}-{digest}"
+    if not (folder / "index.json").exists():
+        write_shards(cfg, folder)
+    return folder
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=Path("out/toy"))
@@ -38,11 +48,12 @@ def main() -> None:
     args = ap.parse_args()
 
     t0 = time.perf_counter()
-    train_dir, eval_dir = args.out / "train", args.out / "heldout"
-    if not (train_dir / "index.json").exists():
-        write_shards(ToyConfig(samples=args.train_samples, difficulty=args.difficulty, seed=0), train_dir)
-    if not (eval_dir / "index.json").exists():
-        write_shards(ToyConfig(samples=args.eval_samples, difficulty=args.difficulty, seed=977), eval_dir)
+    # the toy world's honest split: the held-out items (image, question; expression for arithmetic) never occur in
+    # training. Each set lives in a folder named by its config, so a changed option renders a new set.
+    train_dir = toy_set(args.out, ToyConfig(samples=args.train_samples, difficulty=args.difficulty, seed=0,
+                                            split="train"))
+    eval_dir = toy_set(args.out, ToyConfig(samples=args.eval_samples, difficulty=args.difficulty, seed=977,
+                                           split="heldout"))
     t_data = time.perf_counter()
 
     stages = {}
