@@ -35,6 +35,15 @@ class DecodeError(Exception):
         self.reason = reason
 
 
+def open_header(data: bytes, formats: list[str] | None = None) -> Image.Image:
+    """`Image.open` of `data`: the header (and EXIF) read, no pixels decoded, without Pillow's warning above its own
+    limit: the caller's limit (`_over_limit`) decides, so a caller may allow more or less. Pillow's errors pass
+    through (DecompressionBombError past twice its limit, UnidentifiedImageError for what it cannot read)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(io.BytesIO(data), formats=formats)
+
+
 def open_image(data: bytes, *, max_pixels: int | None = None, draft_size: tuple[int, int] | None = None) -> Image.Image:
     """The stored picture opened and fully loaded, still in its own mode and orientation.
 
@@ -44,15 +53,12 @@ def open_image(data: bytes, *, max_pixels: int | None = None, draft_size: tuple[
     """
     if not data:
         raise DecodeError("empty_file")
-    with warnings.catch_warnings():
-        # Pillow warns above its own limit; ours (`_over_limit`) decides below, so a caller may allow more or less.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(io.BytesIO(data))
-        except Image.DecompressionBombError as exc:
-            raise DecodeError("decompression_bomb") from exc
-        except UnidentifiedImageError as exc:
-            raise DecodeError("not_an_image") from exc
+    try:
+        img = open_header(data)
+    except Image.DecompressionBombError as exc:
+        raise DecodeError("decompression_bomb") from exc
+    except UnidentifiedImageError as exc:
+        raise DecodeError("not_an_image") from exc
     w, h = img.size
     if _over_limit(img.size, max_pixels):
         raise DecodeError(f"decompression_bomb:{w}x{h}")
@@ -177,9 +183,7 @@ def _packed_jpeg(data: bytes, max_pixels: int | None) -> Decoded | None:
     if simplejpeg is None or not data.startswith(b"\xff\xd8"):
         return None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))  # the header and EXIF only
+        img = open_header(data)  # the header and EXIF only
         w, h = img.size
         if img.format != "JPEG" or img.mode not in ("RGB", "L") or _over_limit(img.size, max_pixels):
             return None
@@ -317,10 +321,8 @@ def jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
     if not data.startswith(b"\xff\xd8"):
         return None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=["JPEG"]) as im:
-                return im.width, im.height, im.layers
+        with open_header(data, formats=["JPEG"]) as im:
+            return im.width, im.height, im.layers
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return None
 
