@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from model.build import save
-from tests.train.test_distributed import free_port
+from tests.train.test_distributed import TORCHRUN
 from train.config import DataConfig, RunConfig, ShardSource, TrainConfig
 from train.dist import DistInfo
 from train.parallelize import local_parameter_bytes
@@ -65,8 +65,7 @@ def test_fsdp_ranks_hold_half_the_model_and_gather_the_one_process_weights(toy_s
         names[-1].write_text(cfg.model_dump_json())
     (tmp_path / "script.py").write_text(SCRIPT)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), str(tmp_path / "script.py"), *map(str, names)]
+    cmd = [*TORCHRUN, str(tmp_path / "script.py"), *map(str, names)]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[2])
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 

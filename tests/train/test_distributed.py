@@ -4,7 +4,6 @@ rank with the same global batch, checkpoints, and resumes on DDP from a saved mo
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +14,10 @@ from train.config import TrainConfig
 from train.trainer import train
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# torchrun's own rendezvous binds port 0 and the ranks join its store (TORCHELASTIC_USE_AGENT_STORE): no port is
+# picked by the test, freed, and bound later (where another process could take it in between).
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--local-addr", "127.0.0.1",
+            "--nproc_per_node", "2"]
 
 
 def recipe(shards: Path, out: Path, **run) -> dict:
@@ -36,8 +35,7 @@ def torchrun(cfg: dict, tmp: Path, *flags: str) -> None:
     path = tmp / f"{Path(cfg['run']['output']).name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), "-m", "train.cli", "pretrain", "-c", str(path), "--no-progress", *flags]
+    cmd = [*TORCHRUN, "-m", "train.cli", "pretrain", "-c", str(path), "--no-progress", *flags]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[2])
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
