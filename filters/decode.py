@@ -20,7 +20,12 @@ _FORMATS = {"JPEG": "jpeg", "PNG": "png"}
 class DecodeConfig(OperatorConfig):
     max_pixels: int = Field(89_478_485, ge=1, description="Images with more pixels are decompression bombs (Pillow's default limit).")
     max_side: int | None = Field(None, ge=1, description="Downscale images whose longer side exceeds this (None keeps the size).")
-    keep_formats: tuple[str, ...] = Field(("JPEG", "PNG"), description="Formats whose original bytes are stored as they are.")
+    keep_formats: tuple[str, ...] = Field(("JPEG", "PNG"), description="Formats whose original bytes are stored as "
+                                          "they are (unless wider than 8 bits, or transparent with alpha: white).")
+    alpha: Literal["keep", "white"] = Field(
+        "keep", description="keep: transparent images keep their bytes and alpha (readers composite over white, as "
+        "vlmdata's loader and transformers' convert_to_rgb do); white: they are stored composited over white, the "
+        "pixels every stage judged (img2dataset's choice; for readers that drop alpha).")
     reencode_format: Literal["jpeg", "png"] = Field("jpeg", description="Format of images that must be re-encoded.")
     jpeg_quality: int = Field(95, ge=1, le=100, description="Quality of re-encoded JPEGs.")
     thumb_side: int = Field(32, ge=2, description="Side of the pixel grid whose colour spread detects solid images.")
@@ -47,7 +52,10 @@ class Decode(Operator):
         w, h = picture.size
         pixel_sha1, color_std = pixel_stats(picture, cfg.thumb_side)  # the packed samples serve both
         too_big = cfg.max_side is not None and max(w, h) > cfg.max_side
-        if source_format in cfg.keep_formats and source_format in _FORMATS and upright and not too_big:
+        # A plain reader must see the pixels the stages judged: 16-bit samples (which Pillow's convert clips to
+        # white) are stored as the 8-bit view, and so is transparency when `alpha: white`.
+        plain = not picture.wide and not (picture.transparent and cfg.alpha == "white")
+        if source_format in cfg.keep_formats and source_format in _FORMATS and upright and not too_big and plain:
             return data, w, h, _FORMATS[source_format], pixel_sha1, color_std
         rgb = picture.rgb
         if too_big:

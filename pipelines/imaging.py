@@ -116,16 +116,19 @@ class Decoded:
     straight into the array, so a stage that only hashes or samples pixels never builds the Pillow image). Both are
     shared by every stage of the pass: read them, never change them in place."""
 
-    __slots__ = ("_packed", "_rgb", "format", "orientation", "stored_size")
+    __slots__ = ("_packed", "_rgb", "format", "orientation", "stored_size", "wide", "transparent")
 
     def __init__(self, rgb: Image.Image | None, format: str | None, orientation: int, stored_size: tuple[int, int],
-                 packed: np.ndarray | None = None):
+                 packed: np.ndarray | None = None, *, wide: bool = False, transparent: bool = False):
         if rgb is None and packed is None:
             raise ValueError("a decoded picture needs its pixels")
         self._rgb, self._packed = rgb, packed
         self.format = format  # Pillow's name of the stored format ("JPEG", "PNG", …)
         self.orientation = orientation  # EXIF orientation of the stored bytes (1: upright)
         self.stored_size = stored_size  # width, height as stored (before orientation): what a bomb limit counts
+        # What a plain reader (`Image.open(...).convert("RGB")`, webdataset's "rgb8") would see differently:
+        self.wide = wide  # samples wider than 8 bits (16-bit PNG …) or CIELab: a plain convert clips or mis-maps them
+        self.transparent = transparent  # transparency the view composites over white: a plain convert drops it
 
     @property
     def rgb(self) -> Image.Image:
@@ -171,7 +174,8 @@ def decode(data: bytes, *, max_pixels: int | None = None, draft_size: tuple[int,
 def decode_pillow(data: bytes, *, max_pixels: int | None = None, draft_size: tuple[int, int] | None = None) -> Decoded:
     """`decode` by Pillow alone (`open_image`, `to_rgb`): every picture the packed-JPEG path does not take."""
     img = open_image(data, max_pixels=max_pixels, draft_size=draft_size)
-    return Decoded(to_rgb(img), img.format, orientation(img), img.size)
+    return Decoded(to_rgb(img), img.format, orientation(img), img.size, wide=img.mode in (*_WIDE, "LAB"),
+                   transparent=img.has_transparency_data)
 
 
 def _packed_jpeg(data: bytes, max_pixels: int | None) -> Decoded | None:

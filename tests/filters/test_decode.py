@@ -1,5 +1,6 @@
 import io
 
+import numpy as np
 import pyarrow as pa
 from PIL import Image
 
@@ -49,6 +50,42 @@ def test_other_formats_are_reencoded_as_rgb_jpeg():
     row = _run([buf.getvalue()])[0]
     assert row["keep"] and row["image_format"] == "jpeg"
     assert Image.open(io.BytesIO(row["image"])).format == "JPEG"
+
+
+def _plain_rgb(data: bytes) -> Image.Image:
+    """What a reader that knows nothing of vlmdata sees: webdataset's "rgb8" decoder is this convert."""
+    with Image.open(io.BytesIO(data)) as im:
+        return im.convert("RGB")
+
+
+def test_wide_and_transparent_pngs_are_stored_so_a_plain_reader_sees_the_judged_pixels():
+    from pipelines.imaging import decode_rgb
+
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 65536, (24, 32), dtype=np.uint16)).save(buf, format="PNG")  # 16-bit grey
+    wide = buf.getvalue()
+    rgba = np.zeros((24, 32, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[:, 16:, 3] = 255  # left half fully transparent (black under it)
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
+    alpha = buf.getvalue()
+
+    kept = _run([wide, alpha])
+    assert [r["keep"] for r in kept] == [True, True]
+    # 16-bit samples: a plain convert clips them to white, so the 8-bit view the stages judged is stored
+    assert kept[0]["image"] != wide and kept[0]["image_format"] == "jpeg"  # reencode_format's default
+    assert np.asarray(_plain_rgb(kept[0]["image"])).std() > 30  # the noise survives (clipped it would be white)
+    assert np.abs(np.asarray(_plain_rgb(kept[0]["image"]), np.int16)
+                  - np.asarray(decode_rgb(wide), np.int16)).mean() < 3  # JPEG q95 of the view
+    # transparency is kept by default (bytes as they are); `alpha: white` stores the composite
+    assert kept[1]["image"] == alpha
+    white = _run([alpha], alpha="white", reencode_format="png")[0]
+    assert white["image_format"] == "png"
+    assert _plain_rgb(white["image"]).tobytes() == decode_rgb(alpha).tobytes()
+    assert _plain_rgb(white["image"]).getpixel((0, 0)) == (255, 255, 255)
+    assert white["pixel_sha1"] == kept[1]["pixel_sha1"]  # the same picture was judged either way
 
 
 def test_max_side_downscales():
