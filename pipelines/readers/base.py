@@ -244,6 +244,49 @@ def input_name(path: str) -> str:
     return storage.basename(path).split(".")[0] or "input"
 
 
+def _identity(root: str) -> str:
+    """What makes two inputs the same input: the real path of a local one, the URL of a remote one."""
+    local = None if root.startswith("count:") else storage.local_path(root)
+    if local is None:
+        return "count:" if root.startswith("count:") else root.rstrip("/")
+    return os.path.realpath(local)
+
+
+def _spelled(root: str) -> str:
+    """An input's path as the user sees it (absolute, links not followed): what its dataset name is cut from."""
+    local = None if root.startswith("count:") else storage.local_path(root)
+    return os.path.abspath(local) if local is not None else root.rstrip("/")
+
+
+def dataset_names(inputs: list[str], config: ReaderConfig) -> list[str]:
+    """Each input's dataset name (the `dataset` column; half of every key): its base name up to the first dot, or
+    `reader.dataset`. Inputs that share a base name (two folders called `data`) are named by as many trailing path
+    components as tell them apart (`a/data`, `b/data`), so their keys never collide; an input given twice is an
+    error (every key would collide, and exact dedup could not tell the copies apart)."""
+    seen: dict[str, int] = {}
+    for i, root in enumerate(inputs):
+        first = seen.setdefault(_identity(root), i)
+        if first != i:
+            same = inputs[first]
+            what = "count:N is given more than once" if root.startswith("count:") else f"{root} is given twice"
+            raise InputError(f"{what}{'' if same == root else f' (also as {same})'}: pass each input once")
+    if config.dataset:
+        return [config.dataset] * len(inputs)
+    names = [input_name(root) for root in inputs]
+    for name in set(names):
+        clash = [i for i, n in enumerate(names) if n == name]
+        if len(clash) < 2:
+            continue
+        paths = [_spelled(inputs[i]).split("://")[-1].strip("/").split("/") for i in clash]
+        for depth in range(1, max(map(len, paths)) + 1):
+            tails = ["/".join(parts[-depth:]) for parts in paths]
+            if len(set(tails)) == len(tails):
+                break
+        for i, tail in zip(clash, tails, strict=True):
+            names[i] = tail
+    return names
+
+
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 TEXT_SUFFIXES = (".txt", ".md", ".rst")
 HTML_SUFFIXES = (".html", ".htm", ".xhtml")
@@ -406,9 +449,8 @@ def plan_parts(inputs: list[str], config: ReaderConfig, parallelism: int = 2) ->
     auto = config.part_size == "auto"
     planning = config.model_copy(update={"part_size": AUTO_UNIT}) if auto else config
     parts: list[Part] = []
-    for root in inputs:
+    for root, dataset in zip(inputs, dataset_names(inputs, config), strict=True):
         fmt = source_of(root, config)
-        dataset = config.dataset or input_name(root)
         for part in get_source(fmt).plan(root, dataset, planning, len(parts)):
             parts.append(part.model_copy(update={"input": root}))
     if auto and parts:

@@ -206,3 +206,25 @@ def test_local_files_are_hashed_on_one_thread_per_core_remote_ones_on_more(monke
     assert base._hash_threads(local[:1]) == 1
     assert base._hash_threads([*local, "s3://bucket/x.jpg"]) == base.HASH_THREADS == 8  # latency-bound
     assert base._hash_threads(["https://host/a.tar"]) == 1
+
+
+def test_inputs_with_one_base_name_get_distinct_datasets_and_an_input_given_twice_is_refused(tmp_path):
+    for parent, seed in (("a", 1), ("b", 2)):
+        (tmp_path / parent / "data").mkdir(parents=True)
+        (tmp_path / parent / "data" / "s.jpg").write_bytes(jpeg_bytes(seed=seed))
+        (tmp_path / parent / "data" / "s.txt").write_text(f"from {parent}")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "s.jpg").write_bytes(jpeg_bytes(seed=3))
+    (tmp_path / "c" / "s.txt").write_text("from c")
+    a, b, c = tmp_path / "a" / "data", tmp_path / "b" / "data", tmp_path / "c"
+    _, rows = _read_all([a, b, c])
+    assert [r["dataset"] for r in rows] == ["a/data", "b/data", "c"]  # a lone name stays as it was
+    assert len({r["key"] for r in rows}) == 3
+    assert rows[2]["key"] == make_key("c", "s.jpg")
+
+    for twice in ([a, a], [a, f"{a}/"], [a, tmp_path / "b" / ".." / "a" / "data"], ["count:3", "count:4"]):
+        with pytest.raises(InputError, match="more than once|given twice"):
+            plan_parts([str(i) for i in twice], ReaderConfig())
+    os.symlink(a, tmp_path / "alias")
+    with pytest.raises(InputError, match=f"{tmp_path / 'alias'} is given twice \\(also as {a}\\)"):
+        plan_parts([str(a), str(tmp_path / "alias")], ReaderConfig())
