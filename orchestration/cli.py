@@ -9,9 +9,10 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from orchestration.display import display_cell, display_text
 from orchestration.synth_cli import Prefect  # the --prefect/--no-prefect option of every flow verb
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -27,7 +28,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
+console = Console(emoji=False)  # paths, keys and reasons are printed (escaped, display_text): no :emoji: codes
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO / "configs" / "curate" / "demo.yaml"
 BASE_CONFIG = REPO / "configs" / "curate" / "base.yaml"
@@ -78,17 +79,20 @@ def _run_curate(config: Path, inputs: list[str], output: str, overrides: dict[st
             except (InputError, SpecError, OutputError):
                 raise
             except Exception as exc:  # noqa: BLE001 - one readable message; the traceback is in OUT/run.log
-                console.print(f"[red]error:[/red] {escape(failure_message(exc, log))}", soft_wrap=True,
+                console.print(f"[red]error:[/red] {display_text(failure_message(exc, log))}", soft_wrap=True,
                               highlight=False)
                 raise typer.Exit(1) from None
     except (InputError, SpecError, OutputError) as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        # A recipe's validation error has several lines; a path is one line (a line feed in it shown as \n).
+        console.print(f"[red]error:[/red] {display_text(exc, multiline=isinstance(exc, SpecError))}",
+                      soft_wrap=True, highlight=False)
         raise typer.Exit(2) from None
     print_summary(report["stats"], title=f"{verb or 'curate'} → {output}", console=console)
     unreadable = report["stats"].get("unreadable_inputs") or []
     if unreadable:
         console.print(f"[red]error:[/red] {len(unreadable)} input(s) could not be read at all: "
-                      f"{escape(', '.join(unreadable[:5]))} (see ledger.parquet, stage 'read')", highlight=False)
+                      f"{', '.join(display_text(u) for u in unreadable[:5])} (see ledger.parquet, stage 'read')",
+                      highlight=False)
         raise typer.Exit(1)
     return report
 
@@ -133,7 +137,8 @@ def demo(
 
     manifest = build_demo_corpus(data)
     console.print(
-        f"demo corpus: {manifest.clean_samples} tuxpaint stamps + {len(manifest.faults)} injected faults under {data}/corpus"
+        f"demo corpus: {manifest.clean_samples} tuxpaint stamps + {len(manifest.faults)} injected faults under "
+        f"{display_text(data)}/corpus"
     )
     overrides = {"engine.master": master} if master else {}
     if not (DEMO_CLIP / "threshold.json").exists():  # written last: a training cut short is redone
@@ -148,8 +153,9 @@ def demo(
         cfg = ClipTrainConfig.from_yaml(
             CLIP_RECIPE, shards=str(Path(f"{output}-clean").resolve() / "shards" / "*.tar"), output=DEMO_CLIP.resolve()
         )
-        metrics = train_clip(cfg, log=console.print)
-        console.print(f"CLIP filter: threshold {metrics['threshold']}, metrics in {DEMO_CLIP / 'metrics.json'}")
+        metrics = train_clip(cfg, log=lambda line: console.print(display_text(line)))
+        console.print(f"CLIP filter: threshold {metrics['threshold']}, metrics in "
+                      f"{display_text(DEMO_CLIP / 'metrics.json')}")
     _run_curate(DEMO_CONFIG, [f"{data}/corpus"], output, overrides, prefect=prefect)
     rows = pq.read_table(Path(output) / "ledger.parquet").to_pylist()
     stages = [s.op for s in load_spec(DEMO_CONFIG).stages]
@@ -160,16 +166,17 @@ def demo(
     rates = fault_rates(manifest, rows, f"{data}/corpus", stages)
     for kind, (caught, total) in rates.items():
         fault = next(f for f in manifest.faults if f.kind == kind)
-        table.add_row(kind, f"{caught}/{total}", fault.stage, fault.status, fault.reason)
+        table.add_row(*(display_cell(v) for v in (kind, f"{caught}/{total}", fault.stage, fault.status, fault.reason)))
     console.print(table)
     spared, distinct = distinct_dropped(manifest, rows, f"{data}/corpus")
     console.print(f"distinct stamps dropped as near-duplicates: {len(spared)}/{distinct} "
-                  f"({len(spared) / max(distinct, 1):.2%}, at most {MAX_DISTINCT_DROPPED:.0%}): {', '.join(sorted(spared))}")
+                  f"({len(spared) / max(distinct, 1):.2%}, at most {MAX_DISTINCT_DROPPED:.0%}): "
+                  f"{', '.join(display_text(s) for s in sorted(spared))}")
     if len(spared) > MAX_DISTINCT_DROPPED * distinct:
         problems.append(f"{len(spared)} distinct stamps dropped as near-duplicates, more than {MAX_DISTINCT_DROPPED:.0%}")
     if problems:
         for p in problems:
-            console.print(f"[red]fault not caught as expected:[/red] {p}")
+            console.print(f"[red]fault not caught as expected:[/red] {display_text(p)}")
         raise typer.Exit(1)
     console.print(f"[green]all {len(manifest.faults)} injected faults are in the ledger under the right stage and reason[/green]")
 
@@ -190,10 +197,11 @@ def serve(
     try:
         spec = load_serve_config(config)
     except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        console.print(f"[red]error:[/red] {display_text(exc, multiline=True)}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from None
     for d in spec.deployments:
-        console.print(f"deployment [bold]{d.flow}/{d.name}[/bold]: {d.cron or 'on demand'} ({d.timezone})")
+        console.print(f"deployment [bold]{display_text(f'{d.flow}/{d.name}')}[/bold]: "
+                      f"{display_text(d.cron or 'on demand')} ({display_text(d.timezone)})")
     serve_deployments(spec, limit=limit)
 
 
@@ -216,11 +224,11 @@ def ops() -> None:
 
 def _fields_table(title: str, first: str, model: type) -> Table:
     """A pydantic config's fields as a table: name, default, description."""
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(title, style="table.title"), title_justify="left")  # text (lines kept), never markup
     for column in (first, "default", "description"):
         table.add_column(column)
     for field, info in model.model_fields.items():
-        table.add_row(field, repr(info.default), info.description or "")
+        table.add_row(Text(field), Text(repr(info.default)), Text(info.description or ""))
     return table
 
 

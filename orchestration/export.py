@@ -146,9 +146,10 @@ def export(
 ) -> None:
     """Export a run for LLaMA-Factory (ShareGPT-style JSON + dataset_info.json) or verl (RLHFDataset Parquet)."""
     from rich.console import Console
-    from rich.markup import escape
 
-    console = Console()
+    from orchestration.display import display_text
+
+    console = Console(emoji=False)  # paths in the messages and the report: escaped (display_text), no :emoji: codes
     try:
         if not _SAFE.match(name):
             raise ExportError(f"--name {name!r}: use letters, digits, '.', '_' or '-'")
@@ -159,6 +160,6 @@ def export(
         else:
             raise ExportError(f"--format {format!r}: use llamafactory or verl")
     except ExportError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        console.print(f"[red]error:[/red] {display_text(exc)}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from None
-    console.print(escape(json.dumps(report)), highlight=False)
+    console.print(display_text(json.dumps(report)), highlight=False)  # JSON is ASCII

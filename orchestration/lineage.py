@@ -7,8 +7,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+
+from orchestration.display import display_cell, display_text
 
 MAX_HOPS = 64  # generations are a handful deep; a longer chain means a corrupt ledger (a cycle)
 
@@ -47,30 +48,33 @@ def lineage(
     key: Annotated[str, typer.Argument(help="A sample's key (its `__key__` in the shards, or any ledger key).")],
 ) -> None:
     """Print where a sample comes from: its input, every stage that judged it, every generating step."""
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console = Console(highlight=False, width=200)  # piped or captured: keep keys and reasons on one line
+    # Keys, paths, stages, reasons and sources are input text: escaped (display_text, display_cell), no emoji codes.
+    console = Console(highlight=False, emoji=False)
+    if not console.is_terminal:  # piped or captured: keep keys and reasons on one line
+        console = Console(highlight=False, emoji=False, width=200)
     ledger = output / "ledger.parquet" if output.is_dir() else output
     if not ledger.exists():
-        console.print(f"[red]error:[/red] {escape(str(ledger))}: no ledger here (is this a curate/synth output folder?)")
+        console.print(f"[red]error:[/red] {display_text(ledger)}: no ledger here "
+                      "(is this a curate/synth output folder?)")
         raise typer.Exit(2)
     try:
         rows = chain(ledger, key)
     except KeyError:
-        console.print(f"[red]error:[/red] no row with key {escape(key)} in {escape(str(ledger))}")
+        console.print(f"[red]error:[/red] no row with key {display_text(key)} in {display_text(ledger)}")
         raise typer.Exit(1) from None
-    table = Table(title=f"lineage of {escape(key)}", title_justify="left")
+    table = Table(title=display_cell(f"lineage of {key}", style="table.title"), title_justify="left")
     table.add_column("step")
     table.add_column("key", no_wrap=True, min_width=24)
     for column in ("made by", "status", "stage", "reason"):
         table.add_column(column)
     table.add_column("source", overflow="fold")
     for i, row in enumerate(rows):
-        table.add_row(str(i), row["key"], escape(row.get("origin") or "source"), row["status"],
-                      escape(row.get("stage") or ""), escape(row.get("reason") or ""), escape(row.get("source") or ""))
+        table.add_row(str(i), *(display_cell(v) for v in (row["key"], row.get("origin") or "source", row["status"],
+                                                          row.get("stage") or "", row.get("reason") or "",
+                                                          row.get("source") or "")))
     console.print(table)
     kids = children(ledger, key)
     if kids:
         kept = sum(1 for k in kids if k["status"] == "kept")
         console.print(f"{len(kids)} rows generated from it ({kept} kept): "
-                      + ", ".join(escape(k["key"]) for k in kids[:10]) + (" …" if len(kids) > 10 else ""))
+                      + ", ".join(display_text(k["key"]) for k in kids[:10]) + (" …" if len(kids) > 10 else ""))

@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from orchestration.display import markdown_cell, visible
 from pipelines.execute import PassRunner
 from pipelines.progress import PassWatcher, Snapshot
 from pipelines.readers.base import Part
@@ -20,10 +21,11 @@ from pipelines.readers.base import Part
 class _Reporter:
     def __init__(self, label: str, artifact_key: str):
         self.console = Console(file=sys.stderr)
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        # The label names the recipe's stages: shown as plain text (no markup), its control characters visible.
+        self.bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                             TextColumn("rows  {task.fields[rate]:.1f}/s"), TimeRemainingColumn(),
                             console=self.console, transient=False)
-        self.task = self.bar.add_task(label, total=1, rate=0.0)
+        self.task = self.bar.add_task(visible(label), total=1, rate=0.0)
         self.artifact: Any = None
         self.artifact_key = artifact_key
         self.lock = threading.Lock()
@@ -44,7 +46,9 @@ class _Reporter:
             if TaskRunContext.get() is None:  # a run without Prefect: creating one would start a temporary server
                 return
 
-            self.artifact = create_progress_artifact(0.0, key=self.artifact_key, description=f"{label}: starting")
+            # An artifact's description is markdown: the label escaped as such.
+            self.artifact = create_progress_artifact(0.0, key=self.artifact_key,
+                                                     description=markdown_cell(f"{label}: starting"))
         except Exception:  # noqa: BLE001 - no Prefect API (a plain function call): the console suffices
             self.artifact = None
 
@@ -54,7 +58,8 @@ class _Reporter:
         try:
             from prefect.artifacts import update_progress_artifact
 
-            update_progress_artifact(self.artifact, round(100.0 * snap.fraction, 1), description=snap.line())
+            update_progress_artifact(self.artifact, round(100.0 * snap.fraction, 1),
+                                      description=markdown_cell(snap.line()))
         except Exception:  # noqa: BLE001 - progress is a view; it never fails the run
             self.artifact = None
 

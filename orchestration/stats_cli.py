@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from orchestration.display import display_text
 from orchestration.shardstats.config import InspectConfig
 
 _DEFAULTS = {name: f.default for name, f in InspectConfig.model_fields.items()}
@@ -34,7 +35,7 @@ def stats(
     from orchestration.shardstats.summary import summarise
     from orchestration.shardstats.tables import print_summary
 
-    console = Console(stderr=as_json)
+    console = Console(stderr=as_json, emoji=False)  # input paths in messages: escaped (display_text), no :emoji:
     options = {"use_sidecars": not rescan, "browse_per_shard": browse_per_shard, "browse_max": browse_max,
                "top_concepts": top_concepts}
     if workers:
@@ -54,7 +55,7 @@ def stats(
         with progress:
             report = summarise(inputs, cfg, browse=html is not None, on_shard=advance)
     except SourceError as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        console.print(f"[red]error:[/red] {display_text(exc)}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from None
     if as_json:
         print(json.dumps(report.data, indent=1))
@@ -64,4 +65,5 @@ def stats(
         from orchestration.shardstats.html_report import write_html
 
         write_html(report, html, cfg)
-        console.print(f"report: {html} ({html.stat().st_size / 1e6:.1f} MB, {len(report.samples)} samples browsable)")
+        console.print(f"report: {display_text(html)} ({html.stat().st_size / 1e6:.1f} MB, "
+                      f"{len(report.samples)} samples browsable)")

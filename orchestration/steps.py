@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from orchestration.display import markdown_cell
 from orchestration.progress import pass_progress
 from orchestration.report import markdown_summary
 from pipelines.execute import PassRunner
@@ -172,7 +173,7 @@ def _curate(spec: PipelineSpec, inputs: list[str], output: str) -> dict[str, Any
         from prefect.artifacts import create_markdown_artifact
 
         create_markdown_artifact(
-            key="curate-summary", markdown=markdown_summary(stats), description=f"curate → {output}"
+            key="curate-summary", markdown=markdown_summary(stats), description=f"curate → {markdown_cell(output)}"
         )
     return asdict(RunReport(output, stats, len(parts), resumed, seconds, stats["worker_maxrss_kb"]))
 

@@ -95,6 +95,7 @@ def recaption(input: Annotated[str, typer.Option(help="Curated shards (or an ima
     """Factual recaptioning: the teacher rewrites captions from image + original; checked rewrites are mixed in."""
     from rich.console import Console
 
+    from orchestration.display import visible
     from synth import recaption as rc
     from synth.distill import teacher_overrides
 
@@ -104,8 +105,10 @@ def recaption(input: Annotated[str, typer.Option(help="Curated shards (or an ima
         extra["reader.limit"] = count
     _go("recaption", recipe, [input], output, engine, set_, extra, prefect)
     report = rc.summarize(output)
-    Console().print(f"recaptions accepted: {report['accepted']}/{report['samples']}; fallbacks by reason: "
-                    f"{report['fallback']}; text is {report['text_is']}", highlight=False, markup=False)
+    # Fallback reasons come from the ledger (input text): control characters shown, no markup, no emoji codes.
+    Console().print(visible(f"recaptions accepted: {report['accepted']}/{report['samples']}; fallbacks by reason: "
+                            f"{report['fallback']}; text is {report['text_is']}"),
+                    highlight=False, markup=False, emoji=False)
 
 
 @app.command("distill")
@@ -118,6 +121,7 @@ def distill(prompts: Annotated[str, typer.Option(help="Prompt set: JSONL/Parquet
     RL prompt set (OUT/rl_prompts.parquet)."""
     from rich.console import Console
 
+    from orchestration.display import visible
     from synth import distill as ds
     from synth.distill.rlset import RL_FILE
 
@@ -131,7 +135,7 @@ def distill(prompts: Annotated[str, typer.Option(help="Prompt set: JSONL/Parquet
     _go("distill", recipe, [prompts], output, engine, set_, extra, prefect)
     report = ds.finish(output, recipe, {**extra, **_sets(set_)})
     for line in ds.summary_lines(report)[:2]:
-        Console().print(line, highlight=False, markup=False)
+        Console().print(visible(line), highlight=False, markup=False, emoji=False)
 
 
 def _sets(sets: list[str]) -> dict[str, Any]:

@@ -61,14 +61,23 @@ def _add_folder(out: Sources, fs: fsspec.AbstractFileSystem, path: str) -> None:
     out.shards.extend(_url(fs, p) for p in found)
 
 
+def _exists(item: str) -> bool:
+    """The input names an existing file or folder as it is spelled (its braces and brackets are part of its name)."""
+    try:
+        fs, path = fsspec.core.url_to_fs(item)
+        return bool(fs.exists(path))
+    except Exception:  # noqa: BLE001 - not a path fsspec can check: expanded and globbed as a pattern
+        return False
+
+
 def resolve(inputs: list[str]) -> Sources:
     """Every shard URL the inputs name, in order, each once. Raises SourceError for an input that names none."""
     out = Sources()
     for given in inputs:
         before = len(out.shards)
-        for item in braceexpand.braceexpand(given):
+        for item in [given] if _exists(given) else braceexpand.braceexpand(given):
             fs, path = fsspec.core.url_to_fs(item)
-            if _GLOB_CHARS & set(path):
+            if _GLOB_CHARS & set(path) and not fs.exists(path):  # a name with [ or * in it is itself first
                 for match in sorted(fs.glob(path)):
                     if fs.isdir(match):
                         _add_folder(out, fs, match)

@@ -1,4 +1,5 @@
-"""The summary in the terminal: rich tables for shards, problems, kept/dropped/error, distributions, tasks, concepts."""
+"""The summary in the terminal: rich tables for shards, problems, kept/dropped/error, distributions, tasks, concepts.
+Every name, source, reason, task and concept comes from the shards (input text): shown through `display_cell`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from orchestration.display import display_cell as cell
 from pipelines.stats import ValueHistogram
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
@@ -53,8 +55,8 @@ def shards_table(data: dict[str, Any], max_rows: int) -> Table:
         error = row["error"] or ""
         status = error if error.startswith(row["status"]) else f"{row['status']}: {error}" if error else row["status"]
         status = status if len(status) <= 90 else status[:89] + "…"
-        table.add_row(row["name"], num(row["nsamples"]), human_bytes(row["bytes"]), human_bytes(row["filesize"]),
-                      row["source"], status, style=style)
+        table.add_row(cell(row["name"]), num(row["nsamples"]), human_bytes(row["bytes"]),
+                      human_bytes(row["filesize"]), cell(row["source"]), cell(status), style=style)
     if len(rows) > max_rows:
         table.add_row(f"… {len(rows) - max_rows} more (--json or --html lists all)", "", "", "", "", "")
     table.add_section()
@@ -72,7 +74,7 @@ def problems_table(data: dict[str, Any]) -> Table:
     for ex in data["problem_examples"]:
         examples.setdefault(ex["problem"], f"{ex['key']}: {ex['detail']}"[:100])
     for problem, count in data["problems"].items():
-        table.add_row(problem, num(count), examples.get(problem, ""))
+        table.add_row(cell(problem), num(count), cell(examples.get(problem, "")))
     return table
 
 
@@ -83,10 +85,10 @@ def run_table(run: dict[str, Any]) -> Table:
     table.add_column("samples", justify="right")
     styles = {"kept": "green", "dropped": "yellow", "error": "red"}
     for status, n in run["status"].items():
-        table.add_row(status, "", "", num(n), style=styles.get(status))
+        table.add_row(cell(status), "", "", num(n), style=styles.get(status))
     for stage, reasons in run["by_stage"].items():
         for reason, n in reasons.items():
-            table.add_row("", stage, reason, num(n))
+            table.add_row("", cell(stage), cell(reason), num(n))
     return table
 
 
@@ -100,7 +102,7 @@ def distributions_table(data: dict[str, Any]) -> Table:
         if group == "scores" and data["scores"]:
             table.add_section()
         for name, h in data[group].items():
-            table.add_row(name, num(h["n"]), num(h["min"]), num(h["p10"]), num(h["p50"]), num(h["mean"]),
+            table.add_row(cell(name), num(h["n"]), num(h["min"]), num(h["p10"]), num(h["p50"]), num(h["mean"]),
                           num(h["p90"]), num(h["max"]), sparkline(h))
     return table
 
@@ -112,7 +114,7 @@ def tasks_table(data: dict[str, Any]) -> Table:
     table.add_column("samples", justify="right")
     table.add_column("share", justify="right")
     for task, n in data["tasks"].items():
-        table.add_row(task, num(n), f"{100 * n / total:.1f}%")
+        table.add_row(cell(task), num(n), f"{100 * n / total:.1f}%")
     return table
 
 
@@ -124,7 +126,8 @@ def concepts_table(concepts: dict[str, Any]) -> Table:
     for col, justify in (("#", "right"), ("before", "left"), ("n", "right"), ("after", "left"), ("n ", "right")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for i, (b, a) in enumerate(zip_longest(concepts["before"], concepts["after"]), start=1):
-        table.add_row(str(i), b[0] if b else "", num(b[1]) if b else "", a[0] if a else "", num(a[1]) if a else "")
+        table.add_row(str(i), cell(b[0]) if b else "", num(b[1]) if b else "", cell(a[0]) if a else "",
+                      num(a[1]) if a else "")
     return table
 
 
