@@ -32,6 +32,8 @@ GROUP_WINDOW = 16
 READ_ERRORS = (EOFError, zlib.error, lzma.LZMAError, OSError, ValueError)
 _NOT_IN_JSON = frozenset({"image", "text", "meta"}) | ENGINE_COLUMNS
 _REGULAR = (b"0", b"\0", b"7")
+_NOT_REGULAR = {b"1": "hard link", b"2": "symbolic link", b"3": "character device", b"4": "block device",
+                b"5": "folder", b"6": "named pipe", b"S": "sparse file"}  # what TarSamples passes over
 _ZERO_BLOCK = bytes(BLOCK)
 _META_MEMBER = re.compile(r"__[^/]*__($|/)")  # webdataset skips these (`__index__` …)
 
@@ -318,7 +320,9 @@ class TarSamples:
     `error` says why the archive ended early (None when it was read to its end-of-archive blocks), `lost` names the
     sample left out because a member of it was cut, `problems` lists odd but readable things (a duplicate member,
     a key that comes back too late), and `nbytes` counts the member data read. Every sample that was complete
-    before a fault is yielded.
+    before a fault is yielded. What was passed over is noted for a reader that accounts for every member:
+    `skipped` (name, kind) of links, devices and folders, `duplicates` (key, extension, name) of second members of
+    one name, and `headers`, the member headers read (none: the file was no tar at all).
     """
 
     def __init__(self, stream: IO[bytes], limit: int | None = None, window: int = GROUP_WINDOW) -> None:
@@ -326,6 +330,9 @@ class TarSamples:
         self.error: str | None = None
         self.lost: str | None = None
         self.problems: list[str] = []
+        self.skipped: list[tuple[str, str]] = []
+        self.duplicates: list[tuple[str, str, str]] = []
+        self.headers = 0
         self.nbytes = 0
 
     def _members(self) -> Iterator[tuple[str, bytes]]:
@@ -347,12 +354,15 @@ class TarSamples:
             if not _checksum_ok(header):
                 self.error = "not a tar archive" if offset == 0 else f"corrupt header at byte {offset}"
                 return
+            self.headers += 1
             kind = header[156:157]
             key: str | None = None
             size = int(pax[b"size"]) if b"size" in pax and kind in _REGULAR else _number(header[124:136])
             padded = -(-size // BLOCK) * BLOCK
             offset += BLOCK + padded
             if kind not in _REGULAR and kind not in (b"x", b"L"):
+                what = _NOT_REGULAR.get(kind, f"member type {kind!r}")
+                self.skipped.append((self._name(header, pax, long_name).decode("utf-8", "surrogateescape"), what))
                 if padded and len(read(padded)) < padded:
                     self.error = f"truncated: the archive is cut inside a member at byte {offset}"
                     return
@@ -418,6 +428,7 @@ class TarSamples:
                             return
                 if ext in sample:
                     self.problems.append(f"{name}: a second {ext!r} member of the sample; the first is kept")
+                    self.duplicates.append((key, ext, name))
                     continue
                 sample[ext] = data
                 self.nbytes += len(data)

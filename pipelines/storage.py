@@ -73,26 +73,51 @@ def listdir(path: str) -> list[str]:
 
 
 def walk_files(root: str) -> list[tuple[str, int]]:
-    """Every regular file under `root` as (path relative to root, size), in sorted order (named pipes, sockets and
-    devices are left out: reading one would hang or never end; see `walk_special`)."""
+    """Every regular file under `root` as (path relative to root, size), in sorted order. On a local disk a symbolic
+    link to a regular file counts as one, with its target's size, wherever it points (symlink farms are a common
+    dataset layout). Left out, see `walk_special`: named pipes, sockets and devices (reading one would hang or never
+    end), links that lead nowhere, and links to folders (not followed: loops, samples counted twice)."""
     fs, p = fs_of(root)
+    local = local_path(root) is not None
     found = fs.find(p, detail=True)
     base = p.rstrip("/") + "/"
-    return sorted((name[len(base):], int(info.get("size") or 0)) for name, info in found.items()
-                  if name.startswith(base) and info.get("type", "file") == "file" and is_regular(name))
+    out = []
+    for name, info in found.items():
+        if not name.startswith(base):
+            continue
+        kind = info.get("type", "file")
+        # fsspec types a local link "other" whatever it leads to; the OS says whether it ends at a regular file.
+        if (kind in ("file", "other") and is_regular(name)) if local else kind == "file":
+            out.append((name[len(base):], int(info.get("size") or 0)))
+    return sorted(out)
 
 
 def walk_special(root: str) -> list[str]:
-    """Entries under a local `root` that are neither folders nor regular files (named pipes, sockets, devices)."""
-    if is_url(root):
+    """Entries under a local `root` that `walk_files` leaves out but a user may have meant as input: named pipes,
+    sockets, devices, links that lead nowhere (or in a loop) and links to folders (see `not_regular_reason`)."""
+    local = local_path(root)
+    if local is None:
         return []
     out = []
-    for folder, _, names in os.walk(root):
+    for folder, dirs, names in os.walk(local):
         for name in names:
             path = os.path.join(folder, name)
             if not is_regular(path):
-                out.append(os.path.relpath(path, root))
+                out.append(os.path.relpath(path, local))
+        for name in dirs:  # os.walk lists a link to a folder among the folders, and does not descend it
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                out.append(os.path.relpath(path, local))
     return sorted(out)
+
+
+def not_regular_reason(path: str) -> str:
+    """The ledger reason for an entry `walk_special` listed: `symlink_to_folder` for a local link to a folder (its
+    files are not read: give the folder itself as an input), else `not_a_regular_file`."""
+    local = local_path(path)
+    if local is not None and os.path.islink(local) and os.path.isdir(local):
+        return "symlink_to_folder"
+    return "not_a_regular_file"
 
 
 def local_path(path: str) -> str | None:

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from importlib import import_module
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -26,7 +26,19 @@ from pipelines import storage
 from pipelines.plugins import import_path, load_group
 from pipelines.schema import make_key, record_schema
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+def _pillow_has(module: str) -> bool:
+    """Whether Pillow was built with an optional codec (`PIL.features.check` without importing PIL.Image here)."""
+    from importlib.util import find_spec
+
+    try:
+        return find_spec(module) is not None
+    except ImportError:
+        return False
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff") + (
+    (".avif",) if _pillow_has("PIL._avif") else ())
 SOURCE_ENTRY_POINTS = "vlmdata.sources"
 
 
@@ -45,9 +57,10 @@ class ReaderConfig(BaseModel):
     limit: int | None = Field(None, ge=1, description="Read only the first N samples of the inputs (in planning order; "
                               "sources whose parts list their samples: folders, HTML, text, Parquet, prompts, count).")
     dataset: str | None = Field(None, description="Dataset name recorded on every row; default: the input's name.")
-    part_size: int | Literal["auto"] = Field(
-        "auto", description="Samples per partition (the unit of parallelism and resume; a tar is one partition). auto: "
-        "from the input size and the engine's parallelism, so every core has work to the end (64..4096 per part).")
+    part_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="Samples per partition, at least 1 (the unit of parallelism and resume; a tar is one "
+        "partition). auto: from the input size and the engine's parallelism, so every core has work to the end "
+        "(64..4096 per part).")
     batch_size: int = Field(64, ge=1, description="Rows per Arrow batch handed to operators (bounds worker memory).")
     image_column: str | None = Field(None, description="Parquet column with image bytes; default: first of image/jpg/png/img.")
     text_column: str | None = Field(None, description="Parquet column with the caption; default: first of text/caption/txt.")
@@ -292,6 +305,22 @@ TEXT_SUFFIXES = (".txt", ".md", ".rst")
 HTML_SUFFIXES = (".html", ".htm", ".xhtml")
 PROMPT_SUFFIXES = (".jsonl", ".json")
 BUILTIN_SOURCES = ("folder", "webdataset", "parquet", "prompts", "html", "text", "count")
+
+
+@cache
+def _pillow_extensions() -> frozenset[str]:
+    """Extensions (".ico", ".psd", …) of every format Pillow can open, IMAGE_EXTENSIONS or not."""
+    from PIL import Image
+
+    Image.init()
+    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
+
+
+def unsupported_image(name: str) -> bool:
+    """An image by its extension as Pillow sees it, but not one the readers take (not in IMAGE_EXTENSIONS): a
+    caption beside it is told why its image was not read, rather than `image_missing`."""
+    ext = os.path.splitext(name)[1].lower()
+    return bool(ext) and ext not in IMAGE_EXTENSIONS and ext in _pillow_extensions()
 
 
 def _kind(name: str) -> str | None:

@@ -11,7 +11,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from pipelines import storage
-from pipelines.readers.base import IMAGE_EXTENSIONS, SourceOptions, decode_caption
+from pipelines.readers.base import IMAGE_EXTENSIONS, SourceOptions, decode_caption, unsupported_image
 
 if TYPE_CHECKING:
     from pipelines.readers.base import BatchBuilder, Part, ReaderConfig
@@ -26,12 +26,15 @@ def plan(root: str, dataset: str, config: ReaderConfig, first_id: int) -> Iterat
     from pipelines.readers.base import Part
 
     samples: dict[str, list[str | None]] = {}
+    others: dict[str, str] = {}  # stem → an image file of a kind the readers do not take (x.ico)
     sizes = 0
     for rel, size in storage.walk_files(root):
         stem, ext = os.path.splitext(rel)
         ext = ext.lower()
         slot = 1 if ext in IMAGE_EXTENSIONS else 2 if ext == ".txt" else 3 if ext == ".json" else None
         if slot is None:
+            if unsupported_image(rel):
+                others.setdefault(stem, rel)
             continue
         entry = samples.setdefault(stem, [stem, None, None, None])
         if slot == 1 and entry[1] is not None:
@@ -39,9 +42,18 @@ def plan(root: str, dataset: str, config: ReaderConfig, first_id: int) -> Iterat
             entry = samples.setdefault(rel, [rel, None, None, None])
         entry[slot] = rel
         sizes += size
-    # Named pipes, sockets, devices: never read (a pipe would hang the run); each gets its own error row.
+    # Named pipes, sockets, devices, dangling links, links to folders: never read (a pipe would hang the run); each
+    # gets its own error row. One named like a stem that has no image (`x` beside `x.txt`) stands in its image slot.
     for rel in storage.walk_special(root):
-        samples.setdefault(rel, [rel, rel, None, None])
+        entry = samples.setdefault(rel, [rel, rel, None, None])
+        if entry[1] is None:
+            entry[1] = rel
+        elif entry[1] != rel:
+            samples[rel + "/"] = [rel, rel, None, None]  # beside a stem with an image (`x.jpg`): a row of its own
+    # A caption whose image has an extension the readers do not take (`x.ico`, `x.psd`) is told so, not image_missing.
+    for stem, entry in samples.items():
+        if entry[1] is None and stem in others:
+            entry[1] = others[stem]
     # Second images of a stem borrow the stem's caption and metadata.
     for key, entry in samples.items():
         stem = os.path.splitext(key)[0]
@@ -75,8 +87,11 @@ def read(part: Part, config: ReaderConfig, out: BatchBuilder) -> Iterator[pa.Rec
             if image_rel is None:
                 error = "image_missing"
             elif not storage.is_regular(storage.join(part.root, image_rel)):
-                yield from out.add(source_rel, source, None, None, None, "not_a_regular_file")
+                yield from out.add(source_rel, source, None, None, None,
+                                   storage.not_regular_reason(storage.join(part.root, image_rel)))
                 continue
+            elif not image_rel.lower().endswith(IMAGE_EXTENSIONS):
+                error = f"image_extension_unsupported:{os.path.basename(image_rel)}"
             else:
                 image = storage.read_bytes(storage.join(part.root, image_rel))
             raw = storage.read_bytes(storage.join(part.root, txt_rel)) if txt_rel else None

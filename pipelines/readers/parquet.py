@@ -20,7 +20,10 @@ TEXT_COLUMNS = ("text", "caption", "txt", "alt", "prompt")
 
 def _files(root: str) -> list[str]:
     if storage.isdir(root):
-        return [storage.join(root, rel) for rel, _ in storage.walk_files(root) if rel.endswith(".parquet")]
+        found = [storage.join(root, rel) for rel, _ in storage.walk_files(root) if rel.endswith(".parquet")]
+        # A pipe or dangling link named x.parquet, a link to a folder: one error row each (never opened).
+        return found + [path for path in (storage.join(root, rel) for rel in storage.walk_special(root))
+                        if path.endswith(".parquet") or storage.not_regular_reason(path) == "symlink_to_folder"]
     return [root]
 
 
@@ -38,33 +41,63 @@ def _pick(schema: pa.Schema, wanted: str | None, candidates: tuple[str, ...], wh
     )
 
 
+def _metadata(path: str, config: ReaderConfig) -> tuple[pq.FileMetaData | None, str, InputError | None]:
+    """The file's metadata, or why it cannot be read as samples: (None, ledger reason, the error to stop with)."""
+    if not storage.is_regular(path):  # never opened: a pipe would hang the run
+        reason = storage.not_regular_reason(path)
+        return None, reason, InputError(f"{path}: {reason.replace('_', ' ')}")
+    try:
+        with storage.open_file(path) as f:
+            meta = pq.ParquetFile(f).metadata
+    except Exception as exc:  # noqa: BLE001 - any parse failure means "not Parquet"
+        return None, f"parquet_broken:{exc}", InputError(f"{path}: not a readable Parquet file ({exc})")
+    schema = meta.schema.to_arrow_schema()
+    try:
+        _pick(schema, config.image_column, IMAGE_COLUMNS, "image", path)
+        _pick(schema, config.text_column, TEXT_COLUMNS, "caption", path)
+        if config.id_column is not None:
+            _pick(schema, config.id_column, (), "row id", path)
+    except InputError as exc:
+        return None, f"parquet_columns_missing:{str(exc).removeprefix(f'{path}: ')}", exc
+    return meta, "", None
+
+
 def plan(root: str, dataset: str, config: ReaderConfig, first_id: int) -> Iterator[Part]:
+    """Parts of row ranges. A file of a folder that is not Parquet or lacks the image or caption column is one part,
+    read as one error row, and the rest goes on; when no file of the input can be read (the one file given, or a
+    reader.image_column that names no column), the run stops before it starts, naming a file and why."""
     from pipelines.readers.base import Part
 
     base = root if storage.isdir(root) else storage.dirname(root)
-    pid = first_id
+    parts: list[Part] = []
+    errors: list[tuple[str, InputError]] = []
     for path in _files(root):
-        try:
-            with storage.open_file(path) as f:
-                meta = pq.ParquetFile(f).metadata
-        except Exception as exc:  # noqa: BLE001 - any parse failure means "not Parquet"
-            raise InputError(f"{path}: not a readable Parquet file ({exc})") from exc
-        schema = meta.schema.to_arrow_schema()
-        _pick(schema, config.image_column, IMAGE_COLUMNS, "image", path)
-        _pick(schema, config.text_column, TEXT_COLUMNS, "caption", path)
+        meta, reason, error = _metadata(path, config)
+        if meta is None:
+            assert error is not None
+            errors.append((reason, error))
+            parts.append(Part(id=first_id + len(parts), format="parquet", root=base, dataset=dataset, path=path))
+            continue
         rows = meta.num_rows
         size = storage.getsize(path)
         for start in range(0, max(rows, 1), config.part_size):
             end = min(rows, start + config.part_size)
-            yield Part(
-                id=pid, format="parquet", root=base, dataset=dataset, path=path,
+            parts.append(Part(
+                id=first_id + len(parts), format="parquet", root=base, dataset=dataset, path=path,
                 row_start=start, row_end=end, size_hint=size * (end - start) // max(rows, 1),
-            )
-            pid += 1
+            ))
+    if errors and len(errors) == len(parts):  # a missing column first: the likelier mistake is in the recipe
+        raise next((e for r, e in errors if r.startswith("parquet_columns_missing")), errors[0][1])
+    yield from parts
 
 
 def read(part: Part, config: ReaderConfig, out: BatchBuilder) -> Iterator[pa.RecordBatch]:
     rel = storage.relpath(part.path, part.root)
+    if part.row_end <= part.row_start:  # an empty file, or one `plan` found unreadable: say why
+        _, reason, _ = _metadata(part.path, config)
+        if reason:
+            yield from out.add(rel, part.path, None, None, None, reason)
+        return
     with storage.open_file(part.path) as f:
         yield from _read_rows(part, config, out, rel, pq.ParquetFile(f))
 
@@ -74,11 +107,22 @@ def _read_rows(part: Part, config: ReaderConfig, out: BatchBuilder, rel: str, pf
     image_col = _pick(schema, config.image_column, IMAGE_COLUMNS, "image", part.path)
     text_col = _pick(schema, config.text_column, TEXT_COLUMNS, "caption", part.path)
     row = 0
-    for batch in pf.iter_batches(batch_size=config.batch_size):
-        if row + batch.num_rows <= part.row_start:
+    batches = pf.iter_batches(batch_size=config.batch_size)
+    while True:
+        try:
+            batch = next(batches, None)
+            records = None if batch is None or row + batch.num_rows <= part.row_start else batch.to_pylist()
+        except Exception as exc:  # noqa: BLE001 - a corrupt page: each row of the part not read yet is an error row
+            reason = f"parquet_broken:{str(exc).strip() or type(exc).__name__}"
+            for r in range(max(row, part.row_start), part.row_end):
+                yield from out.add(f"{rel}#row={r}", f"{part.path}#row={r}", None, None, None, reason)
+            return
+        if batch is None:
+            break
+        if records is None:
             row += batch.num_rows
             continue
-        for rec in batch.to_pylist():
+        for rec in records:
             if part.row_start <= row < part.row_end:
                 image = rec.pop(image_col)
                 if isinstance(image, dict):  # Hugging Face datasets' Image feature: {bytes, path}
@@ -101,8 +145,9 @@ def _read_rows(part: Part, config: ReaderConfig, out: BatchBuilder, rel: str, pf
                 elif not isinstance(text, str):
                     error = error or f"caption_not_text:column {text_col!r} holds {type(text).__name__}"
                     text = None
-                # Every other column goes to meta, whatever its Arrow type (json_meta makes it JSON-safe).
-                meta = {k: v for k, v in rec.items() if not isinstance(v, bytes | bytearray)}
+                # Every other column goes to meta, whatever its Arrow type (json_meta makes it JSON-safe: binary
+                # values as {"base64": …}).
+                meta = rec
                 yield from out.add(f"{rel}#{row_id}", f"{part.path}#row={row}", image, text, meta, error)
             row += 1
         if row >= part.row_end:
