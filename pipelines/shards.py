@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines import storage
 from pipelines.codec import TarWriter, member_bytes
-from pipelines.shard_stats import ShardStats
+from pipelines.shard_stats import ShardStats, sidecar_path
 
 
 class ShardConfig(BaseModel):
@@ -37,6 +37,8 @@ class ShardWriter:
     tar, and a killed run leaves only whole shards behind. Beside each shard land, before it: `NAME.stats.json`
     (its statistics, what `vlmdata stats` merges) and `NAME.<sidecar>.parquet` per sidecar its samples carry
     (key + the sidecar's columns, in the tar's order; `sidecar_schemas` gives their types, else Arrow infers them).
+    `before_write` is told the paths of the files about to be created (the temporary tar and its final name when a
+    shard opens, its sidecars when it closes), before any is: what an output folder records as its own.
     """
 
     def __init__(
@@ -50,10 +52,12 @@ class ShardWriter:
         with_stats: bool = True,
         sidecar_schemas: Mapping[str, pa.Schema] | None = None,
         name: str = "{prefix}-{n:04d}.tar",
+        before_write: Callable[[list[str]], None] | None = None,
     ):
         self.out_dir, self.tmp_dir, self.prefix, self.name = out_dir, tmp_dir, prefix, name
         self.max_samples, self.max_bytes = max_samples, max_bytes
         self.on_shard = on_shard
+        self.before_write = before_write
         self.with_stats = with_stats
         self.sidecar_schemas = dict(sidecar_schemas or {})
         self.stats = ShardStats()  # of every shard closed so far: what the run's statistics merge
@@ -72,7 +76,10 @@ class ShardWriter:
         return self.name.format(prefix=self.prefix, n=len(self.shards))
 
     def _open(self) -> None:
-        self._stream = storage.open_file(storage.join(self.tmp_dir, self._name), "wb")
+        tmp = storage.join(self.tmp_dir, self._name)
+        if self.before_write:
+            self.before_write([tmp, storage.join(self.out_dir, self._name)])
+        self._stream = storage.open_file(tmp, "wb")
         self._tar = TarWriter(self._stream)
         self._count = self._bytes = 0
         self._shard_stats = ShardStats() if self.with_stats else None
@@ -88,6 +95,9 @@ class ShardWriter:
         tmp, final = storage.join(self.tmp_dir, name), storage.join(self.out_dir, name)
         info = ShardInfo(url=name, nsamples=self._count, filesize=storage.getsize(tmp))
         # Sidecars land before the tar: a visible shard always has its statistics (and sidecar columns).
+        if self.before_write:
+            stats = [sidecar_path(final)] if self._shard_stats is not None else []
+            self.before_write(stats + [sidecar_file(final, sidecar) for sidecar in self._sidecars])
         if self._shard_stats is not None:
             self._shard_stats.write(final)
             self.stats.merge(self._shard_stats)

@@ -5,7 +5,6 @@ the gathered weights equal what one process builds (a preset: seeded init; a sav
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import torch

@@ -13,7 +13,6 @@ import yaml
 from train.config import TrainConfig
 from train.trainer import train
 
-
 # torchrun's own rendezvous binds port 0 and the ranks join its store (TORCHELASTIC_USE_AGENT_STORE): no port is
 # picked by the test, freed, and bound later (where another process could take it in between).
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--local-addr", "127.0.0.1",
