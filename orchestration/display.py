@@ -14,8 +14,9 @@ from rich.text import Text
 # U+2066-9); the line and paragraph separators; lone surrogates (undecodable bytes of a file name, which a
 # console could not even encode).
 _HIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-# Markdown and HTML that could end a table cell or start a construct inside one.
-_MARKDOWN = re.compile(r"[\\`*_\[\]()|~!#<>&]")
+# Markdown and HTML that could end a table cell or start a construct inside one. An underscore inside a word
+# (`caption_empty`) starts nothing in CommonMark and stays as it is, so reasons read as they are written.
+_MARKDOWN = re.compile(r"[\\`*\[\]()|~!#<>&]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
 _ENTITIES = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
 
 

@@ -257,28 +257,23 @@ def input_name(path: str) -> str:
     return storage.basename(path).split(".")[0] or "input"
 
 
-def _identity(root: str) -> str:
-    """What makes two inputs the same input: the real path of a local one, the URL of a remote one."""
-    local = None if root.startswith("count:") else storage.local_path(root)
-    if local is None:
-        return "count:" if root.startswith("count:") else root.rstrip("/")
-    return os.path.realpath(local)
-
-
 def _spelled(root: str) -> str:
-    """An input's path as the user sees it (absolute, links not followed): what its dataset name is cut from."""
-    local = None if root.startswith("count:") else storage.local_path(root)
+    """An input's path as the user spelled it, made absolute (links not followed: two links to one folder are two
+    inputs with two names, whose keys differ): what tells inputs apart and what dataset names are cut from."""
+    if root.startswith("count:"):
+        return "count:"
+    local = storage.local_path(root)
     return os.path.abspath(local) if local is not None else root.rstrip("/")
 
 
 def dataset_names(inputs: list[str], config: ReaderConfig) -> list[str]:
     """Each input's dataset name (the `dataset` column; half of every key): its base name up to the first dot, or
     `reader.dataset`. Inputs that share a base name (two folders called `data`) are named by as many trailing path
-    components as tell them apart (`a/data`, `b/data`), so their keys never collide; an input given twice is an
-    error (every key would collide, and exact dedup could not tell the copies apart)."""
+    components as tell them apart (`a/data`, `b/data`), so their keys never collide; an input given twice (the same
+    path, however spelled) is an error: every key would collide, and exact dedup could not tell the copies apart."""
     seen: dict[str, int] = {}
     for i, root in enumerate(inputs):
-        first = seen.setdefault(_identity(root), i)
+        first = seen.setdefault(_spelled(root), i)
         if first != i:
             same = inputs[first]
             what = "count:N is given more than once" if root.startswith("count:") else f"{root} is given twice"
