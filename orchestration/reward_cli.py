@@ -30,7 +30,7 @@ def reward(
                                              "<|begin_of_box|>…<|end_of_box|>, or a bare answer; - reads stdin.")],
     truth: Annotated[str, typer.Option(help=TRUTH_HELP)],
     explain: Annotated[bool, typer.Option("--explain", help="Also print what was extracted and compared.")] = False,
-    timeout: Annotated[float, typer.Option(help="Hard timeout in seconds (a timeout scores 0).")] = 10.0,
+    timeout: Annotated[float, typer.Option(help="Hard timeout in seconds (a timeout scores 0).", min=0.001)] = 10.0,
     config: Annotated[str | None, typer.Option(help="Verifier options as JSON, e.g. '{\"iou_threshold\": 0.7}'.")] = None,
 ) -> None:
     """Score ANSWER against TRUTH with DOMAIN's verifier; the score, in [0, 1], is the last line printed."""

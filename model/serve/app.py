@@ -14,7 +14,7 @@ from aiohttp import web
 
 from model.serve import protocol as P
 from model.serve.config import ServerConfig  # noqa: F401 - re-exported
-from model.serve.engine import Engine, Job, Prompt, Result
+from model.serve.engine import Engine, Job, Prompt, PromptError, Result
 from model.serve.worker import BatchWorker
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,10 @@ class ModelServer:
 
     def _prepare(self, req: P.ChatRequest) -> Prompt:
         messages, images = P.to_model_messages(req, self.config.allowed_local_media_path)
-        return self.engine.prepare(messages, images)
+        try:
+            return self.engine.prepare(messages, images)
+        except PromptError as exc:
+            raise P.APIError(400, str(exc), param="messages") from None
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         req = P.parse_request(await request.read())

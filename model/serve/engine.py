@@ -45,6 +45,11 @@ class SamplingParams:
     seed: int | None = None
 
 
+class PromptError(ValueError):
+    """A conversation the model's processor cannot take (an image it refuses, e.g. an aspect ratio past 200): the
+    request's fault, answered as a 400 by the server."""
+
+
 @dataclass
 class Prompt:
     """One tokenized prompt: the processor's tensors for a single sequence (batch axis 1)."""
@@ -234,7 +239,10 @@ class Engine:
         if n_parts != len(images):
             raise ValueError(f"{n_parts} image parts in the messages but {len(images)} images")
         text = self.prompt_text(messages)
-        inputs = self.processor(text=[text], images=list(images) or None, return_tensors="pt")
+        try:
+            inputs = self.processor(text=[text], images=list(images) or None, return_tensors="pt")
+        except ValueError as exc:  # the image processor's own checks (aspect ratio, size)
+            raise PromptError(f"the model's processor refused the input: {exc}") from None
         return Prompt(inputs={k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)})
 
     def decode(self, ids: Sequence[int]) -> str:

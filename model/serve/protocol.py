@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import time
 import uuid
-import warnings
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlparse
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from model.serve.engine import Result, SamplingParams
-from pipelines.imaging import to_rgb
+from pipelines.imaging import DecodeError, decode_rgb
 
 MAX_STOP_STRINGS = 8
 
@@ -112,16 +110,12 @@ def parse_request(raw: bytes) -> ChatRequest:
 
 
 def decode_image(data: bytes, where: str) -> Image.Image:
-    """Encoded bytes → RGB image; a corrupt file or a decompression bomb is the client's error, not a crash."""
+    """Encoded bytes → RGB image (the curate decode stage's rule and bomb limit); a corrupt file or a decompression
+    bomb is the client's error, not a crash, with the same message for the same bytes."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            img.load()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
-            Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise APIError(400, f"{where}: not a readable image ({type(exc).__name__}: {exc})", param=where) from None
-    return to_rgb(img)
+        return decode_rgb(data)
+    except DecodeError as exc:
+        raise APIError(400, f"{where}: not a readable image ({exc.reason})", param=where) from None
 
 
 def load_image_url(url: str, where: str, local_media: Path | None) -> Image.Image:

@@ -3,14 +3,13 @@ batched generation engine as `vlmdata serve-model`, so both give the same greedy
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from model.serve.engine import Engine, Job, SamplingParams
 from model.serve.loading import load_model
-from pipelines.imaging import to_rgb
+from pipelines.imaging import DecodeError, decode_rgb, to_rgb
 from synth.teachers.base import Completion, Messages, Teacher, TeacherError, Usage, image_parts, settle
 
 
@@ -18,11 +17,9 @@ def _pil(image: bytes | Image.Image) -> Image.Image:
     if isinstance(image, Image.Image):
         return to_rgb(image)
     try:
-        img = Image.open(io.BytesIO(image))
-        img.load()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise TeacherError(f"not a readable image ({type(exc).__name__}: {exc})") from None
-    return to_rgb(img)
+        return decode_rgb(image)
+    except DecodeError as exc:  # the curate decode stage's reasons: the same for the same bytes on every run
+        raise TeacherError(f"not a readable image ({exc.reason})") from None
 
 
 def _model_messages(messages: Messages) -> Messages:

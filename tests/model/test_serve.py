@@ -187,9 +187,14 @@ def test_errors_are_openai_json_with_4xx(client, server):
     with pytest.raises(openai.BadRequestError, match="remote image URLs are never fetched"):
         client.chat.completions.create(model="tiny", max_tokens=2, messages=[{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/cat.png"}}]}])
-    with pytest.raises(openai.BadRequestError, match="not a readable image"):
+    with pytest.raises(openai.BadRequestError, match="not a readable image") as err:
         client.chat.completions.create(model="tiny", max_tokens=2, messages=[{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(b"no png").decode()}}]}])
+    assert "0x" not in err.value.body["message"]  # the same message for the same request (no object address)
+    with pytest.raises(openai.BadRequestError, match="processor refused the input.*aspect ratio") as err:
+        client.chat.completions.create(model="tiny", max_tokens=2, messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": png_data_url(size=(8400, 40), seed=1)}}]}])
+    assert err.value.body["param"] == "messages"
     with pytest.raises(openai.BadRequestError, match="maximum context length is 4096") as err:
         ask(client, "hi", max_tokens=5000)
     assert err.value.body["code"] == "context_length_exceeded"

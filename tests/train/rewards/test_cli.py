@@ -30,3 +30,6 @@ def test_explain_escapes_input_and_bad_domain_is_an_error():
     assert "\x1b" not in out.stdout
     bad = run("--domain", "astrology", "--answer", "1", "--truth", "1")
     assert bad.returncode == 2 and "known domains" in bad.stderr
+    for timeout in ("0", "-1"):  # a usage error, not a traceback
+        bad = run("--domain", "math", "--answer", "1", "--truth", "1", "--timeout", timeout)
+        assert bad.returncode == 2 and "--timeout" in bad.stderr and "Traceback" not in bad.stderr
