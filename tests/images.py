@@ -1,4 +1,5 @@
-"""Real test images made on the fly (JPEG/PNG bytes with texture, so no filter mistakes them for solid colour)."""
+"""Real test images made on the fly (JPEG/PNG bytes with texture, so no filter mistakes them for solid colour), and
+plain tar archives of them."""
 
 from __future__ import annotations
 
@@ -26,4 +27,17 @@ def png_bytes(size=(64, 48), seed: int = 0, mode: str = "RGB") -> bytes:
     img = Image.fromarray(arr).convert(mode)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
+    """A plain (ustar/pax) tar of regular files, in the given order."""
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
     return buf.getvalue()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import decimal
 import gzip
-import io
 import json
 import os
 import subprocess
@@ -20,7 +19,7 @@ from pipelines.engines.local import LocalEngine
 from pipelines.readers.base import detect_format
 from pipelines.run import run_pipeline
 from pipelines.spec import PipelineSpec, SpecError, load_spec
-from tests.images import jpeg_bytes
+from tests.images import jpeg_bytes, tar_bytes
 
 SPEC = PipelineSpec.model_validate({"stages": [{"op": "decode"}], "engine": {"name": "local", "workers": 0}})
 
@@ -103,23 +102,15 @@ def test_detection_goes_by_what_the_files_are(tmp_path):
     assert report.stats["status"]["kept"] == 3 and report.stats["sources"] == {str(files): "folder"}
 
 
-def _tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def test_gzip_tars_under_either_name_and_interleaved_members(tmp_path):
     shards = tmp_path / "shards"
     shards.mkdir()
     a, b = jpeg_bytes((40, 30), seed=4), jpeg_bytes((40, 30), seed=5)
-    interleaved = _tar_bytes([("ia.jpg", a), ("ib.jpg", b), ("ia.txt", b"first"), ("ib.txt", b"second")])
+    interleaved = tar_bytes([("ia.jpg", a), ("ib.jpg", b), ("ia.txt", b"first"), ("ib.txt", b"second")])
     (shards / "zipped-named-tar.tar").write_bytes(gzip.compress(interleaved))
-    (shards / "plain.tar.gz").write_bytes(gzip.compress(_tar_bytes([("c.jpg", a), ("c.txt", b"third")])))
+    (shards / "plain.tar.gz").write_bytes(gzip.compress(tar_bytes([("c.jpg", a), ("c.txt", b"third")])))
     report = _run([shards], tmp_path / "out")
     rows = _ledger(tmp_path / "out")
     assert len({r["key"] for r in rows}) == len(rows)  # keys are unique

@@ -17,7 +17,7 @@ from PIL import Image, features
 from pipelines.readers import InputError, ReaderConfig, plan_parts, read_part
 from pipelines.readers.base import IMAGE_EXTENSIONS
 from pipelines.schema import make_key
-from tests.images import jpeg_bytes, png_bytes
+from tests.images import jpeg_bytes, png_bytes, tar_bytes
 
 
 def _rows(inputs, **cfg):
@@ -291,17 +291,9 @@ def test_member_notes_follow_pax_names_gzip_and_truncation(tmp_path):
                    ("ßym.jpg", "not_a_regular_member:ßym.jpg (symbolic link)")]
     # Cut inside the second sample's image: the rows are those of before (no duplicate or extra row).
     a, b = jpeg_bytes(), jpeg_bytes(seed=2)
-    whole = _tar_bytes_of([("a.jpg", a), ("a.txt", b"a"), ("b.jpg", b), ("b.txt", b"b")])
+    whole = tar_bytes([("a.jpg", a), ("a.txt", b"a"), ("b.jpg", b), ("b.txt", b"b")])
     (tmp_path / "cut.tar").write_bytes(whole[: 512 + -(-len(a) // 512) * 512 + 1024 + 512 + 100])
     got = [(r["source"].rsplit("/", 1)[1], (r["reason"] or "ok").split(":")[0]) for r in _rows([tmp_path / "cut.tar"])]
     assert got == [("cut.tar::a.jpg", "ok"), ("cut.tar::b", "tar_truncated"), ("cut.tar", "tar_broken")]
 
 
-def _tar_bytes_of(members):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
