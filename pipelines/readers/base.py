@@ -281,8 +281,10 @@ def dataset_names(inputs: list[str], config: ReaderConfig) -> list[str]:
     if config.dataset:
         return [config.dataset] * len(inputs)
     names = [input_name(root) for root in inputs]
-    for name in set(names):
-        clash = [i for i, n in enumerate(names) if n == name]
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        groups.setdefault(name, []).append(i)
+    for clash in groups.values():
         if len(clash) < 2:
             continue
         paths = [_spelled(inputs[i]).split("://")[-1].strip("/").split("/") for i in clash]
