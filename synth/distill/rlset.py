@@ -38,16 +38,18 @@ def _split_source(source: str) -> tuple[str, int] | None:
     return (path, int(row)) if sep and row.isdigit() else None
 
 
-def _images(refs: list[Any], folder: str) -> list[dict[str, Any]]:
+def _images(refs: list[Any], folder: str) -> list[dict[str, Any]] | None:
+    """Every image the prompt names, read; None when one of them cannot be (a prompt without an image its question
+    is about would not say what it asks)."""
     out = []
     for ref in refs:
         if not isinstance(ref, str):
-            continue
+            return None
         path = ref if storage.is_url(ref) or ref.startswith("/") else storage.join(folder, ref)
         try:
             out.append({"bytes": storage.read_bytes(path), "path": ref})
-        except Exception:  # noqa: BLE001 - the reader recorded an unreadable first image; others are left out
-            continue
+        except Exception:  # noqa: BLE001 - a missing or unreadable file: the prompt is left out and counted
+            return None
     return out
 
 
@@ -91,8 +93,12 @@ def build_rl_set(output: str, tiers: tuple[tuple[str, float], ...] = TIERS, too_
             continue
         refs = rec.get("images", rec.get("image"))
         refs = [refs] if isinstance(refs, str) else refs if isinstance(refs, list) else []
+        images = _images(refs, storage.dirname(path))
+        if images is None:
+            report["images_unreadable"] += 1
+            continue
         rows.append({"key": p["key"], "id": None if rec.get("id") is None else str(rec.get("id")),
-                     "question": rec.get("question"), "images": _images(refs, storage.dirname(path)),
+                     "question": rec.get("question"), "images": images,
                      "answer": str(rec.get("answer")), "domain": str(rec.get("domain")), "k": len(samples),
                      "passed": passed, "pass_at_k": pak, "difficulty": level, "source": p["source"],
                      "dataset": p["dataset"]})
@@ -100,7 +106,8 @@ def build_rl_set(output: str, tiers: tuple[tuple[str, float], ...] = TIERS, too_
     tiers_seen = {name: report.get(name, 0) for name, _ in tiers}
     return {"prompts": len(prompts), "rl_prompts": len(rows), "tiers": {**tiers_seen, UNSOLVED: report[UNSOLVED]},
             "too_easy": report["too_easy"], "unsolved": report[UNSOLVED], "unverifiable": report[UNVERIFIABLE],
-            "teacher_errors": report["teacher_error"], "not_read": report["not_read"]}
+            "teacher_errors": report["teacher_error"], "not_read": report["not_read"],
+            "images_unreadable": report["images_unreadable"]}
 
 
 def add_to_stats(output: str, section: str, values: dict[str, Any]) -> None:

@@ -191,3 +191,12 @@ def test_cli_distill_against_serve_model(server, prefect_server, tmp_path):
     assert len(rl) == 4 and {r["difficulty"] for r in rl} == {"unsolved"} and all(r["k"] == 2 for r in rl)
     stats = json.loads((out / "stats.json").read_text())
     assert stats["distill"]["unsolved"] == 4 and stats["distill"]["too_easy"] == 0
+
+
+def test_a_prompt_with_an_image_that_cannot_be_read_stays_out_of_the_rl_set(tmp_path):
+    from synth.distill.rlset import _images
+
+    (tmp_path / "a.png").write_bytes(b"\x89PNG pixels")
+    assert [i["path"] for i in _images(["a.png"], str(tmp_path))] == ["a.png"]
+    assert _images(["a.png", "gone.png"], str(tmp_path)) is None  # not a prompt that lost one of its images
+    assert _images([7], str(tmp_path)) is None and _images([], str(tmp_path)) == []
