@@ -56,7 +56,8 @@ def ocr_scene(output: Output, config: Config = None, count: Count = None,
 
 @app.command("ocr-academic")
 def ocr_academic(output: Output, config: Config = None, count: Count = None,
-                 input: Annotated[str | None, typer.Option(help="Folder of .md/.tex; default: the bundled demo sources.")] = None,
+                 input: Annotated[str | None, typer.Option(help="Folder (or file) of .md/.tex, one document per file; "
+                                                                 "default: the bundled demo sources.")] = None,
                  engine: Engine = None, set_: Sets = [], prefect: Prefect = None) -> None:  # noqa: B006
     """Academic pages: Markdown/LaTeX rendered with KaTeX, printed by Chromium, paired with their markup."""
     _ocr("ocr-academic", config, output, count, input, engine, set_, prefect)

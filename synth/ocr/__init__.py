@@ -24,12 +24,14 @@ def inputs_for(verb: str, count: int | None, input: str | None) -> list[str]:
 
 def reader_overrides(verb: str, count: int | None, input: str | None) -> dict[str, Any]:
     """Recipe overrides a verb's inputs need: --count with an input reads its first N samples; python3-doc's
-    figures (ocr-scene's default input) have no captions."""
+    figures (ocr-scene's default input) have no captions; ocr-academic reads its input as text (.md and .tex)."""
     sets: dict[str, Any] = {}
     if verb == "ocr-scene" and not input:
         sets["reader.options"] = {"captions": False}
     if count is not None and (input or verb == "ocr-scene"):
         sets["reader.limit"] = count
+    if verb == "ocr-academic" and input and not input.startswith("count:"):
+        sets["reader.format"] = "text"  # .tex sources: auto-detection takes only .txt/.md/.rst for text
     return sets
 
 

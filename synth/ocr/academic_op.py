@@ -18,6 +18,7 @@ from pydantic import Field
 
 from pipelines import columns as C
 from pipelines.operator import Generator, OperatorConfig
+from synth.ocr.corpus import drawable_markup
 from synth.ocr.markup import Block, blocks, tex_to_markdown
 from synth.ocr.render_op import VerifyConfig, row_random
 from synth.ocr.tasks import ocr_messages
@@ -30,22 +31,33 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync"]
 PAGE_PROMPT = "Convert this page to Markdown, with formulas in LaTeX."
 
-# Runs in the page: typeset every math span with KaTeX, then move blocks down so that none crosses a page break
-# (as print layout does), and report per block its page, its box on that page, its visible text and any error.
-_PAGINATE = """([pageH, marginY]) => {
-  const errors = [];
+# Runs in the page: typeset every math span with KaTeX and lay the page out, so that the fonts the typeset page
+# uses (KaTeX's, fallbacks) start loading; the caller then waits for them before measuring anything.
+_TYPESET = """() => {
   for (const el of document.querySelectorAll('span.tex')) {
     const tex = el.textContent;
     try { katex.render(tex, el, {displayMode: el.dataset.display === '1', throwOnError: true}); }
     catch (e) { el.closest('.vlm-block').dataset.error = String(e.message || e).slice(0, 120); }
   }
+  return document.body.getBoundingClientRect().height;
+}"""
+
+# Runs in the page, its fonts loaded: move blocks down so that none crosses a page break (as print layout does),
+# and report per block its page, its box on that page, its visible text and any error. A block taller than a page
+# (its page is dropped) is followed by a fresh page after its end, so that no kept page shows part of it; a block
+# whose content runs past the page's right edge (a long display formula) is reported wide.
+_PAGINATE = """([pageH, marginY, pageW]) => {
   const out = [];
-  let page = 0;
+  let page = 0, free = 0;  // free: the first page no earlier block reaches into (past a tall block's end)
   for (const el of document.querySelectorAll('.vlm-block')) {
     let r = el.getBoundingClientRect();
     const top = r.top + window.scrollY, bottom = r.bottom + window.scrollY;
     const pageEnd = (page + 1) * pageH - marginY;
-    if (bottom > pageEnd && out.length && out[out.length - 1].page === page) {
+    if (free > page) {
+      page = free;
+      el.style.marginTop = ((page * pageH + marginY) - top) + 'px';
+      r = el.getBoundingClientRect();
+    } else if (bottom > pageEnd && out.length && out[out.length - 1].page === page) {
       page += 1;
       el.style.marginTop = ((page * pageH + marginY) - top) + 'px';
       r = el.getBoundingClientRect();
@@ -53,11 +65,13 @@ _PAGINATE = """([pageH, marginY]) => {
       page = Math.floor((top - marginY) / pageH);
     }
     const y = r.top + window.scrollY - page * pageH;
+    const tall = r.height > pageH - 2 * marginY;
+    if (tall) free = Math.floor((r.bottom + window.scrollY) / pageH) + 1;
     const clone = el.cloneNode(true);
     clone.querySelectorAll('.katex-mathml').forEach(n => n.remove());
     document.body.appendChild(clone); const text = clone.innerText; clone.remove();
-    out.push({page, box: [r.left, y, r.right, y + r.height], text, error: el.dataset.error || null,
-              tall: r.height > pageH - 2 * marginY});
+    out.push({page, box: [r.left, y, r.right, y + r.height], text, error: el.dataset.error || null, tall,
+              wide: r.left + el.scrollWidth > pageW + 1});
   }
   return out;
 }"""
@@ -77,7 +91,8 @@ class AcademicConfig(OperatorConfig):
     font_size: tuple[int, int] = Field((14, 18), description="Body font size range, pixels.")
     fonts: list[str] = Field(["DejaVu Serif", "DejaVu Sans", "Noto Serif CJK SC"],
                              description="CSS font families, one drawn per document.")
-    max_pages: int = Field(20, ge=1, description="Pages past this are not rendered.")
+    max_pages: int = Field(20, ge=1, description="Pages past this are not rendered (their blocks: one dropped row, "
+                           "past_max_pages).")
     timeout_ms: int = Field(20000, ge=1000, description="Time a page may take to load and typeset.")
     chromium: str = Field("/usr/bin/chromium", description="Chromium executable (Debian's package).")
     verify: PageVerifyConfig = Field(default_factory=PageVerifyConfig,
@@ -156,13 +171,19 @@ class AcademicPages(Generator):
             pass
 
     def _document(self, row: dict[str, Any]) -> tuple[str, str]:
-        """(markdown, source name) of a parent row: its own text, the file it names, or a seed's source file."""
+        """(markdown, source name) of a parent row: its own text (a text-source row: one whole file), the file it
+        names, or a seed's source file; control characters removed (a page cannot show them, so its markup must
+        not hold them)."""
+        markdown, name = self._source_text(row)
+        return to_markdown(drawable_markup(markdown), Path(name).name), name
+
+    def _source_text(self, row: dict[str, Any]) -> tuple[str, str]:
         text = row.get("text") or ""
         source = row.get("source") or ""
         if text.strip():
-            return to_markdown(text, source), source
+            return text, source
         if source.endswith(SOURCE_SUFFIXES) and Path(source).is_file():
-            return to_markdown(Path(source).read_text(encoding="utf-8"), source), source
+            return Path(source).read_text(encoding="utf-8"), source
         if not self.files:
             raise FileNotFoundError(f"no .md/.tex sources under {self.config.sources}")
         try:
@@ -170,7 +191,7 @@ class AcademicPages(Generator):
         except (TypeError, ValueError):
             seed = row_random(row["key"]).randrange(1 << 30)
         path = self.files[seed % len(self.files)]
-        return to_markdown(path.read_text(encoding="utf-8"), path.name), str(path)
+        return path.read_text(encoding="utf-8"), str(path)
 
     def _page_html(self, parts: list[Block], font: str, size: int) -> str:
         cfg = self.config
@@ -197,15 +218,25 @@ class AcademicPages(Generator):
         size = rnd.randint(*cfg.font_size)
         self._html = self._page_html(parts, font, size)
         self.page.goto("http://vlmdata.local/page.html", wait_until="load", timeout=cfg.timeout_ms)
+        self.page.evaluate(_TYPESET)
+        # Measured before the typeset page's fonts arrive, blocks were up to 17 px off (a tenth of a long formula's
+        # height): wrong boxes, and blocks across the page breaks the layout was computed for.
         self.page.evaluate("document.fonts.ready.then(() => true)")
-        laid = self.page.evaluate(_PAGINATE, [cfg.page_height, cfg.margin])
+        laid = self.page.evaluate(_PAGINATE, [cfg.page_height, cfg.margin, cfg.page_width])
         self.page.evaluate("document.fonts.ready.then(() => true)")
-        pages = min(max(b["page"] for b in laid) + 1, cfg.max_pages)
+        laid_out = max(b["page"] for b in laid) + 1
+        pages = min(laid_out, cfg.max_pages)
+        # The last page is a whole page too (the screenshot would stop where the document does).
+        self.page.evaluate("(h) => { document.body.style.minHeight = h + 'px'; }", pages * cfg.page_height)
         for k in range(pages):
             on_page = [(blk, lay) for blk, lay in zip(parts, laid, strict=True) if lay["page"] == k]
             if not on_page:
                 continue
             yield self._page(k, pages, on_page, font, size, rnd)
+        if laid_out > pages:  # what is not rendered is in the ledger, with why
+            rest = [blk.markup for blk, lay in zip(parts, laid, strict=True) if lay["page"] >= pages]
+            yield {"text": "\n\n".join(rest), "page": pages, "pages": laid_out, "font": font, "font_size": size,
+                   "keep": False, "reason": f"past_max_pages:{laid_out}>{pages}"}
 
     def _page(self, k: int, pages: int, on_page: list[tuple[Block, dict]], font: str, size: int,
               rnd: Any) -> dict[str, Any]:
@@ -218,6 +249,8 @@ class AcademicPages(Generator):
             return {**out, "keep": False, "reason": f"math_render_failed:{errors[0]}"}
         if any(lay["tall"] for _, lay in on_page):
             return {**out, "keep": False, "reason": "block_taller_than_page"}
+        if any(lay["wide"] for _, lay in on_page):  # the page would show it cut off at its right edge
+            return {**out, "keep": False, "reason": "block_wider_than_page"}
         png = self.page.screenshot(full_page=True, clip={"x": 0, "y": k * h, "width": w, "height": h},
                                    timeout=cfg.timeout_ms)
         items = [C.ocr_item(b.markup, [max(0.0, lay["box"][0]), max(0.0, lay["box"][1]),

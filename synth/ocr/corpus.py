@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import gzip
 import re
-import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
+
+from filters.heuristics import normalize_caption
 
 DEFAULT_CORPUS: tuple[str, ...] = (
     "/usr/share/doc/python3.11/html/_sources/tutorial",
@@ -61,10 +62,24 @@ def _join(lines: list[str]) -> str:
     return text
 
 
+def drawable(text: str) -> str:
+    """Input text as a sample's label and its render agree on it: the caption normaliser's (NFC, control and format
+    characters removed, every whitespace run one space). A rendered image cannot show an ESC or a zero-width
+    character, so its ground truth must not hold one."""
+    return normalize_caption(text)
+
+
+def drawable_markup(text: str) -> str:
+    """`drawable` for Markdown/LaTeX sources, whose layout is markup: spaces, tabs and line breaks stay as they are;
+    every run of other characters goes through the caption normaliser (control characters dropped, other
+    whitespace such as a form feed or a no-break space one space)."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return re.sub(r"[^ \t\n]+", lambda m: normalize_caption(m.group()), text)
+
+
 def _clean(text: str) -> str:
     text = _MARKUP.sub(lambda m: next(g for g in m.groups() if g is not None), text)
-    text = unicodedata.normalize("NFC", text).replace("\ufffd", "")
-    return re.sub(r"\s+", " ", text).strip()
+    return drawable(text.replace("\ufffd", ""))
 
 
 def paragraphs(text: str, min_chars: int) -> list[str]:

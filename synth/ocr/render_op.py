@@ -16,7 +16,7 @@ from pydantic import Field
 from pipelines import columns as C
 from pipelines.operator import Generator, OperatorConfig
 from synth.ocr import backgrounds as bg
-from synth.ocr.corpus import DEFAULT_CORPUS, is_cjk, load_corpus
+from synth.ocr.corpus import DEFAULT_CORPUS, drawable, is_cjk, load_corpus
 from synth.ocr.fonts import DEFAULT_FONTS, FontError, FontFace, cached_face
 from synth.ocr.render import TextLayer, composite, draw_mask, rotate, shift
 from synth.ocr.tasks import ocr_messages
@@ -124,7 +124,7 @@ class RenderDocs(Generator):
     # -- choices ---------------------------------------------------------------------------------------------
     def _text(self, row: dict[str, Any], rnd: random.Random) -> str:
         if self.config.use_row_text and (row.get("text") or "").strip():
-            return row["text"]
+            return drawable(row["text"])  # control characters out: the label says exactly what is drawn
         pool = self.corpus
         share = self.config.cjk_share
         if share is not None and self.corpus_cjk and self.corpus_latin:

@@ -1,20 +1,28 @@
 """ocr_render on real renders: boxes enclose their glyphs, PP-OCR reads the default renders back (English and
-Chinese), and every failure (tofu, a font that does not load, a background that does not decode) is a reason."""
+Chinese), every failure (tofu, a font that does not load, a background that does not decode) is a reason, input
+text is normalised (no control character in a label the image cannot show), and an empty text file of a corpus
+given as --input is an error row."""
 
 from __future__ import annotations
 
 import io
+import json
+import tarfile
+import unicodedata
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageDraw
 
+import synth.ocr as ocr_verbs
 from pipelines.formats import box_from_1000, parse_boxes
 from pipelines.operator import apply_map, ready
 from pipelines.schema import record_schema
 from synth.ocr.render_op import RenderDocs
-from synth.ocr.verify import OcrEngine
+from synth.ocr.verify import OcrEngine, cer, read_text
 
 PLAIN = {"background_weights": {"plain": 1.0}, "verify": {"enabled": False}}
 
@@ -107,8 +115,8 @@ def test_forced_tofu_is_caught() -> None:
     # A character no font has (private use area) is caught even when a covering font is looked for.
     covering = RenderDocs(PLAIN)
     covering.setup()
-    out = covering.render_one(seed(2, "plain words \ue000 and more"), 0)
-    assert out["keep"] is False and out["reason"] == "tofu:U+E000"
+    out = covering.render_one(seed(2, "plain words \U00010000 and more"), 0)  # Linear B: in no bundled font
+    assert out["keep"] is False and out["reason"] == "tofu:U+10000"
     # CJK text with a font choice that covers it renders with a CJK face.
     out = covering.render_one(seed(3, "中文字体测试"), 0)
     assert out.get("keep", True) and "CJK" in out["font"]
@@ -157,3 +165,36 @@ def test_generator_rows_are_deterministic_and_typed(plain_op: RenderDocs) -> Non
                 key=lambda it: sum(abs(u - v) for u, v in zip(it["box"], box, strict=True)))
     assert asked["text"] in answers
     assert turns[0]["content"][0]["type"] == "image"
+
+
+def test_control_characters_are_not_in_the_label(plain_op: RenderDocs, ocr: OcrEngine) -> None:
+    """ESC, zero-width and private-use characters draw nothing: the label holds exactly what is drawn."""
+    out = plain_op.render_one(seed(4, "\x1b[31mred\x1b[0m alert\u200b level \ue000seven"), 0)
+    assert out.get("keep", True), out.get("reason")
+    assert out["text"].replace("\n", " ") == "[31mred[0m alert level seven"
+    assert not any(unicodedata.category(ch) in ("Cc", "Cf", "Co") for it in out["ocr"] for ch in it["text"]
+                   if ch != "\n")
+    read = read_text(ocr.read(Image.open(io.BytesIO(out["image"])).convert("RGB")))
+    assert cer(read, out["text"]) <= 0.1, (read, out["text"])
+
+
+def test_a_text_corpus_input_lists_empty_files_and_normalises_text(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "red.txt").write_text("\x1b[31mred\x1b[0m alert in the\x07 control room\n")
+    (corpus / "empty.txt").write_text("")
+    (corpus / "blank.txt").write_text(" \n\t\n")
+    out = tmp_path / "out"
+    ocr_verbs.run("ocr-render", str(out), input=str(corpus),
+                  overrides={"engine.name": "local", "engine.workers": 0, "stages.0.verify.enabled": False})
+    ledger = pq.read_table(out / "ledger.parquet").to_pylist()
+    by = {r["source"].rsplit("/", 1)[-1]: r for r in ledger if r["parent"] is None}
+    assert set(by) == {"red.txt#paragraph=0", "empty.txt", "blank.txt"}
+    for name in ("empty.txt", "blank.txt"):
+        assert (by[name]["status"], by[name]["stage"], by[name]["reason"]) == ("error", "read", "empty_file")
+    (tar,) = (out / "shards").glob("*.tar")
+    with tarfile.open(tar) as t:
+        (txt,) = [t.extractfile(m).read() for m in t.getmembers() if m.name.endswith(".txt")]
+        (meta,) = [json.load(t.extractfile(m)) for m in t.getmembers() if m.name.endswith(".json")]
+    assert b"\x1b" not in txt and b"\x07" not in txt
+    assert txt.decode().replace("\n", " ") == "[31mred[0m alert in the control room" == meta["caption"].replace("\n", " ")

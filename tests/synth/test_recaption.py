@@ -1,6 +1,7 @@
 """Factual recaptioning: every check on hand-written candidate captions; the operator against a scripted
 OpenAI-compatible teacher on loopback (accepted, fallbacks with reasons, PP-OCR excusing a number the image
-contradicts, the ratio draw); and `vlmdata synth recaption` against `vlmdata serve-model --model tiny`."""
+contradicts, the ratio draw, images validated by `decode` before any reaches the teacher); and `vlmdata synth
+recaption` against `vlmdata serve-model --model tiny`."""
 
 from __future__ import annotations
 
@@ -83,7 +84,8 @@ CAPTIONS = {  # original caption → what the scripted teacher writes
 
 
 @contextmanager
-def scripted_teacher() -> Iterator[str]:
+def scripted_teacher(asked: list[str] | None = None) -> Iterator[str]:
+    """The teacher on loopback; `asked` collects the text of every request it answers."""
     async def models(_: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "scripted", "object": "model"}]})
 
@@ -92,6 +94,8 @@ def scripted_teacher() -> Iterator[str]:
         parts = body["messages"][-1]["content"]
         assert parts[0]["type"] == "image_url" and parts[0]["image_url"]["url"].startswith("data:image/")
         text = parts[1]["text"]
+        if asked is not None:
+            asked.append(text)
         answer = next(v for k, v in CAPTIONS.items() if k in text)
         return web.json_response({"id": "x", "object": "chat.completion", "model": "scripted",
                                   "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
@@ -127,7 +131,7 @@ def test_recaption_operator_checks_falls_back_and_mixes(tmp_path):
     out = tmp_path / "out"
     with scripted_teacher() as url:
         report = recaption.run(str(shards), str(out), teacher=url, overrides={
-            "engine.name": "local", "engine.workers": 0, "stages.0.ocr": True, "stages.0.ratio": 1.0})
+            "engine.name": "local", "engine.workers": 0, "stages.1.ocr": True, "stages.1.ratio": 1.0})
     got = samples(out)
     assert len(got) == 5  # a failing recaption never drops the sample
     bus = got[ORIGINAL]
@@ -156,10 +160,54 @@ def test_ratio_draw_is_seeded_per_key(tmp_path):
     for name in ("a", "b"):
         with scripted_teacher() as url:
             recaption.run(str(shards), str(tmp_path / name), teacher=url,
-                          overrides={"engine.name": "local", "engine.workers": 0, "stages.0.ratio": 0.5})
+                          overrides={"engine.name": "local", "engine.workers": 0, "stages.1.ratio": 0.5})
         runs.append({k: v["caption_source"] for k, v in samples(tmp_path / name).items()})
     assert runs[0] == runs[1]  # the same keys and seed draw the same captions
     assert set(runs[0].values()) == {"original", "recaption"}  # both kinds at ratio 0.5 over 8 samples
+
+
+def test_an_image_folder_is_decoded_before_the_teacher_sees_it(tmp_path):
+    """A corrupt image is an error row with decode's reason and is never sent; a PNG is stored as .png, a JPEG as
+    .jpg; a 16-bit PNG is stored as its 8-bit view."""
+    import numpy as np
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    deep = io.BytesIO()
+    Image.fromarray((np.arange(64 * 96, dtype=np.uint16).reshape(64, 96) * 10), mode="I;16").save(deep, format="PNG")
+    assert Image.open(io.BytesIO(deep.getvalue())).mode == "I;16"
+    jpeg = io.BytesIO()
+    Image.open(io.BytesIO(png_bytes(size=(96, 64), seed=3))).save(jpeg, format="JPEG", quality=90)
+    captions = {"good.png": ORIGINAL, "photo.jpg": "A blue square drawn by Anna Berg on white paper.",
+                "deep.png": "Eine rote Katze schläft auf dem Sofa im Wohnzimmer.",
+                "corrupt.jpg": 'A shop sign that reads "OPEN 24".'}
+    images = {"good.png": png_bytes(size=(96, 64), seed=1), "photo.jpg": jpeg.getvalue(), "deep.png": deep.getvalue(),
+              "corrupt.jpg": jpeg.getvalue()[: len(jpeg.getvalue()) // 2]}
+    for name, data in images.items():
+        (folder / name).write_bytes(data)
+        (folder / name).with_suffix(".txt").write_text(captions[name])
+    out, asked = tmp_path / "out", []
+    with scripted_teacher(asked) as url:
+        recaption.run(str(folder), str(out), teacher=url, overrides={"engine.name": "local", "engine.workers": 0})
+    ledger = {r["source"].rsplit("/", 1)[-1]: r for r in pq.read_table(out / "ledger.parquet").to_pylist()}
+    assert ledger["corrupt.jpg"]["status"] == "error" and ledger["corrupt.jpg"]["stage"] == "decode"
+    assert ledger["corrupt.jpg"]["reason"] == "truncated"
+    assert {ledger[n]["status"] for n in ("good.png", "photo.jpg", "deep.png")} == {"kept"}
+    assert len(asked) == 3 and not any(captions["corrupt.jpg"] in text for text in asked)  # never sent
+    stored = {}
+    for sample in tarfile_samples(sorted(str(p) for p in (out / "shards").glob("*.tar"))):
+        s = decode_sample(sample)
+        (ext,) = {"png", "jpg"} & set(s)
+        stored[s["json"]["caption_original"]] = (ext, s[ext])
+    assert set(stored) == {captions[n] for n in ("good.png", "photo.jpg", "deep.png")}
+    magic = {"png": b"\x89PNG\r\n\x1a\n", "jpg": b"\xff\xd8\xff"}
+    for ext, data in stored.values():
+        assert data.startswith(magic[ext])  # the member's extension says what the bytes are
+        assert Image.open(io.BytesIO(data)).mode in ("RGB", "RGBA", "L", "P")
+    assert stored[ORIGINAL] == ("png", images["good.png"])  # kept as it came
+    assert stored[captions["photo.jpg"]] == ("jpg", images["photo.jpg"])
+    ext, data = stored[captions["deep.png"]]
+    assert Image.open(io.BytesIO(data)).mode != "I;16"  # the 8-bit view the stages judged
 
 
 # ---------------------------------------------------------------- the CLI against the real tiny model
@@ -172,7 +220,7 @@ def test_cli_recaption_against_serve_model(prefect_server, tmp_path):
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "HF_HUB_OFFLINE": "1"}
     with running_server("--model", "tiny") as url:
         proc = subprocess.run([str(script), "synth", "recaption", "--input", str(shards), "--teacher", url,
-                               "--output", str(out), "--engine", "local", "--set", "stages.0.max_tokens=16",
+                               "--output", str(out), "--engine", "local", "--set", "stages.1.max_tokens=16",
                                "--set", "engine.workers=1"],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
