@@ -14,7 +14,7 @@ from PIL import Image
 from pydantic import Field
 
 from pipelines import columns as C
-from pipelines.imaging import to_rgb
+from pipelines.imaging import views
 from pipelines.operator import Drop, Generator, OperatorConfig
 from synth.ocr.render_op import row_random
 from synth.ocr.tasks import ocr_messages
@@ -55,12 +55,13 @@ class SceneText(Generator):
         self._memo: OrderedDict[str, list[Detection]] = OrderedDict()
 
     def _read(self, data: bytes) -> tuple[Image.Image, str | None, list[Detection]]:
-        img = Image.open(io.BytesIO(data))
-        if img.width * img.height > MAX_PIXELS:
-            raise ValueError(f"image too large: {img.width}x{img.height}")
-        fmt = {"PNG": "png", "JPEG": "jpeg"}.get(img.format or "")
-        img.load()
-        rgb = to_rgb(img)
+        """The picture (the pass's shared decoded view: a decode stage before this one decoded it already), the
+        format its bytes may be stored in as they are (None: they must be re-encoded, because a plain reader would
+        see another picture: not JPEG/PNG, EXIF-rotated, or samples wider than 8 bits), and PP-OCR's lines."""
+        picture = views().decoded(data, max_pixels=MAX_PIXELS)  # DecodeError: an error row with its reason
+        plain = picture.orientation == 1 and not picture.wide
+        fmt = {"PNG": "png", "JPEG": "jpeg"}.get(picture.format or "") if plain else None
+        rgb = picture.rgb
         # A batch that fails is retried and bisected: remember reads so the siblings are not read again.
         digest = hashlib.sha1(data).hexdigest()
         dets = self._memo.get(digest)
@@ -77,7 +78,7 @@ class SceneText(Generator):
         if not data:
             raise Drop("no_image")
         img, fmt, dets = self._read(data)
-        if fmt is None:  # WebP, GIF, …: shards hold PNG or JPEG
+        if fmt is None:  # WebP, GIF, a rotated JPEG, a 16-bit PNG: the picture PP-OCR read, as a PNG
             buf = io.BytesIO()
             img.save(buf, format="PNG")
             data, fmt = buf.getvalue(), "png"

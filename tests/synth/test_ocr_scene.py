@@ -51,3 +51,24 @@ def test_image_without_text_is_dropped_and_corrupt_one_is_an_error(scene: SceneT
     tk = next(r for r in out if r["key"] == "tk")
     assert tk["reason"] == "expanded:1"
     assert any(r["parent"] == "tk" and r["keep"] for r in out)
+
+
+def test_a_rotated_or_16_bit_picture_is_stored_as_the_picture_that_was_read(scene: SceneText) -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    page = Image.open(IMAGES / "tk_msg.png").convert("L")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90° clockwise
+    buf = io.BytesIO()
+    page.transpose(Image.Transpose.ROTATE_90).convert("RGB").save(buf, format="JPEG", quality=95, exif=exif)
+    wide = io.BytesIO()
+    Image.fromarray(np.asarray(page).astype(np.uint16) * 257).save(wide, format="PNG")  # 16-bit grey
+    for data in (buf.getvalue(), wide.getvalue()):
+        (child,) = scene.generate(row("r", data))
+        stored = Image.open(io.BytesIO(child["image"]))
+        assert child["image_format"] == "png" and stored.mode in ("RGB", "L") and not stored.getexif().get(0x0112)
+        assert stored.size == (child["width"], child["height"]) == page.size  # boxes are about these pixels
+        assert max(it["box"][2] for it in child["ocr"]) <= child["width"]
