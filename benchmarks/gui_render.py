@@ -8,6 +8,7 @@ viewports in the same browser build. Prints the ratio (target ≥ 0.7).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -46,15 +47,16 @@ def plain_loop(urls: list[str]) -> tuple[int, float]:
     return shots, seconds
 
 
-def operator_loop(urls: list[str]) -> tuple[int, float, int]:
+def operator_loop(urls: list[str], root: str) -> tuple[int, float, int]:
+    meta = json.dumps({"root": root})  # the input folder, as the html reader records it: pages may load files under it
     op = GuiScreenshot(viewports=VIEWPORTS, local_only=True, timeout_s=30)
     op.setup()
     try:
-        op.generate({"key": "warm", "source": urls[0], "meta": None})
+        op.generate({"key": "warm", "source": urls[0], "meta": meta})
         start = time.perf_counter()
         shots = elements = 0
         for i, url in enumerate(urls):
-            for child in op.generate({"key": str(i), "source": url, "meta": None}):
+            for child in op.generate({"key": str(i), "source": url, "meta": meta}):
                 shots += 1
                 elements += len(child["elements"])
         return shots, time.perf_counter() - start, elements
@@ -77,7 +79,7 @@ def main() -> None:
     for r in range(args.rounds):
         shots, seconds = plain_loop(urls)
         plain = shots / seconds
-        shots, seconds, elements = operator_loop(urls)
+        shots, seconds, elements = operator_loop(urls, str(Path(args.input).resolve()))
         ours = shots / seconds
         print(f"round {r + 1}: plain load+screenshot {plain:.2f} shots/s; gui_screenshot with extraction "
               f"{ours:.2f} shots/s ({elements / shots:.0f} elements per screenshot)")

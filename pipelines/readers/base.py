@@ -350,14 +350,22 @@ def _parquet_kind(path: str) -> str:
 
 
 def _url_list(path: str) -> bool:
-    """A .txt whose non-empty lines are all URLs is a list of pages."""
+    """A list of pages: a text file whose first non-empty, non-comment line is a URL and at least half of whose
+    such lines are (the first 64 KB decide; the html source makes each other line a `not_a_url` error row)."""
+    from pipelines.readers.html import is_url_line, url_list_lines
+
+    limit = 1 << 16
     try:
         with storage.open_file(path) as f:
-            head = f.read(1 << 16).decode("utf-8", "replace")
+            raw = f.read(limit + 1)
     except OSError:
         return False
-    lines = [ln.strip() for ln in head.splitlines() if ln.strip() and not ln.startswith("#")]
-    return bool(lines) and all(ln.startswith(("http://", "https://", "file://")) for ln in lines)
+    head = raw[:limit].decode("utf-8", "replace")
+    if len(raw) > limit and "\n" in head:
+        head = head.rsplit("\n", 1)[0]  # the line the cut went through is not judged
+    lines = url_list_lines(head)
+    urls = sum(map(is_url_line, lines))
+    return bool(lines) and is_url_line(lines[0]) and 2 * urls >= len(lines)
 
 
 def _has_local_image(path: str) -> bool:

@@ -4,17 +4,36 @@ answering) and the next page gets a fresh one.
 
 Playwright runs on its own event loop in a background thread, so a page whose script never returns cannot block
 the caller: every wait is bounded by the page's budget (`asyncio.wait_for`), and the caller's own wait is too.
+
+Confinement (every request of every tab goes through one route handler, `_Guard.decide`):
+- file:// loads only under the page's folders (`file_roots`: the input folder the page was read from, else the
+  page file's own folder; real paths, so `..` and symlinks that lead out are outside), never through a dot folder
+  or dot file below them (.git, .ssh, .env); the page itself always loads. Everything else file:// is aborted.
+- A frame (iframe, object, embed) whose document is a forbidden file, and a main frame that navigates away from
+  the page (script, meta refresh, redirect; a file page may not leave its own file, a web page may go on to other
+  http(s) pages but nowhere else), make the page `PageBlocked` (`blocked_file` / `navigated_away`): never
+  screenshots. So is a page whose final URL is not the page. Forbidden subresources (images, scripts, styles,
+  fetch) are only aborted: Debian's python3-doc links jQuery out of its folder, and the page renders as before.
+- http(s) pages never get file:// (no roots, and Chromium refuses it to web origins anyway); `local_only` also
+  aborts every http(s) request. Popups are closed unrendered, downloads refused, view-source:, chrome:// and
+  data: top-level navigations are Chromium's to refuse (the final-URL check is the backstop).
+- Between pages a tab's guard refuses everything, so nothing a page left running (a timer that navigates, a
+  slow request) gets through or is counted against the next page.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import os
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -30,7 +49,12 @@ class PageError(RuntimeError):
 
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
+        self.reason, self.detail = reason, detail
+
+
+class PageBlocked(PageError):
+    """A page that tried to leave its confinement (reason navigated_away | blocked_file, detail the URL): a verdict
+    on the page, not a failure of the browser."""
 
 
 @dataclass(frozen=True)
@@ -52,11 +76,86 @@ class Shot:
     title: str
 
 
+_URL_IN_REASON = 200  # a data: URL can be megabytes; reasons carry its start
+
+
+class _Guard:
+    """What one page may load (see the module docstring); `blocked` collects (reason, url) of what made it leave."""
+
+    def __init__(self, url: str, file_roots: Iterable[str], local_only: bool):
+        self.url, self.local_only = url, local_only
+        self.scheme = _scheme(url)
+        self.web = self.scheme in ("http", "https")
+        page_path = file_path(url) if self.scheme == "file" else None
+        self.page_path = os.path.realpath(page_path) if page_path else None
+        self.roots = tuple(Path(os.path.realpath(r)) for r in file_roots)
+        self.blocked: list[tuple[str, str]] = []
+
+    def file_allowed(self, url: str) -> bool:
+        path = file_path(url)
+        if path is None:
+            return False
+        real = os.path.realpath(path)
+        return real == self.page_path or inside(real, self.roots)
+
+    def is_page(self, url: str) -> bool:
+        """Whether `url` is the page itself (a file: the same real file, any query or fragment; else the same URL
+        without its fragment)."""
+        if self.page_path is not None:
+            path = file_path(url) if _scheme(url) == "file" else None
+            return path is not None and os.path.realpath(path) == self.page_path
+        return url.split("#", 1)[0] == self.url.split("#", 1)[0]
+
+    def stays(self, url: str) -> bool:
+        """Whether a main frame showing `url` still shows this page (a web page may go on to other web pages)."""
+        return self.is_page(url) or (self.web and _scheme(url) in ("http", "https"))
+
+    def decide(self, url: str, navigation: bool, frame: str) -> tuple[bool, str | None]:
+        """(continue?, (reason, url) to record or None) for a request; `frame`: main | sub | other (a popup)."""
+        scheme = _scheme(url)
+        web = scheme in ("http", "https")
+        if scheme == "file":
+            allowed = self.file_allowed(url)
+        elif web:
+            allowed = not self.local_only
+        else:
+            allowed = scheme in ("data", "blob", "about")
+        if not navigation:
+            return allowed, None
+        if frame == "other":
+            return False, None
+        if frame == "main" and not self.stays(url):
+            return False, "navigated_away"
+        if frame == "sub" and scheme == "file" and not allowed:
+            return False, "blocked_file"
+        return allowed, None
+
+
+def inside(real: str, roots: Iterable[Path]) -> bool:
+    """Whether the real path `real` is one of `roots` (real paths) or below one, through no dot folder or file."""
+    path = Path(real)
+    return any(path.is_relative_to(root) and not any(part.startswith(".") for part in path.relative_to(root).parts)
+               for root in roots)
+
+
+def _scheme(url: str) -> str:
+    return url.split(":", 1)[0].lower() if ":" in url else ""
+
+
+def file_path(url: str) -> str | None:
+    """The local path of a file:// URL (percent-decoded); None for another host."""
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        return None
+    return url2pathname(parts.path)
+
+
 @dataclass
 class _Tab:
     context: Any
     page: Any
     crashed: list[bool] = field(default_factory=lambda: [False])
+    guard: _Guard | None = None  # None: between pages, every request is aborted
 
 
 class Browser:
@@ -64,7 +163,8 @@ class Browser:
 
     `render(url, viewports, extract_js, timeout_s)` loads `url` once per viewport (one browser context per
     viewport, kept between pages), runs `extract_js` (a JS function of one argument) in the page and takes a
-    viewport screenshot. With `local_only`, every request that is not file:// or data: is aborted.
+    viewport screenshot. File access is confined (module docstring); with `local_only`, every http(s) request is
+    aborted too.
     """
 
     def __init__(self, executable: str = CHROMIUM, args: tuple[str, ...] = CHROMIUM_ARGS, local_only: bool = False):
@@ -89,8 +189,14 @@ class Browser:
             raise
 
     def render(self, url: str, viewports: list[Viewport], extract_js: str, extract_arg: Any,
-               timeout_s: float, settle_ms: int = 0) -> list[Shot]:
-        """Every viewport of `url` within `timeout_s` in all; raises PageError when the page fails or hangs."""
+               timeout_s: float, settle_ms: int = 0, file_roots: Iterable[str] | None = None) -> list[Shot]:
+        """Every viewport of `url` within `timeout_s` in all; raises PageError when the page fails or hangs,
+        PageBlocked when it leaves its confinement. `file_roots`: the folders whose files a file page may load
+        (default: the page's own folder)."""
+        if file_roots is None:
+            path = file_path(url) if _scheme(url) == "file" else None
+            file_roots = [os.path.dirname(path)] if path else []
+        roots = tuple(file_roots)
         try:
             # Starting Chromium is the worker's cost, not the page's.
             self._call(self._ensure_browser, _LAUNCH_S)
@@ -99,8 +205,8 @@ class Browser:
         deadline = time.monotonic() + timeout_s
         try:
             # The outer wait is a safety net: the coroutine bounds each of its own waits by the deadline.
-            return self._call(lambda: self._render(url, viewports, extract_js, extract_arg, deadline, settle_ms),
-                              timeout_s + 2 * _CLOSE_S + 5)
+            return self._call(lambda: self._render(url, viewports, extract_js, extract_arg, deadline, settle_ms,
+                                                   roots), timeout_s + 3 * _CLOSE_S + 5)
         except TimeoutError as exc:
             self._call(self._reset_all, 3 * _CLOSE_S)
             raise PageError("page_timeout", f"{url} did not finish within {timeout_s:g}s") from exc
@@ -139,12 +245,27 @@ class Browser:
         browser = await self._ensure_browser()
         context = await browser.new_context(
             viewport={"width": vp.width, "height": vp.height}, device_scale_factor=vp.scale, is_mobile=vp.mobile,
-            has_touch=vp.mobile, java_script_enabled=True, service_workers="block", reduced_motion="reduce")
-        if self.local_only:
-            await context.route("**/*", _local_only)
-        page = await context.new_page()
-        tab = _Tab(context, page)
+            has_touch=vp.mobile, java_script_enabled=True, service_workers="block", reduced_motion="reduce",
+            accept_downloads=False)
+        tab = _Tab(context, None)
+
+        async def route(route: Any) -> None:
+            request = route.request
+            try:
+                allowed, blocked = _decide(tab, request)
+            except Exception:  # noqa: BLE001 - a request we cannot judge is refused
+                allowed, blocked = False, None
+            if blocked and tab.guard is not None:
+                tab.guard.blocked.append((blocked, request.url))
+            try:
+                await (route.continue_() if allowed else route.abort("blockedbyclient"))
+            except Exception:  # noqa: BLE001 - the page or its frame went away meanwhile
+                pass
+
+        await context.route("**/*", route)
+        tab.page = page = await context.new_page()
         page.on("crash", lambda _page: tab.crashed.__setitem__(0, True))
+        page.on("popup", lambda popup: asyncio.ensure_future(_close_quietly(popup)))
         self._tabs[vp] = tab
         return tab
 
@@ -182,11 +303,11 @@ class Browser:
                 pass
 
     async def _render(self, url: str, viewports: list[Viewport], extract_js: str, extract_arg: Any,
-                      deadline: float, settle_ms: int) -> list[Shot]:
+                      deadline: float, settle_ms: int, roots: tuple[str, ...]) -> list[Shot]:
         shots = []
         for vp in viewports:
             try:
-                shots.append(await self._render_one(url, vp, extract_js, extract_arg, deadline, settle_ms))
+                shots.append(await self._render_one(url, vp, extract_js, extract_arg, deadline, settle_ms, roots))
             except PageError:
                 await self._drop_tab(vp)
                 raise
@@ -198,7 +319,7 @@ class Browser:
         return shots
 
     async def _render_one(self, url: str, vp: Viewport, extract_js: str, extract_arg: Any, deadline: float,
-                          settle_ms: int) -> Shot:
+                          settle_ms: int, roots: tuple[str, ...]) -> Shot:
         def left() -> float:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -206,7 +327,21 @@ class Browser:
             return remaining
 
         tab = await self._tab(vp)
-        page = tab.page
+        guard = tab.guard = _Guard(url, roots, self.local_only)
+        try:
+            return await self._shoot(tab, url, vp, extract_js, extract_arg, settle_ms, left)
+        except Exception:
+            # A page blocked mid-way (an aborted navigation destroys the context the script ran in): the verdict.
+            if guard.blocked:
+                _check_confined(guard, "")
+            raise
+        finally:
+            tab.guard = None  # until the next page: whatever this one left running is refused, and not counted
+
+    async def _shoot(self, tab: _Tab, url: str, vp: Viewport, extract_js: str, extract_arg: Any, settle_ms: int,
+                     left: Callable[[], float]) -> Shot:
+        page, guard = tab.page, tab.guard
+        assert guard is not None
         response = await asyncio.wait_for(page.goto(url, wait_until="load", timeout=left() * 1000), left())
         if response is not None and response.status >= 400:
             raise PageError("page_http_error", f"{url}: HTTP {response.status}")
@@ -221,14 +356,41 @@ class Browser:
             page.screenshot(type="png", animations="disabled", caret="hide", timeout=left() * 1000), left())
         if tab.crashed[0]:
             raise PageError("page_crashed", f"{url} ({vp.name})")
+        _check_confined(guard, page.url)
         return Shot(vp, png, extracted, title)
 
 
-async def _local_only(route: Any) -> None:
-    if route.request.url.startswith(("file:", "data:", "about:")):
-        await route.continue_()
-    else:
-        await route.abort("blockedbyclient")
+def _check_confined(guard: _Guard, final_url: str) -> None:
+    """PageBlocked when the page tried to leave (a main-frame navigation first) or its main frame is elsewhere."""
+    for wanted in ("navigated_away", "blocked_file"):
+        for reason, url in guard.blocked:
+            if reason == wanted:
+                raise PageBlocked(reason, url[:_URL_IN_REASON])
+    if not guard.stays(final_url):
+        raise PageBlocked("navigated_away", final_url[:_URL_IN_REASON])
+
+
+def _decide(tab: _Tab, request: Any) -> tuple[bool, str | None]:
+    guard = tab.guard
+    if guard is None:
+        return False, None
+    navigation = request.is_navigation_request()
+    frame = "other"
+    if navigation:
+        try:
+            owner = request.frame  # raises for a popup's first navigation (its frame does not exist yet)
+        except Exception:  # noqa: BLE001
+            owner = None
+        if owner is not None and owner.page == tab.page:
+            frame = "main" if owner.parent_frame is None else "sub"
+    return guard.decide(request.url, navigation, frame)
+
+
+async def _close_quietly(page: Any) -> None:
+    try:
+        await asyncio.wait_for(page.close(), _CLOSE_S)
+    except Exception:  # noqa: BLE001 - it goes with its context
+        pass
 
 
 def _first_line(exc: BaseException) -> str:

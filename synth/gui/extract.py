@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from filters.heuristics import normalize_caption
+
 EXTRACT_JS = r"""
 (opts) => {
   // The screenshot shows the visual viewport: on a phone without a meta viewport the 980-px layout is zoomed
@@ -116,10 +118,13 @@ EXTRACT_JS = r"""
 
 def scale_elements(extracted: dict[str, Any], scale: float) -> tuple[list[dict[str, Any]], list[bool]]:
     """The elements as ELEMENTS rows (box in screenshot pixels) and, beside them, whether each one's text is
-    visible on screen (rather than a label such as alt text)."""
+    visible on screen (rather than a label such as alt text). Texts and roles are normalised as the curate
+    heuristics normalise captions (control and format characters out, whitespace runs one space): a screenshot
+    cannot show an ESC or a BEL, so no target may ask for one; a text left empty is None (no text target)."""
     elements, visible = [], []
     for e in extracted.get("elements", []):
-        elements.append({"tag": e["tag"], "role": e["role"] or None, "text": e["text"] or None,
+        elements.append({"tag": e["tag"], "role": normalize_caption(e["role"] or "") or None,
+                         "text": normalize_caption(e["text"] or "") or None,
                          "box": [round(float(v) * scale, 2) for v in e["box"]], "interactive": bool(e["interactive"])})
         visible.append(bool(e["visible_text"]))
     return elements, visible

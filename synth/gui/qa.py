@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ import pyarrow as pa
 from PIL import Image
 from pydantic import Field
 
+from filters.heuristics import normalize_caption
 from pipelines import columns as C
 from pipelines.formats import box_to_1000, build_answer, format_box
 from pipelines.operator import Drop, Generator, OperatorConfig
@@ -56,8 +58,12 @@ class GuiQAConfig(OperatorConfig):
     reg_questions: tuple[str, ...] = Field(REG_QUESTIONS, min_length=1, description="Templates: {box}, {role}.")
 
 
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,39}")
+
+
 def _role_word(element: dict[str, Any]) -> str:
-    role = element.get("role") or element.get("tag") or "element"
+    """The element's role (or tag) as a word for the question; anything else a page wrote there is "element"."""
+    role = next((r for r in (element.get("role"), element.get("tag")) if r and _WORD.fullmatch(r)), "element")
     return {"listitem": "list item", "textbox": "text field", "img": "image", "columnheader": "column header",
             "searchbox": "search field", "combobox": "drop-down"}.get(role, role)
 
@@ -95,7 +101,9 @@ class GuiQA(Generator):
 
     def generate(self, row: dict[str, Any]):
         c = self.config
-        elements = row.get("elements") or []
+        # Targets carry text as the screenshot can show it (gui_screenshot normalises already; rows from
+        # elsewhere may not): control characters out, whitespace collapsed, an emptied text no target.
+        elements = [{**e, "text": normalize_caption(e.get("text") or "") or None} for e in row.get("elements") or []]
         shown = row.get("elements_text_shown") or [True] * len(elements)
         width, height = int(row["width"]), int(row["height"])
         pool = self.candidates(elements)

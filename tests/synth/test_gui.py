@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from pipelines.formats import box_from_1000, extract_boxed, parse_boxes
-from pipelines.operator import apply_generator
+from pipelines.operator import Drop, apply_generator
 from pipelines.schema import record_schema
 from synth.gui.browser import PageError, Viewport
 from synth.gui.qa import GuiQA
@@ -228,3 +228,261 @@ def test_failed_page_raises_page_error(shot_op, pages):
     # The same browser goes on.
     children = shot_op.generate({"key": "o", "source": str(pages / "other.html")})
     assert any(e["text"] == "Another page entirely" for e in children[0]["elements"])
+
+
+# --- confinement: a page sees only files under the folder it was read from ---------------------------------------
+
+MARKER = "ZQXMARKER"  # in files outside the input folder: no kept sample may ever show it
+SECRET_PAGE = f'<html><body><p style="font: 40px sans-serif">{MARKER} secret words</p></body></html>'
+
+
+def _png(color):
+    buf = io.BytesIO()
+    Image.new("RGB", (20, 10), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _page(title, extra=""):
+    return (f'<!doctype html><html><head><meta charset="utf-8"><title>{title}</title></head>'
+            f'<body style="font: 22px sans-serif"><h1>{title}</h1><button>Stay here</button>'
+            f'<button>Another button</button>{extra}</body></html>')
+
+
+@pytest.fixture(scope="module")
+def confined(tmp_path_factory):
+    """site/ (the input folder) with pages that reach for outside/ in every way, and outside/ holding the marker."""
+    import os
+
+    root = tmp_path_factory.mktemp("confined")
+    site, outside = root / "site", root / "outside"
+    (site / "sub").mkdir(parents=True)
+    (site / ".hidden").mkdir()
+    outside.mkdir()
+    (outside / "secret.html").write_text(SECRET_PAGE)
+    (outside / "pic.png").write_bytes(_png((200, 0, 0)))
+    (site / ".hidden" / "secret.html").write_text(SECRET_PAGE)
+    (site / ".hidden" / "pic.png").write_bytes(_png((0, 0, 200)))
+    (site / "pic.png").write_bytes(_png((0, 200, 0)))
+    (site / "sub" / "inner.html").write_text('<html><body><p style="font: 30px sans-serif">Inner words</p></body></html>')
+    os.symlink(outside / "secret.html", site / "link.html")  # a link inside the folder that leads out of it
+    os.symlink(outside / "pic.png", site / "link.png")
+    secret = (outside / "secret.html").as_uri()
+    frame = '<iframe src="{}" style="width: 600px; height: 120px"></iframe>'
+    pages = {
+        "frame_abs": _page("Frame absolute", frame.format(secret)),
+        "frame_dotdot": _page("Frame dotdot", frame.format("sub/../../outside/secret.html")),
+        "frame_link": _page("Frame link", frame.format("link.html")),
+        "frame_hidden": _page("Frame hidden", frame.format(".hidden/secret.html")),
+        "frame_inside": _page("Frame inside", frame.format("sub/inner.html")),
+        "nav_etc": _page("Nav etc", "<script>location.href = 'file:///etc/';</script>"),
+        "nav_sibling": _page("Nav sibling", "<script>location.href = 'frame_inside.html';</script>"),
+        "images": _page("Images", '<img src="pic.png"><img src="../outside/pic.png"><img src="link.png">'
+                                  '<img src=".hidden/pic.png">'),
+        "view_source": _page("View source", f"<script>location.href = 'view-source:{secret}';</script>"),
+        "chrome": _page("Chrome page", "<script>location.href = 'chrome://version';</script>"),
+        "data": _page("Data page", f"<script>location.href = 'data:text/html,<p>{MARKER}</p>';</script>"),
+        "popup_download": _page("Popup download", f"<a id=d href='data:text/plain,{MARKER}' "
+                                                  "download='../../escaped.txt'>save</a><script>"
+                                                  f"window.open('{secret}'); document.getElementById('d').click();"
+                                                  "</script>"),
+    }
+    for name, html in pages.items():
+        (site / f"{name}.html").write_text(html)
+    return root
+
+
+@pytest.fixture(scope="module")
+def confined_rows(shot_op, confined):
+    """The input folder read by the html source (rows carry meta.root) and rendered by gui_screenshot."""
+    from pipelines.readers import ReaderConfig, plan_parts, read_part
+
+    config = ReaderConfig(format="html")
+    rows = [r for p in plan_parts([str(confined / "site")], config) for b in read_part(p, config)
+            for r in b.to_pylist()]
+    schema = record_schema(shot_op.adds)
+    out = apply_generator(shot_op, pa.RecordBatch.from_pylist(rows, schema=schema), schema).to_pylist()
+    site = str(confined / "site") + "/"
+    pages = {r["source"].removeprefix(site).removesuffix(".html"): r for r in out if r["parent"] is None}
+    children = {name: [r for r in out if r["parent"] == page["key"]] for name, page in pages.items()}
+    return pages, children
+
+
+def test_pages_that_reach_outside_their_folder_are_dropped_with_the_reason(confined_rows, confined):
+    import json
+
+    pages, children = confined_rows
+    secret = (confined / "outside" / "secret.html").as_uri()
+    assert json.loads(pages["frame_abs"]["meta"])["root"] == str((confined / "site").resolve())
+    expected = {
+        "frame_abs": f"blocked_file:{secret}",
+        "frame_dotdot": f"blocked_file:{secret}",  # Chromium resolves the `..` before asking
+        "frame_link": f"blocked_file:{(confined / 'site' / 'link.html').as_uri()}",
+        "frame_hidden": f"blocked_file:{(confined / 'site' / '.hidden' / 'secret.html').as_uri()}",
+        "nav_etc": "navigated_away:file:///etc/",
+        "nav_sibling": f"navigated_away:{(confined / 'site' / 'frame_inside.html').as_uri()}",
+        # Pages the folder lists but that are not the user's: a link leading out, a dot folder.
+        "link": f"outside_input:{secret}",
+        ".hidden/secret": f"outside_input:{(confined / 'site' / '.hidden' / 'secret.html').as_uri()}",
+    }
+    for name, reason in expected.items():
+        page = pages[name]
+        assert (page["keep"], page["error"], page["reason"]) == (False, False, reason), name
+        assert children[name] == [], name  # not one screenshot of it
+    # A frame inside the folder, and the folder's own pages, render as before.
+    for name in ("frame_inside", "images", "sub/inner"):
+        assert pages[name]["reason"] == "expanded:2", name
+
+
+def test_no_kept_screenshot_shows_anything_from_outside(confined_rows, confined):
+    pages, children = confined_rows
+    for name in ("view_source", "chrome", "data", "popup_download"):
+        # Chromium refuses these navigations itself; had one gone through, the final-URL check drops the page.
+        assert pages[name]["reason"] == "expanded:2" or pages[name]["reason"].startswith("navigated_away:"), name
+    kept = [c for cs in children.values() for c in cs if c["keep"]]
+    assert kept
+    for child in kept:
+        page = next(n for n, cs in children.items() if child in cs)
+        texts = [e["text"] or "" for e in child["elements"]]
+        assert not any(MARKER in t or "Index of" in t for t in texts), (page, texts)
+        assert MARKER not in (child["text"] or "")  # the title
+        assert any(t in ("Stay here", "Another button", "Inner words") for t in texts), (page, texts)
+    # The download was refused: nothing written anywhere near the input.
+    assert not list(confined.rglob("escaped.txt")) and not list(confined.parent.rglob("escaped.txt"))
+
+
+def test_images_load_only_from_inside_the_folder(shot_op, confined):
+    site = confined / "site"
+    sizes_js = "() => [...document.images].map((im) => im.naturalWidth)"
+    [shot] = shot_op.browser.render((site / "images.html").as_uri(), [Viewport("desktop", 800, 600)], sizes_js,
+                                    None, 10, file_roots=[str(site)])
+    # site/pic.png loads; ../outside/pic.png, a link leading out, a dot folder: refused (the page itself is kept).
+    assert shot.extracted == [20, 0, 0, 0]
+    # A page given alone (no root) may load from its own folder only.
+    [shot] = shot_op.browser.render((site / "sub" / "inner.html").as_uri(), [Viewport("desktop", 800, 600)],
+                                    "() => fetch('../pic.png').then(() => 'read', () => 'refused')", None, 10)
+    assert shot.extracted == "refused"
+
+
+def test_web_pages_cannot_pull_local_files(qa_op, confined, tmp_path):
+    """An http page (a URL list) with an iframe and an image on file:// beside a same-origin iframe: the screenshot
+    shows the inner page (OCR reads it) and never the file; a redirect to a file is no page."""
+    import functools
+    import http.server
+
+    import numpy as np
+
+    web = tmp_path / "web"
+    web.mkdir()
+    (web / "inner.html").write_text('<html><body><p style="font: 30px sans-serif">Inner words</p></body></html>')
+    (web / "page.html").write_text(_page("Web page", (
+        '<br><iframe src="/inner.html" style="width: 500px; height: 90px"></iframe><br>'
+        f'<iframe src="{(confined / "outside" / "secret.html").as_uri()}" style="width: 700px; height: 90px">'
+        f'</iframe><img src="{(confined / "outside" / "pic.png").as_uri()}">')))
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/go":  # a server that redirects to a local file
+                self.send_response(302)
+                self.send_header("Location", (confined / "outside" / "secret.html").as_uri())
+                self.end_headers()
+            else:
+                super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(web)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    op = GuiScreenshot(timeout_s=8, viewports=[{"name": "desktop", "width": 800, "height": 400}])
+    op.setup()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        [child] = op.generate({"key": "w", "source": f"{base}/page.html", "meta": None})
+        with pytest.raises((PageError, Drop)):  # Chromium refuses the redirect (ERR_UNSAFE_REDIRECT); never kept
+            op.generate({"key": "r", "source": f"{base}/go", "meta": None})
+    finally:
+        op.close()
+        server.shutdown()
+    image = np.asarray(Image.open(io.BytesIO(child["image"])).convert("RGB"))
+    read = qa_op.verifier.engine(image, use_det=True, use_cls=False, use_rec=True).txts or ()
+    seen = " ".join(read)
+    assert "Inner words" in seen and "Web page" in seen, seen
+    assert MARKER not in seen and "secret" not in seen, seen
+
+
+# --- targets carry only what a screenshot can show ---------------------------------------------------------------
+
+def test_control_characters_never_reach_elements_or_targets(shot_op, qa_op, pages):
+    import unicodedata
+
+    (pages / "controls.html").write_text(
+        '<!doctype html><html><head><meta charset="utf-8"><title>Con\x07trols\tpage</title></head>'
+        '<body style="font: 26px sans-serif; margin: 30px"><h1>Plain heading</h1>'
+        '<p><button>\x1b]0;pwn\x07Zap</button></p><p><button id="empty">\x07\x1b\x7f</button></p>'
+        '<p>Zero\u200bwidth words</p></body></html>', encoding="utf-8")
+    children = shot_op.generate({"key": "ctl", "source": str(pages / "controls.html"), "meta": None})
+    desktop = next(c for c in children if c["viewport"] == "desktop")
+
+    def clean(s):
+        return all(unicodedata.category(ch) not in ("Cc", "Cf") for ch in s)
+
+    assert clean(desktop["text"]) and desktop["text"].endswith("trols page")  # the title
+    texts = [e["text"] for e in desktop["elements"]]
+    assert "]0;pwnZap" in texts and "Zerowidth words" in texts and all(clean(t) for t in texts if t)
+    empty = [e for e in desktop["elements"] if e["tag"] == "button" and e["text"] is None]
+    assert len(empty) == 1  # the button of control characters only: still an element, no text
+    qa = list(qa_op.generate({**desktop, "key": "ctl-shot"}))
+    assert {c["text"] for c in qa} >= {"]0;pwnZap", "Plain heading"}
+    for c in qa:
+        assert c["text"] and clean(c["text"]) and c["boxes"][0]["box"] != empty[0]["box"]
+        for message in c["messages"] or []:
+            for part in message["content"]:
+                assert clean((part.get("text") or "").replace("\n", "")), part
+
+
+def test_qa_normalises_element_texts_from_any_source():
+    op = GuiQA(verify_ocr=False, per_screenshot=10, rec_share=0.5)
+    op.setup()
+    elements = [{"tag": "button", "role": "\x1bbutton", "text": "\x1b]0;pwn\x07Zap", "box": [0, 0, 50, 20],
+                 "interactive": True},
+                {"tag": "button", "role": "button", "text": "\x07\x1b", "box": [0, 30, 50, 50], "interactive": True},
+                {"tag": "p", "role": "paragraph", "text": "Ok \t\n fine", "box": [0, 60, 50, 80], "interactive": False}]
+    row = {"key": "k", "image": b"", "width": 100, "height": 100, "elements": elements,
+           "elements_text_shown": [True] * 3}
+    children = list(op.generate(row))
+    assert sorted(c["text"] for c in children) == ["Ok fine", "]0;pwnZap"]
+    for c in children:
+        question = c["messages"][0]["content"][-1]["text"]
+        assert "\x1b" not in question and "\x07" not in question and c["boxes"][0]["label"] == c["text"]
+
+
+# --- URL lists ---------------------------------------------------------------------------------------------------
+
+def test_url_list_lines_that_are_not_urls_become_error_rows(tmp_path):
+    import json
+
+    from pipelines.readers import ReaderConfig, plan_parts, read_part
+    from pipelines.readers.base import detect_format
+
+    urls = tmp_path / "urls.txt"
+    urls.write_text("# pages\nhttp://example.com/\nnot a url\n\nhttps://a.test/x\njavascript:alert(1)\n")
+    assert detect_format(str(urls)) == "html"
+    for fmt in ("auto", "html"):
+        config = ReaderConfig(format=fmt)
+        rows = [r for p in plan_parts([str(urls)], config) for b in read_part(p, config) for r in b.to_pylist()]
+        got = [(r["source"], r["keep"], r["error"], r["reason"]) for r in rows]
+        assert got == [("http://example.com/", True, False, None), ("not a url", False, True, "not_a_url"),
+                       ("https://a.test/x", True, False, None), ("javascript:alert(1)", False, True, "not_a_url")]
+        assert json.loads(rows[0]["meta"]) == {"url": "http://example.com/"}
+    # Past the first 64 KB too: every line is judged when read.
+    long = tmp_path / "long.txt"
+    long.write_text("".join(f"https://host.test/{i:06d}\n" for i in range(4000)) + "stray words\n")
+    assert long.stat().st_size > 1 << 16 and detect_format(str(long)) == "html"
+    rows = [r for p in plan_parts([str(long)], ReaderConfig()) for b in read_part(p, ReaderConfig())
+            for r in b.to_pylist()]
+    assert len(rows) == 4001 and [r["source"] for r in rows if r["error"]] == ["stray words"]
+    # Prose that happens to start with a URL, or a list that does not start with one, is no URL list.
+    prose = tmp_path / "prose.txt"
+    prose.write_text("https://example.com/\nA first sentence of prose.\nAnother one follows here.\n")
+    late = tmp_path / "late.txt"
+    late.write_text("my pages:\nhttp://example.com/\nhttp://example.org/\n")
+    assert detect_format(str(prose)) == "text" and detect_format(str(late)) == "text"
