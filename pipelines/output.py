@@ -84,6 +84,11 @@ def _record_lines(data: bytes) -> set[str]:
     return out
 
 
+def _run_files(run: dict[str, Any] | None) -> set[str]:
+    """The paths run.json records (the shard index), checked as a part's record is."""
+    return _record_lines("\n".join(str(f) for f in (run or {}).get("files", [])).encode())
+
+
 def _removal_order(rel: str) -> int:
     """Data files first, then the part files (an older folder's markers say which shards are its own), then the
     records, run.json last: a deletion cut short leaves the records of what is left."""
@@ -210,7 +215,7 @@ class OutputLayout:
 
     def _recorded(self, run: dict[str, Any] | None) -> set[str]:
         """Every path the records name: run.json's (the shard index) and each part's."""
-        files = _record_lines("\n".join(str(f) for f in (run or {}).get("files", [])).encode())
+        files = _run_files(run)
         for name, kind in self._entries("_work/parts"):
             if kind == "file" and RECORD_FILE.match(name):
                 files |= _record_lines(storage.read_bytes(storage.join(self.parts_dir, name)))
@@ -350,7 +355,7 @@ class OutputLayout:
                 files = {rel for rel in found.owned if not TEMP.search(rel) and
                          (rel.startswith("shards/") or rel.startswith("_work/parts/"))}
             else:
-                files = _record_lines("\n".join(str(f) for f in (found.run or {}).get("files", [])).encode())
+                files = _run_files(found.run)
         for path in (self.shards_dir, self.tmp_dir, self.parts_dir):
             storage.makedirs(path)
         run = {"fingerprint": fingerprint, RECORD_KEY: 1, "files": sorted(files | {"shards/index.json"})}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import IO, Any
@@ -109,6 +109,14 @@ def walk_special(root: str) -> list[str]:
             if os.path.islink(path):
                 out.append(os.path.relpath(path, local))
     return sorted(out)
+
+
+def walk_unreadable(root: str, named: Callable[[str], bool]) -> list[str]:
+    """Paths under a local `root` a file source must still give a row though it never opens them: the entries of
+    `walk_special` its own kind of name picks out (`named`: a pipe or dangling link called x.tar), and links to
+    folders (read as `not_regular_reason` says)."""
+    return [path for path in (join(root, rel) for rel in walk_special(root))
+            if named(path) or not_regular_reason(path) == "symlink_to_folder"]
 
 
 def not_regular_reason(path: str) -> str:

@@ -22,8 +22,7 @@ def _files(root: str) -> list[str]:
     if storage.isdir(root):
         found = [storage.join(root, rel) for rel, _ in storage.walk_files(root) if rel.endswith(".parquet")]
         # A pipe or dangling link named x.parquet, a link to a folder: one error row each (never opened).
-        return found + [path for path in (storage.join(root, rel) for rel in storage.walk_special(root))
-                        if path.endswith(".parquet") or storage.not_regular_reason(path) == "symlink_to_folder"]
+        return found + storage.walk_unreadable(root, lambda p: p.endswith(".parquet"))
     return [root]
 
 

@@ -25,8 +25,7 @@ def plan(root: str, dataset: str, config: ReaderConfig, first_id: int) -> Iterat
         tars = [(storage.join(root, rel), size) for rel, size in storage.walk_files(root)
                 if rel.lower().endswith(TAR_SUFFIXES)]
         # A pipe or dangling link named like a tar, a link to a folder: a part each, read as one error row.
-        tars += [(path, 0) for path in (storage.join(root, rel) for rel in storage.walk_special(root))
-                 if path.lower().endswith(TAR_SUFFIXES) or storage.not_regular_reason(path) == "symlink_to_folder"]
+        tars += [(path, 0) for path in storage.walk_unreadable(root, lambda p: p.lower().endswith(TAR_SUFFIXES))]
         base = root
     else:
         tars, base = [(root, storage.getsize(root))], storage.dirname(root)
@@ -69,18 +68,17 @@ def _sample_row(rel: str, tar: str, key: str, files: dict[str, bytes], skipped: 
     return source_id, f"{tar}::{member}", image, text, meta, error
 
 
-def _skipped(reader: TarSamples) -> dict[str, list[tuple[str, str, str]]]:
-    """Members TarSamples passed over (links, devices, folders) by key: (name, extension, kind)."""
-    out: dict[str, list[tuple[str, str, str]]] = {}
-    for name, what in reader.skipped:
+def _index_skipped(entries: list[tuple[str, str]], into: dict[str, list[tuple[str, str, str]]]) -> None:
+    """Add members TarSamples passed over (links, devices, folders) to `into` by key: (name, extension, kind)."""
+    for name, what in entries:
         name = name.rstrip("/") if what == "folder" else name  # `KEY.jpg/`: a folder named like an image
         parts = split_name(name)
         if parts is not None:
-            out.setdefault(parts[0], []).append((name, parts[1], what))
-    return out
+            into.setdefault(parts[0], []).append((name, parts[1], what))
 
 
-def _unread(rel: str, tar: str, reader: TarSamples, samples: dict[str, int]) -> Iterator[tuple]:
+def _unread(rel: str, tar: str, reader: TarSamples, samples: dict[str, int],
+            skipped_by_key: dict[str, list[tuple[str, str, str]]]) -> Iterator[tuple]:
     """Rows for what the tar holds but TarSamples did not yield: a second sample under the names of an earlier one
     (only the first member of a name is kept), and links or devices with no regular member beside them."""
     extra: dict[str, dict[str, int]] = {}  # key → extension → members of that name after the first
@@ -93,7 +91,7 @@ def _unread(rel: str, tar: str, reader: TarSamples, samples: dict[str, int]) -> 
             names = [f"{key}.{ext}" for ext, n in exts.items() if n >= nth - first]
             yield (f"{rel}::{key}.{nth}", f"{tar}::{names[0]}", None, None, None,
                    f"duplicate_member:{', '.join(names)}")
-    for key, skipped in _skipped(reader).items():
+    for key, skipped in skipped_by_key.items():
         members = [s for s in skipped if s[2] != "folder"]  # a folder entry is structure, not a sample
         if key not in samples and members:
             name, _, what = members[0]
@@ -113,6 +111,8 @@ def read(part: Part, config: ReaderConfig, out: BatchBuilder) -> Iterator[pa.Rec
         return
     count = 0
     samples: dict[str, int] = {}  # key → samples yielded under it
+    skipped: dict[str, list[tuple[str, str, str]]] = {}  # key → members TarSamples passed over, indexed as they come
+    indexed = 0  # how many of reader.skipped are in `skipped`
     try:
         raw = storage.open_file(part.path)
         with decompressed(raw) as stream:
@@ -121,8 +121,9 @@ def read(part: Part, config: ReaderConfig, out: BatchBuilder) -> Iterator[pa.Rec
                 key = sample.pop("__key__")
                 count += 1
                 samples[key] = samples.get(key, 0) + 1
-                yield from out.add(*_sample_row(rel, part.path, key, sample, _skipped(reader).get(key, []) if reader.skipped else [],
-                                                samples[key]))
+                _index_skipped(reader.skipped[indexed:], skipped)
+                indexed = len(reader.skipped)
+                yield from out.add(*_sample_row(rel, part.path, key, sample, skipped.get(key, []), samples[key]))
             compressed = stream is not raw
     except READ_ERRORS as exc:
         yield from out.add(f"{rel}::<rest>", part.path, None, None, None, f"tar_broken:{str(exc).strip() or type(exc).__name__}")
@@ -130,7 +131,8 @@ def read(part: Part, config: ReaderConfig, out: BatchBuilder) -> Iterator[pa.Rec
     if reader.lost is not None:
         samples[reader.lost] = samples.get(reader.lost, 0) + 1  # its row follows
     unread = 0
-    for row in _unread(rel, part.path, reader, samples):
+    _index_skipped(reader.skipped[indexed:], skipped)
+    for row in _unread(rel, part.path, reader, samples, skipped):
         unread += 1
         yield from out.add(*row)
     if reader.lost is not None:
